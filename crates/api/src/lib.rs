@@ -5,8 +5,12 @@
 //! rules client-side for manifests mode.
 
 #![forbid(unsafe_code)]
+// kube-derive takes repeated `printcolumn(..., type_ = "string")` arguments, which this lint
+// mistakes for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 pub mod crds;
+pub mod manifest;
 mod model_deployment;
 mod routing_policy;
 mod status;
@@ -14,8 +18,7 @@ mod team_model;
 pub mod validation;
 
 pub use model_deployment::{
-    Cost, HealthCheck, HealthCheckMode, Limits, ModelDeployment, ModelDeploymentSpec, Provider,
-    SecretKeyRef, Upstream,
+    Cost, HealthCheck, HealthCheckMode, Limits, ModelDeployment, ModelDeploymentSpec, Provider, SecretKeyRef, Upstream,
 };
 pub use routing_policy::{Affinity, CooldownPolicy, RoutingConfig, RoutingPolicy, Strategy};
 pub use status::{ConditionType, ResourceStatus, SidecarCounts};

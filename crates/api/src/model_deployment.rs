@@ -13,6 +13,7 @@ use crate::status::ResourceStatus;
     kind = "ModelDeployment",
     namespaced,
     cel,
+    derive = "PartialEq",
     status = "ResourceStatus",
     shortname = "md",
     category = "llmroute",

@@ -14,6 +14,7 @@ use crate::{routing_policy::RoutingPolicy, status::ResourceStatus};
     kind = "TeamModel",
     namespaced,
     cel,
+    derive = "PartialEq",
     status = "ResourceStatus",
     shortname = "tm",
     category = "llmroute",

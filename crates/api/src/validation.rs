@@ -46,8 +46,7 @@ impl KindSchema {
 
 static MODEL_DEPLOYMENT: LazyLock<KindSchema> = LazyLock::new(KindSchema::of::<ModelDeployment>);
 static TEAM_MODEL: LazyLock<KindSchema> = LazyLock::new(KindSchema::of::<TeamModel>);
-static VALIDATOR: LazyLock<std::sync::Mutex<Validator>> =
-    LazyLock::new(|| std::sync::Mutex::new(Validator::new()));
+static VALIDATOR: LazyLock<std::sync::Mutex<Validator>> = LazyLock::new(|| std::sync::Mutex::new(Validator::new()));
 
 /// Checks a ModelDeployment against the rules of its CRD.
 pub fn validate_model_deployment(md: &ModelDeployment) -> Result<(), Vec<Violation>> {
@@ -68,10 +67,7 @@ fn validate<T: Serialize>(kind: &KindSchema, object: &T) -> Result<(), Vec<Viola
     check_bounds(&kind.raw, &value, "", &mut violations);
     let validator = VALIDATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Err(errors) = validator.validate_compiled(&kind.compiled, &value, None) {
-        violations.extend(errors.iter().map(|e| Violation {
-            path: e.field_path.clone(),
-            message: e.message.clone(),
-        }));
+        violations.extend(errors.iter().map(|e| Violation { path: e.field_path.clone(), message: e.message.clone() }));
     }
     if violations.is_empty() { Ok(()) } else { Err(violations) }
 }

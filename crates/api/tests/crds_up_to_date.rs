@@ -7,10 +7,7 @@ fn checked_in_crds_match_the_types() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
     for (file, yaml) in llmroute_api::crds::rendered().expect("CRDs render") {
         let on_disk = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
-        assert!(
-            on_disk == yaml,
-            "crds/{file} is stale: run `make crds` and commit the result"
-        );
+        assert!(on_disk == yaml, "crds/{file} is stale: run `make crds` and commit the result");
     }
 }
 

@@ -1,0 +1,17 @@
+//! Compiles proto/llmroute/v1/routing.proto with protox (pure Rust, no system protoc).
+//! The gRPC client and server are generated only with the `grpc` feature.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let file = root.join("llmroute/v1/routing.proto");
+    println!("cargo:rerun-if-changed={}", file.display());
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
+    let descriptors = protox::compile([&file], [&root])?;
+    tonic_prost_build::configure()
+        .build_client(grpc)
+        .build_server(grpc)
+        // Deployment carries a credential: its Debug is written by hand, redacted.
+        .skip_debug(["llmroute.v1.Deployment"])
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! The compile's result: a shared global part, one part per team, and the diagnostics.
+//! A team view is the global part plus the team's own part, materialized on demand.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use llmroute_proto::v1;
+use prost::Message;
+
+use crate::Diagnostic;
+use crate::version::{self, Digest32};
+
+/// Deployments and routes of one part, with the digest of their canonical encoding.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Part {
+    /// Sorted by id.
+    pub deployments: Vec<v1::Deployment>,
+    /// Sorted by (kind, public_name).
+    pub routes: Vec<v1::Route>,
+    pub digest: Digest32,
+}
+
+impl Part {
+    pub fn new(deployments: Vec<v1::Deployment>, routes: Vec<v1::Route>) -> Self {
+        let canonical = v1::Snapshot { deployments, routes, ..Default::default() };
+        let digest = version::digest(&canonical.encode_to_vec());
+        Self { deployments: canonical.deployments, routes: canonical.routes, digest }
+    }
+
+    fn empty() -> Self {
+        Self::new(Vec::new(), Vec::new())
+    }
+}
+
+/// Everything one compile produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Compiled {
+    pub(crate) global: Arc<Part>,
+    pub(crate) teams: BTreeMap<String, Part>,
+    pub(crate) empty: Part,
+    pub(crate) diagnostics: Vec<Diagnostic>,
+}
+
+impl Compiled {
+    pub(crate) fn new(global: Part, teams: BTreeMap<String, Part>, diagnostics: Vec<Diagnostic>) -> Self {
+        Self { global: Arc::new(global), teams, empty: Part::empty(), diagnostics }
+    }
+
+    /// One verdict per object, sorted by kind and namespace/name.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        &self.diagnostics
+    }
+
+    /// Teams that have entries of their own (TeamModels or private deployments).
+    pub fn teams(&self) -> impl Iterator<Item = &str> {
+        self.teams.keys().map(String::as_str)
+    }
+
+    fn own(&self, team: &str) -> &Part {
+        self.teams.get(team).unwrap_or(&self.empty)
+    }
+
+    /// Version of `team`'s view (any team may ask: one with no entries sees the global part).
+    pub fn version(&self, team: &str) -> String {
+        version::view_version(team, &self.global.digest, &self.own(team).digest)
+    }
+
+    /// The whole view of `team`: every global entry plus the team's own.
+    pub fn view(&self, team: &str) -> v1::Snapshot {
+        let own = self.own(team);
+        v1::Snapshot {
+            version: self.version(team),
+            generation: 0,
+            team: team.to_owned(),
+            deployments: merge_by_id(&self.global.deployments, &own.deployments),
+            routes: own.routes.iter().chain(&self.global.routes).cloned().collect(),
+        }
+    }
+}
+
+fn merge_by_id(a: &[v1::Deployment], b: &[v1::Deployment]) -> Vec<v1::Deployment> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].id <= b[j].id {
+            out.push(a[i].clone());
+            i += 1;
+        } else {
+            out.push(b[j].clone());
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
