@@ -28,3 +28,4 @@ crds:
 ## Criterion benchmarks (numbers go in the README).
 bench:
 	$(CARGO) bench --locked -p llmroute-snapshot --bench compile
+	$(CARGO) bench --locked -p llmroute-router --bench decision

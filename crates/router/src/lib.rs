@@ -1,0 +1,32 @@
+//! The routing engine: everything DESIGN.md §3–4 says about choosing a deployment, as a pure
+//! library over one team's snapshot view. No IO: the caller passes the time (Unix
+//! milliseconds) and the random source, so every behaviour is deterministic under test.
+//!
+//! - [`RouteTable`]: a snapshot view converted to indexed domain types (invalid views rejected).
+//! - [`LiveState`]: health, cooldown, in-flight, latency and rate windows per deployment,
+//!   carried across snapshots for unchanged deployments and dropped for removed ones.
+//! - [`Planner`]: one request's attempts: eligibility, order levels, affinity, strategy,
+//!   failover, fallbacks, `maxAttempts`.
+//! - [`classify`]: an upstream outcome -> retryable / context-window / client error.
+
+#![forbid(unsafe_code)]
+
+mod classify;
+mod eligibility;
+mod plan;
+mod policy;
+mod random;
+mod rendezvous;
+mod resolve;
+mod response_id;
+mod state;
+mod strategy;
+mod table;
+
+pub use classify::{Class, Outcome, classify};
+pub use plan::{Attempt, AttemptKind, Exhausted, ExhaustedReason, Pick, Planner, RequestKeys};
+pub use policy::{AffinityKind, Cooldown, Policy, StrategyKind};
+pub use resolve::Resolved;
+pub use response_id::{unwrap_response_id, wrap_response_id};
+pub use state::{DeploymentState, HealthObservation, LiveState};
+pub use table::{Deployment, DeploymentIdx, InvalidSnapshot, Route, RouteIdx, RouteTable};

@@ -1,0 +1,371 @@
+//! One request's attempts (DESIGN §4): eligibility, lowest order level, affinity, strategy;
+//! after a retryable failure re-pick without the failed deployments (order escalation
+//! included), then the `fallbacks` groups; a context-window error goes to
+//! `contextWindowFallbacks` only; `maxAttempts` bounds everything; the end names every attempt.
+
+use std::collections::VecDeque;
+
+use rand::Rng;
+
+use crate::classify::Class;
+use crate::eligibility::{Filter, Ineligible};
+use crate::state::LiveState;
+use crate::strategy::Candidates;
+use crate::table::{DeploymentIdx, RouteIdx, RouteTable};
+
+/// What the request carries that routing uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestKeys {
+    /// `x-llmroute-session-id`.
+    pub session: Option<String>,
+    /// `x-llmroute-user` or body `user`.
+    pub user: Option<String>,
+    /// Deployment id named by an llmroute-issued `previous_response_id`.
+    pub previous_deployment: Option<String>,
+    /// Estimated prompt tokens (for context windows and tpm).
+    pub prompt_tokens: u64,
+    /// `x-llmroute-min-quality-tier` (0 = any).
+    pub min_quality_tier: u32,
+}
+
+/// Why an attempt happens; the failover kinds are the `llmroute_failovers_total` labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptKind {
+    /// The request's first attempt.
+    First,
+    /// Another deployment of the same group and order level.
+    InGroup,
+    /// A higher order level of the same group.
+    Order,
+    /// A `fallbacks` group.
+    Fallback,
+    /// A `contextWindowFallbacks` group.
+    ContextWindow,
+}
+
+impl AttemptKind {
+    /// Metric label (`first` is not a failover).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::First => "first",
+            Self::InGroup => "in_group",
+            Self::Order => "order",
+            Self::Fallback => "fallback",
+            Self::ContextWindow => "context_window",
+        }
+    }
+}
+
+/// The next attempt to make.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pick {
+    /// Deployment to call.
+    pub deployment: DeploymentIdx,
+    /// Route (group) it was picked from.
+    pub route: RouteIdx,
+    /// Name the group was requested by (the client's name, or a fallback name).
+    pub model_group: String,
+    /// Model id to send upstream.
+    pub upstream_model: String,
+    /// Why this attempt happens.
+    pub kind: AttemptKind,
+}
+
+/// One finished attempt, for the final error and the attempts header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    /// `namespace/name` of the deployment.
+    pub deployment_id: String,
+    /// Group name.
+    pub model_group: String,
+    /// What happened, e.g. `status 503` or `connect error`.
+    pub outcome: String,
+}
+
+/// Why no further attempt can be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExhaustedReason {
+    /// Attempts were made and failed (or `maxAttempts` was reached): 502 / last status.
+    AllFailed,
+    /// Nothing was attempted because every candidate is over a limit: 429.
+    Limited,
+    /// Nothing was attempted because no candidate is eligible: 503.
+    NoneEligible,
+    /// The upstream rejected the request itself (non-retryable 4xx): pass it on.
+    ClientError,
+    /// The prompt exceeds the context window and no context-window fallback is left.
+    ContextWindow,
+}
+
+/// The end of a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exhausted {
+    /// Why.
+    pub reason: ExhaustedReason,
+    /// Every attempt made, in order.
+    pub attempts: Vec<Attempt>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Entry {
+    Primary,
+    Fallback,
+    ContextWindow,
+}
+
+#[derive(Clone, Debug)]
+struct Group {
+    route: RouteIdx,
+    name: String,
+    capture: String,
+    entry: Entry,
+}
+
+/// The attempt plan of one request.
+#[derive(Debug)]
+pub struct Planner<'t> {
+    table: &'t RouteTable,
+    keys: RequestKeys,
+    primary: RouteIdx,
+    current: Option<Group>,
+    queue: VecDeque<Group>,
+    visited: Vec<RouteIdx>,
+    failed: Vec<DeploymentIdx>,
+    attempts: Vec<Attempt>,
+    max_attempts: u32,
+    last: Option<(RouteIdx, u32)>,
+    stop: Option<ExhaustedReason>,
+    saw_limited: bool,
+    context_window_used: bool,
+}
+
+impl<'t> Planner<'t> {
+    /// A plan for a request of `name`; `None` when this team cannot call `name`.
+    pub fn new(table: &'t RouteTable, name: &str, keys: RequestKeys) -> Option<Self> {
+        let resolved = table.resolve(name)?;
+        let route = table.route(resolved.route);
+        let primary = Group {
+            route: resolved.route,
+            name: name.to_owned(),
+            capture: resolved.capture.to_owned(),
+            entry: Entry::Primary,
+        };
+        let mut planner = Self {
+            table,
+            keys,
+            primary: resolved.route,
+            current: Some(primary),
+            queue: VecDeque::new(),
+            visited: vec![resolved.route],
+            failed: Vec::with_capacity(route.policy.max_attempts as usize),
+            attempts: Vec::with_capacity(route.policy.max_attempts as usize),
+            max_attempts: route.policy.max_attempts,
+            last: None,
+            stop: None,
+            saw_limited: false,
+            context_window_used: false,
+        };
+        planner.queue = planner.groups(&route.policy.fallbacks, Entry::Fallback);
+        Some(planner)
+    }
+
+    /// The route the requested name resolved to.
+    pub fn primary_route(&self) -> RouteIdx {
+        self.primary
+    }
+
+    /// Deadline of the whole request, milliseconds (the primary group's policy).
+    pub fn timeout_ms(&self) -> u64 {
+        self.table.route(self.primary).policy.timeout_ms
+    }
+
+    /// Attempts recorded so far.
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+
+    /// The next attempt, or the end of the plan.
+    pub fn next<R: Rng + ?Sized>(&mut self, state: &LiveState, now_ms: u64, rng: &mut R) -> Result<Pick, Exhausted> {
+        if let Some(reason) = self.stop {
+            return Err(self.exhausted(reason));
+        }
+        if self.attempts.len() as u32 >= self.max_attempts {
+            return Err(self.exhausted(ExhaustedReason::AllFailed));
+        }
+        while let Some(group) = self.current.clone() {
+            if let Some(idx) = self.pick_in(&group, state, now_ms, rng) {
+                return Ok(self.pick(&group, idx));
+            }
+            self.advance();
+        }
+        let reason = match (self.attempts.is_empty(), self.saw_limited) {
+            (true, true) => ExhaustedReason::Limited,
+            (true, false) => ExhaustedReason::NoneEligible,
+            (false, _) => ExhaustedReason::AllFailed,
+        };
+        Err(self.exhausted(reason))
+    }
+
+    /// Records the outcome of `pick`. Retryable failures are charged toward the deployment's
+    /// cooldown in `state`.
+    pub fn record(&mut self, pick: &Pick, class: Class, outcome: impl Into<String>, state: &LiveState, now_ms: u64) {
+        self.attempts.push(Attempt {
+            deployment_id: self.table.deployment(pick.deployment).wire.id.clone(),
+            model_group: pick.model_group.clone(),
+            outcome: outcome.into(),
+        });
+        let policy = &self.table.route(pick.route).policy;
+        match class {
+            Class::Success => {}
+            Class::Retryable => {
+                self.failed.push(pick.deployment);
+                state.get(pick.deployment).record_failure(now_ms, &policy.cooldown);
+                if !policy.failover {
+                    self.advance();
+                }
+            }
+            Class::ContextWindow => {
+                self.failed.push(pick.deployment);
+                self.enter_context_window_fallbacks();
+                if self.current.is_none() {
+                    self.stop = Some(ExhaustedReason::ContextWindow);
+                }
+            }
+            Class::ClientError => self.stop = Some(ExhaustedReason::ClientError),
+        }
+    }
+
+    fn exhausted(&self, reason: ExhaustedReason) -> Exhausted {
+        Exhausted { reason, attempts: self.attempts.clone() }
+    }
+
+    fn pick(&mut self, group: &Group, idx: DeploymentIdx) -> Pick {
+        let order = self.table.deployment(idx).order;
+        let kind = match self.last {
+            None => AttemptKind::First,
+            Some((route, last_order)) if route == group.route => {
+                if order > last_order {
+                    AttemptKind::Order
+                } else {
+                    AttemptKind::InGroup
+                }
+            }
+            Some(_) => match group.entry {
+                Entry::ContextWindow => AttemptKind::ContextWindow,
+                Entry::Fallback | Entry::Primary => AttemptKind::Fallback,
+            },
+        };
+        self.last = Some((group.route, order));
+        let resolved = crate::Resolved { route: group.route, capture: &group.capture };
+        Pick {
+            deployment: idx,
+            route: group.route,
+            model_group: group.name.clone(),
+            upstream_model: self.table.upstream_model(idx, &group.name, &resolved),
+            kind,
+        }
+    }
+
+    /// Resolves fallback names to groups, skipping unknown names and routes already visited.
+    fn groups(&self, names: &[String], entry: Entry) -> VecDeque<Group> {
+        let mut seen = self.visited.clone();
+        let mut out = VecDeque::new();
+        for name in names {
+            if let Some(r) = self.table.resolve(name)
+                && !seen.contains(&r.route)
+            {
+                seen.push(r.route);
+                out.push_back(Group { route: r.route, name: name.clone(), capture: r.capture.to_owned(), entry });
+            }
+        }
+        out
+    }
+
+    fn advance(&mut self) {
+        self.current = self.queue.pop_front();
+        if let Some(g) = &self.current {
+            self.visited.push(g.route);
+        }
+    }
+
+    fn enter_context_window_fallbacks(&mut self) {
+        if self.context_window_used {
+            self.current = None;
+            self.queue.clear();
+            return;
+        }
+        self.context_window_used = true;
+        let names = self.table.route(self.primary).policy.context_window_fallbacks.clone();
+        self.queue = self.groups(&names, Entry::ContextWindow);
+        self.advance();
+    }
+
+    fn pick_in<R: Rng + ?Sized>(
+        &mut self,
+        group: &Group,
+        state: &LiveState,
+        now_ms: u64,
+        rng: &mut R,
+    ) -> Option<DeploymentIdx> {
+        let table = self.table;
+        let route = table.route(group.route);
+        let policy = &route.policy;
+        let mut filter = Filter {
+            failed: &self.failed,
+            now_ms,
+            prompt_tokens: self.keys.prompt_tokens,
+            min_quality_tier: self.keys.min_quality_tier,
+            use_health: policy.health_routing,
+        };
+        let ok = |f: &Filter<'_>, i: DeploymentIdx| f.check(table, state, i).is_ok();
+        // Health safety net: never filter out everything on health alone.
+        if filter.use_health && !route.deployments.iter().any(|i| ok(&filter, *i)) {
+            filter.use_health = false;
+        }
+        let Some(first) = route.deployments.iter().position(|i| ok(&filter, *i)) else {
+            let reasons: Vec<Ineligible> =
+                route.deployments.iter().filter_map(|i| filter.check(table, state, *i).err()).collect();
+            self.note_ineligible(&reasons);
+            return None;
+        };
+        if policy.responses_affinity
+            && let Some(prev) = self.keys.previous_deployment.as_deref().and_then(|id| table.deployment_index(id))
+            && route.deployments.contains(&prev)
+            && ok(&filter, prev)
+        {
+            return Some(prev);
+        }
+        let order = table.deployment(route.deployments[first]).order;
+        let rest = &route.deployments[first..];
+        let len = rest.iter().position(|i| table.deployment(*i).order != order).unwrap_or(rest.len());
+        let level = &rest[..len];
+        let eligible = |i: DeploymentIdx| ok(&filter, i);
+        let weighted = level.iter().any(|i| eligible(*i) && table.deployment(*i).weight > 0);
+        let candidates = Candidates { table, state, level, eligible, weighted };
+        let affinity_key = match (&self.keys.session, &self.keys.user) {
+            (Some(s), _) if policy.session_affinity => Some(("s:", s.as_str())),
+            (_, Some(u)) if policy.user_affinity => Some(("u:", u.as_str())),
+            _ => None,
+        };
+        match affinity_key {
+            Some((prefix, key)) => candidates.by_affinity(format!("{prefix}{key}").as_bytes()),
+            None => candidates.by_strategy(policy.strategy, rng),
+        }
+    }
+
+    /// Remembers why a group had nothing eligible; a context-limited group leads to the
+    /// context-window fallbacks.
+    fn note_ineligible(&mut self, reasons: &[Ineligible]) {
+        if reasons.contains(&Ineligible::Limited) {
+            self.saw_limited = true;
+        }
+        let context_limited = reasons.contains(&Ineligible::ContextWindow);
+        if context_limited && !self.context_window_used {
+            let names = self.table.route(self.primary).policy.context_window_fallbacks.clone();
+            let mut front = self.groups(&names, Entry::ContextWindow);
+            self.context_window_used = true;
+            front.extend(self.queue.drain(..));
+            self.queue = front;
+        }
+    }
+}

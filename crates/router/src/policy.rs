@@ -1,0 +1,114 @@
+//! The resolved routing policy of a route, as domain values.
+
+use llmroute_proto::v1;
+
+use crate::table::InvalidSnapshot;
+
+/// How a deployment is picked inside an order level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StrategyKind {
+    /// Random draw proportional to weight.
+    Weighted,
+    /// Fewest in flight.
+    LeastBusy,
+    /// Lowest latency EWMA; untried first.
+    Latency,
+    /// Cheapest declared cost.
+    Cost,
+    /// Thompson sampling; until the adaptive issue lands it draws like `Weighted`.
+    Adaptive,
+}
+
+/// An affinity key kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AffinityKind {
+    /// `x-llmroute-session-id`.
+    Session,
+    /// `x-llmroute-user` or body `user`.
+    User,
+    /// `previous_response_id`.
+    Responses,
+}
+
+/// Failure-based cooldown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cooldown {
+    /// Failures tolerated inside the window; one more starts the cooldown.
+    pub allowed_fails: u32,
+    /// Window length, milliseconds.
+    pub window_ms: u64,
+    /// Cooldown length, milliseconds.
+    pub duration_ms: u64,
+}
+
+/// A route's concrete policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// Picking strategy.
+    pub strategy: StrategyKind,
+    /// Session affinity enabled.
+    pub session_affinity: bool,
+    /// User affinity enabled.
+    pub user_affinity: bool,
+    /// Responses-API affinity enabled.
+    pub responses_affinity: bool,
+    /// Re-pick inside the group after a retryable failure.
+    pub failover: bool,
+    /// Upstream attempts per request, everything included.
+    pub max_attempts: u32,
+    /// Public names tried when the group is exhausted.
+    pub fallbacks: Vec<String>,
+    /// Public names tried after a context-window error.
+    pub context_window_fallbacks: Vec<String>,
+    /// Cooldown rule.
+    pub cooldown: Cooldown,
+    /// Honour health-check results.
+    pub health_routing: bool,
+    /// Whole-request deadline, milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl TryFrom<&v1::RoutingPolicy> for Policy {
+    type Error = InvalidSnapshot;
+
+    fn try_from(p: &v1::RoutingPolicy) -> Result<Self, Self::Error> {
+        let strategy = match v1::Strategy::try_from(p.strategy) {
+            Ok(v1::Strategy::Weighted) => StrategyKind::Weighted,
+            Ok(v1::Strategy::LeastBusy) => StrategyKind::LeastBusy,
+            Ok(v1::Strategy::Latency) => StrategyKind::Latency,
+            Ok(v1::Strategy::Cost) => StrategyKind::Cost,
+            Ok(v1::Strategy::Adaptive) => StrategyKind::Adaptive,
+            Err(_) => return Err(InvalidSnapshot::UnknownEnum("strategy", p.strategy)),
+        };
+        let mut kinds = Vec::new();
+        for a in &p.affinity {
+            kinds.push(match v1::Affinity::try_from(*a) {
+                Ok(v1::Affinity::Session) => AffinityKind::Session,
+                Ok(v1::Affinity::User) => AffinityKind::User,
+                Ok(v1::Affinity::Responses) => AffinityKind::Responses,
+                Err(_) => return Err(InvalidSnapshot::UnknownEnum("affinity", *a)),
+            });
+        }
+        if p.max_attempts == 0 {
+            return Err(InvalidSnapshot::Policy("max_attempts must be >= 1".into()));
+        }
+        let cooldown = p.cooldown.unwrap_or_default();
+        Ok(Self {
+            strategy,
+            session_affinity: kinds.contains(&AffinityKind::Session),
+            user_affinity: kinds.contains(&AffinityKind::User),
+            responses_affinity: kinds.contains(&AffinityKind::Responses),
+            failover: p.failover,
+            max_attempts: p.max_attempts,
+            fallbacks: p.fallbacks.clone(),
+            context_window_fallbacks: p.context_window_fallbacks.clone(),
+            cooldown: Cooldown {
+                allowed_fails: cooldown.allowed_fails,
+                window_ms: u64::from(cooldown.window_seconds) * 1000,
+                duration_ms: u64::from(cooldown.seconds) * 1000,
+            },
+            health_routing: p.health_routing,
+            timeout_ms: u64::from(p.timeout_seconds.max(1)) * 1000,
+        })
+    }
+}
