@@ -1,0 +1,106 @@
+//! Admin endpoints: /healthz, /readyz, /metrics, /debug/snapshot (credentials redacted).
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use llmroute_proto::v1;
+use serde_json::{Value, json};
+
+use crate::app::{Proxy, now_ms};
+use crate::proxy::body::{Body, full};
+use crate::routing::Routing;
+
+/// Handles one admin request.
+pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<Body> {
+    let routing = proxy.routing.load();
+    match request.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => match routing {
+            Some(r) => text(StatusCode::OK, &format!("ready {}\n", r.snapshot.version)),
+            None => text(StatusCode::SERVICE_UNAVAILABLE, "no snapshot applied yet\n"),
+        },
+        "/metrics" => {
+            let mut r = text(StatusCode::OK, &proxy.metrics.render(routing.as_deref(), now_ms()));
+            r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4"));
+            r
+        }
+        "/debug/snapshot" => {
+            let body = match routing {
+                Some(r) => debug_snapshot(&r, now_ms()),
+                None => json!({"version": null, "team": proxy.team, "deployments": [], "routes": []}),
+            };
+            let mut r = Response::new(full(serde_json::to_vec_pretty(&body).unwrap_or_default()));
+            r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Body> {
+    let mut r = Response::new(full(body.to_owned()));
+    *r.status_mut() = status;
+    r
+}
+
+/// The applied view as JSON, with live state; credentials appear only as "<redacted>".
+pub fn debug_snapshot(routing: &Routing, now_ms: u64) -> Value {
+    let deployments: Vec<Value> = routing
+        .snapshot
+        .deployments
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let state = routing.state.get(i as u32);
+            json!({
+                "id": d.id,
+                "modelName": d.model_name,
+                "team": d.team,
+                "provider": if d.provider == v1::Provider::Azure as i32 { "azure" } else { "openai" },
+                "baseUrl": d.base_url,
+                "upstreamModel": d.upstream_model,
+                "apiKey": if d.api_key.is_empty() { "" } else { "<redacted>" },
+                "apiVersion": d.api_version,
+                "weight": d.weight,
+                "order": d.order,
+                "contextWindow": d.context_window,
+                "qualityTier": d.quality_tier,
+                "specHash": d.spec_hash,
+                "live": {
+                    "inFlight": state.in_flight(),
+                    "cooldown": state.in_cooldown(now_ms),
+                    "latencyMs": state.latency_ms(),
+                    "healthy": state.health().filter(|h| h.is_fresh(now_ms)).map(|h| h.healthy),
+                },
+            })
+        })
+        .collect();
+    let routes: Vec<Value> = routing
+        .snapshot
+        .routes
+        .iter()
+        .map(|r| {
+            let kind = v1::RouteKind::try_from(r.kind).map(|k| k.as_str_name()).unwrap_or("UNKNOWN");
+            let policy = r.policy.clone().unwrap_or_default();
+            json!({
+                "publicName": r.public_name,
+                "kind": kind,
+                "pattern": r.pattern,
+                "deployments": r.deployment_ids,
+                "source": r.source,
+                "policy": {
+                    "strategy": v1::Strategy::try_from(policy.strategy).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
+                    "affinity": policy.affinity.iter().filter_map(|a| v1::Affinity::try_from(*a).ok()).map(|a| a.as_str_name()).collect::<Vec<_>>(),
+                    "failover": policy.failover,
+                    "maxAttempts": policy.max_attempts,
+                    "fallbacks": policy.fallbacks,
+                    "contextWindowFallbacks": policy.context_window_fallbacks,
+                    "healthRouting": policy.health_routing,
+                    "timeoutSeconds": policy.timeout_seconds,
+                },
+            })
+        })
+        .collect();
+    json!({"version": routing.snapshot.version, "team": routing.snapshot.team, "deployments": deployments, "routes": routes})
+}

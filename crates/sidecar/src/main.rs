@@ -1,0 +1,16 @@
+//! `llmroute-sidecar`: read flags, run.
+
+use std::io::IsTerminal;
+
+use clap::Parser;
+use llmroute_sidecar::{app, flags::Flags};
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LLMROUTE_LOG").unwrap_or_else(|_| "info".into()))
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let flags = Flags::parse();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(app::run(flags))
+}

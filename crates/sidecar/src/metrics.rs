@@ -1,0 +1,91 @@
+//! Prometheus metrics; names and labels are part of the contract (DESIGN §5).
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::routing::Routing;
+
+/// Every metric of the sidecar.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `llmroute_requests_total{model_group,deployment,code}`.
+    pub requests: IntCounterVec,
+    /// `llmroute_upstream_attempts_total{deployment,outcome}`.
+    pub attempts: IntCounterVec,
+    /// `llmroute_failovers_total{kind}`.
+    pub failovers: IntCounterVec,
+    /// `llmroute_upstream_latency_seconds{deployment}`.
+    pub latency: HistogramVec,
+    healthy: IntGaugeVec,
+    cooldown: IntGaugeVec,
+    snapshot: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let requests = counter(
+            "llmroute_requests_total",
+            "Client requests by model group, serving deployment and status code.",
+            &["model_group", "deployment", "code"],
+        )?;
+        let attempts = counter(
+            "llmroute_upstream_attempts_total",
+            "Upstream attempts by deployment and outcome.",
+            &["deployment", "outcome"],
+        )?;
+        let failovers = counter(
+            "llmroute_failovers_total",
+            "Attempts after the first, by kind (in_group, order, fallback, context_window).",
+            &["kind"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new("llmroute_upstream_latency_seconds", "Time to the upstream's response headers.")
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                ]),
+            &["deployment"],
+        )?;
+        registry.register(Box::new(latency.clone()))?;
+        let healthy = gauge(
+            "llmroute_deployment_healthy",
+            "1 healthy, 0 unhealthy by the latest fresh probe; absent when not probed.",
+            &["deployment"],
+        )?;
+        let cooldown = gauge("llmroute_deployment_cooldown", "1 while the deployment cools down.", &["deployment"])?;
+        let snapshot = gauge("llmroute_snapshot_info", "The applied snapshot version (value 1).", &["version"])?;
+        Ok(Self { registry, requests, attempts, failovers, latency, healthy, cooldown, snapshot })
+    }
+
+    /// Prometheus text format, gauges refreshed from `routing` at `now_ms`.
+    pub fn render(&self, routing: Option<&Routing>, now_ms: u64) -> String {
+        self.healthy.reset();
+        self.cooldown.reset();
+        self.snapshot.reset();
+        if let Some(r) = routing {
+            self.snapshot.with_label_values(&[r.snapshot.version.as_str()]).set(1);
+            for (i, d) in r.table.deployments.iter().enumerate() {
+                let s = r.state.get(i as u32);
+                let id = d.wire.id.as_str();
+                self.cooldown.with_label_values(&[id]).set(i64::from(s.in_cooldown(now_ms)));
+                if let Some(h) = s.health().filter(|h| h.is_fresh(now_ms)) {
+                    self.healthy.with_label_values(&[id]).set(i64::from(h.healthy));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

@@ -1,0 +1,332 @@
+//! The attempt loop of one routed request: pick, call, classify, fail over or fall back, and
+//! once an upstream answers 2xx, commit: its headers and body stream to the client as they
+//! come. Nothing is retried after that.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+use llmroute_router::{AttemptKind, Class, Exhausted, ExhaustedReason, Outcome, Pick, Planner, classify};
+use serde_json::json;
+
+use super::body::{Body, full};
+use super::error::{ApiError, error_response};
+use super::request::{ClientRequest, Endpoint, upstream_body};
+use super::responses;
+use super::upstream;
+use crate::app::{Proxy, now_ms};
+use crate::inflight::InFlight;
+use crate::routing::Routing;
+
+/// Most bytes of a failed upstream answer kept for classification and the final error.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
+/// The last failed attempt, for the final answer.
+enum Failure {
+    Status { status: StatusCode, headers: HeaderMap, body: Bytes },
+    Timeout,
+    Transport,
+}
+
+/// Routes one parsed request to completion.
+pub async fn forward(
+    proxy: &Proxy,
+    routing: Arc<Routing>,
+    request: ClientRequest,
+    headers: &HeaderMap,
+) -> Response<Body> {
+    let table = &routing.table;
+    let Some(mut planner) = Planner::new(table, &request.model, request.keys.clone()) else {
+        proxy.metrics.requests.with_label_values(&[request.model.as_str(), "", "404"]).inc();
+        return ApiError::model_not_found(&request.model, &proxy.team).response();
+    };
+    let deadline = Instant::now() + Duration::from_millis(planner.timeout_ms());
+    let mut last: Option<(Pick, Failure)> = None;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
+    loop {
+        let pick = match planner.next(&routing.state, now_ms(), &mut rng) {
+            Ok(pick) => pick,
+            Err(exhausted) => return finish(proxy, &routing, &request, exhausted, last),
+        };
+        if pick.kind != AttemptKind::First {
+            proxy.metrics.failovers.with_label_values(&[pick.kind.as_str()]).inc();
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return deadline_exceeded(proxy, &routing, &request, &planner);
+        }
+        let limit = proxy.attempt_timeout.map_or(remaining, |t| t.min(remaining));
+        let deployment = &table.deployment(pick.deployment).wire;
+        let body = upstream_body(&request, &pick.upstream_model);
+        let upstream_request =
+            match upstream::request(deployment, request.endpoint, &pick.upstream_model, body, headers) {
+                Ok(r) => r,
+                Err(e) => {
+                    record(
+                        proxy,
+                        &mut planner,
+                        &pick,
+                        &routing,
+                        Class::Retryable,
+                        "invalid_request",
+                        format!("invalid upstream request: {e}"),
+                    );
+                    last = Some((pick, Failure::Transport));
+                    continue;
+                }
+            };
+        let guard = InFlight::start(routing.clone(), pick.deployment, request.keys.prompt_tokens, now_ms());
+        let started = Instant::now();
+        match tokio::time::timeout(limit, proxy.client.request(upstream_request)).await {
+            Err(_) => {
+                record(
+                    proxy,
+                    &mut planner,
+                    &pick,
+                    &routing,
+                    classify(Outcome::Timeout),
+                    "timeout",
+                    "timeout before the first response byte".into(),
+                );
+                last = Some((pick, Failure::Timeout));
+                if Instant::now() >= deadline {
+                    return deadline_exceeded(proxy, &routing, &request, &planner);
+                }
+            }
+            Ok(Err(e)) => {
+                let outcome = format!("connect error: {}", error_chain(&e));
+                record(proxy, &mut planner, &pick, &routing, classify(Outcome::ConnectError), "connect_error", outcome);
+                last = Some((pick, Failure::Transport));
+            }
+            Ok(Ok(response)) => {
+                let latency = started.elapsed();
+                proxy.metrics.latency.with_label_values(&[deployment.id.as_str()]).observe(latency.as_secs_f64());
+                let status = response.status();
+                if status.as_u16() < 400 {
+                    routing.state.get(pick.deployment).record_success(latency.as_secs_f64() * 1000.0);
+                    record(
+                        proxy,
+                        &mut planner,
+                        &pick,
+                        &routing,
+                        Class::Success,
+                        "success",
+                        format!("status {}", status.as_u16()),
+                    );
+                    return commit(proxy, &routing, &request, &planner, &pick, response, guard).await;
+                }
+                let (parts, body) = response.into_parts();
+                let bytes = read_limited(body, deadline).await;
+                let class = classify(Outcome::Status { code: status.as_u16(), body: &bytes });
+                let label = match class {
+                    Class::ContextWindow => "context_window",
+                    Class::ClientError => "client_error",
+                    _ => "error_status",
+                };
+                record(proxy, &mut planner, &pick, &routing, class, label, format!("status {}", status.as_u16()));
+                last = Some((pick, Failure::Status { status, headers: parts.headers, body: bytes }));
+            }
+        }
+    }
+}
+
+fn record(
+    proxy: &Proxy,
+    planner: &mut Planner<'_>,
+    pick: &Pick,
+    routing: &Routing,
+    class: Class,
+    label: &str,
+    outcome: String,
+) {
+    let id = routing.table.deployment(pick.deployment).wire.id.as_str();
+    proxy.metrics.attempts.with_label_values(&[id, label]).inc();
+    planner.record(pick, class, outcome, &routing.state, now_ms());
+}
+
+/// The error and its sources, one line (upstream URLs carry no credentials).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+async fn read_limited(body: hyper::body::Incoming, deadline: Instant) -> Bytes {
+    let collect = async {
+        let mut out = Vec::new();
+        let mut body = body;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                out.extend_from_slice(&data[..data.len().min(ERROR_BODY_LIMIT - out.len())]);
+                if out.len() >= ERROR_BODY_LIMIT {
+                    break;
+                }
+            }
+        }
+        Bytes::from(out)
+    };
+    tokio::time::timeout_at(deadline.into(), collect).await.unwrap_or_default()
+}
+
+/// Headers never copied from an upstream answer.
+const HOP_BY_HOP: [&str; 8] =
+    ["connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "te", "trailer", "upgrade"];
+
+fn llmroute_headers(
+    headers: &mut HeaderMap,
+    routing: &Routing,
+    deployment: Option<&str>,
+    group: &str,
+    attempts: usize,
+) {
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    if let Some(d) = deployment {
+        set("x-llmroute-deployment", d);
+    }
+    set("x-llmroute-model-group", group);
+    set("x-llmroute-snapshot", &routing.snapshot.version);
+    set("x-llmroute-attempts", &attempts.to_string());
+}
+
+async fn commit(
+    proxy: &Proxy,
+    routing: &Arc<Routing>,
+    request: &ClientRequest,
+    planner: &Planner<'_>,
+    pick: &Pick,
+    response: Response<hyper::body::Incoming>,
+    guard: InFlight,
+) -> Response<Body> {
+    let deployment_id = routing.table.deployment(pick.deployment).wire.id.clone();
+    let (parts, body) = response.into_parts();
+    let body = if request.endpoint == Endpoint::Responses {
+        responses::rewrite_ids(body, deployment_id.clone(), request.stream, guard).await
+    } else {
+        crate::inflight::guarded(body, guard)
+    };
+    let mut out = Response::new(body);
+    *out.status_mut() = parts.status;
+    for (name, value) in &parts.headers {
+        if !HOP_BY_HOP.contains(&name.as_str()) {
+            out.headers_mut().append(name, value.clone());
+        }
+    }
+    llmroute_headers(out.headers_mut(), routing, Some(&deployment_id), &pick.model_group, planner.attempts().len());
+    let code = parts.status.as_u16().to_string();
+    proxy.metrics.requests.with_label_values(&[pick.model_group.as_str(), deployment_id.as_str(), code.as_str()]).inc();
+    out
+}
+
+fn attempts_json(attempts: &[llmroute_router::Attempt]) -> serde_json::Value {
+    attempts
+        .iter()
+        .map(|a| json!({"deployment": a.deployment_id, "model_group": a.model_group, "outcome": a.outcome}))
+        .collect()
+}
+
+fn attempts_text(attempts: &[llmroute_router::Attempt]) -> String {
+    attempts.iter().map(|a| format!("{} ({})", a.deployment_id, a.outcome)).collect::<Vec<_>>().join(", ")
+}
+
+fn deadline_exceeded(
+    proxy: &Proxy,
+    routing: &Routing,
+    request: &ClientRequest,
+    planner: &Planner<'_>,
+) -> Response<Body> {
+    let attempts = planner.attempts();
+    let message =
+        format!("The request deadline passed before an upstream answered. Attempts: {}", attempts_text(attempts));
+    let mut r = error_response(
+        StatusCode::GATEWAY_TIMEOUT,
+        "timeout",
+        "deadline_exceeded",
+        &message,
+        Some(("attempts", attempts_json(attempts))),
+    );
+    finish_headers(proxy, routing, request, &mut r, attempts);
+    r
+}
+
+fn finish_headers(
+    proxy: &Proxy,
+    routing: &Routing,
+    request: &ClientRequest,
+    r: &mut Response<Body>,
+    attempts: &[llmroute_router::Attempt],
+) {
+    let last = attempts.last();
+    let group = last.map_or(request.model.as_str(), |a| a.model_group.as_str());
+    llmroute_headers(r.headers_mut(), routing, last.map(|a| a.deployment_id.as_str()), group, attempts.len());
+    let code = r.status().as_u16().to_string();
+    let deployment = last.map_or("", |a| a.deployment_id.as_str());
+    proxy.metrics.requests.with_label_values(&[group, deployment, code.as_str()]).inc();
+}
+
+/// The answer when the plan ends without success.
+fn finish(
+    proxy: &Proxy,
+    routing: &Routing,
+    request: &ClientRequest,
+    exhausted: Exhausted,
+    last: Option<(Pick, Failure)>,
+) -> Response<Body> {
+    let attempts = &exhausted.attempts;
+    let listing = attempts_text(attempts);
+    let mut response = match (exhausted.reason, last) {
+        (
+            ExhaustedReason::ClientError | ExhaustedReason::ContextWindow,
+            Some((_, Failure::Status { status, headers, body })),
+        ) => {
+            // The upstream's own answer about the request itself: pass it on.
+            let mut r = Response::new(full(body));
+            *r.status_mut() = status;
+            if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
+                r.headers_mut().insert(http::header::CONTENT_TYPE, ct.clone());
+            }
+            r
+        }
+        (ExhaustedReason::Limited, _) => error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "rate_limited",
+            &format!("Every deployment of `{}` is at its rpm, tpm or concurrency limit; retry later.", request.model),
+            None,
+        ),
+        (ExhaustedReason::NoneEligible, _) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "no_eligible_deployment",
+            &format!("No deployment of `{}` is eligible now (cooling down or unhealthy); retry later.", request.model),
+            None,
+        ),
+        (_, last) => {
+            let status = match &last {
+                Some((_, Failure::Status { status, .. })) => *status,
+                Some((_, Failure::Timeout)) => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            let message = format!("All {} upstream attempts for `{}` failed: {listing}", attempts.len(), request.model);
+            error_response(
+                status,
+                "upstream_error",
+                "upstream_failed",
+                &message,
+                Some(("attempts", attempts_json(attempts))),
+            )
+        }
+    };
+    finish_headers(proxy, routing, request, &mut response, attempts);
+    response
+}

@@ -1,0 +1,172 @@
+//! Reading a client request: only what routing needs; the rest is forwarded as sent.
+
+use bytes::Bytes;
+use http::HeaderMap;
+use llmroute_router::{RequestKeys, unwrap_response_id};
+use serde_json::{Map, Value};
+
+use super::error::ApiError;
+
+/// The OpenAI endpoints the sidecar routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// `POST /v1/completions`.
+    Completions,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+    /// `POST /v1/responses`.
+    Responses,
+}
+
+impl Endpoint {
+    /// The endpoint of a request path, if routed.
+    pub fn of_path(path: &str) -> Option<Self> {
+        match path.trim_end_matches('/') {
+            "/v1/chat/completions" => Some(Self::ChatCompletions),
+            "/v1/completions" => Some(Self::Completions),
+            "/v1/embeddings" => Some(Self::Embeddings),
+            "/v1/responses" => Some(Self::Responses),
+            _ => None,
+        }
+    }
+
+    /// Path below an OpenAI-style base URL.
+    pub fn openai_suffix(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/chat/completions",
+            Self::Completions => "/completions",
+            Self::Embeddings => "/embeddings",
+            Self::Responses => "/responses",
+        }
+    }
+}
+
+/// A parsed client request.
+#[derive(Debug, Clone)]
+pub struct ClientRequest {
+    /// Which endpoint.
+    pub endpoint: Endpoint,
+    /// The JSON body (model and previous_response_id are rewritten per attempt).
+    pub body: Map<String, Value>,
+    /// Requested model name.
+    pub model: String,
+    /// `"stream": true`.
+    pub stream: bool,
+    /// Routing keys.
+    pub keys: RequestKeys,
+    /// The upstream id inside an llmroute `previous_response_id`.
+    pub previous_upstream_id: Option<String>,
+}
+
+/// Rough prompt-size estimate: 4 bytes of request JSON per token.
+const BYTES_PER_TOKEN: u64 = 4;
+
+/// Parses the body and headers of a routed request.
+pub fn parse(endpoint: Endpoint, headers: &HeaderMap, body: &Bytes) -> Result<ClientRequest, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}")))?;
+    let Value::Object(body_map) = value else {
+        return Err(ApiError::bad_request("invalid_request", "The request body must be a JSON object."));
+    };
+    let model = match body_map.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        Some(_) => return Err(ApiError::bad_request("invalid_model", "`model` must be a non-empty string.")),
+        None => return Err(ApiError::bad_request("missing_model", "You must provide a model parameter.")),
+    };
+    let stream = body_map.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let header =
+        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned).filter(|v| !v.is_empty());
+    let user = header("x-llmroute-user").or_else(|| body_map.get("user").and_then(Value::as_str).map(str::to_owned));
+    let min_quality_tier = match header("x-llmroute-min-quality-tier") {
+        None => 0,
+        Some(v) => v.trim().parse::<u32>().ok().filter(|t| (1..=5).contains(t)).ok_or_else(|| {
+            ApiError::bad_request("invalid_header", "x-llmroute-min-quality-tier must be an integer from 1 to 5.")
+        })?,
+    };
+    let (previous_deployment, previous_upstream_id) = match body_map.get("previous_response_id").and_then(Value::as_str)
+    {
+        Some(id) => match unwrap_response_id(id) {
+            Some((deployment, upstream)) => (Some(deployment), Some(upstream.to_owned())),
+            None => (None, None),
+        },
+        None => (None, None),
+    };
+    Ok(ClientRequest {
+        endpoint,
+        model,
+        stream,
+        keys: RequestKeys {
+            session: header("x-llmroute-session-id"),
+            user,
+            previous_deployment,
+            prompt_tokens: body.len() as u64 / BYTES_PER_TOKEN,
+            min_quality_tier,
+        },
+        previous_upstream_id,
+        body: body_map,
+    })
+}
+
+/// The body sent to one upstream: the model replaced, an llmroute previous_response_id
+/// replaced by the upstream's own id.
+pub fn upstream_body(request: &ClientRequest, upstream_model: &str) -> Bytes {
+    let mut body = request.body.clone();
+    body.insert("model".into(), Value::String(upstream_model.to_owned()));
+    if let Some(id) = &request.previous_upstream_id {
+        body.insert("previous_response_id".into(), Value::String(id.clone()));
+    }
+    Bytes::from(serde_json::to_vec(&Value::Object(body)).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(body: &str, headers: &[(&'static str, &str)]) -> Result<ClientRequest, ApiError> {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(*k, v.parse().unwrap());
+        }
+        parse(Endpoint::ChatCompletions, &map, &Bytes::from(body.to_owned()))
+    }
+
+    #[test]
+    fn reads_model_stream_user_and_keys() {
+        let r =
+            parse_str(r#"{"model":"m","stream":true,"user":"u1","messages":[]}"#, &[("x-llmroute-session-id", "s1")])
+                .unwrap();
+        assert_eq!((r.model.as_str(), r.stream), ("m", true));
+        assert_eq!(r.keys.user.as_deref(), Some("u1"));
+        assert_eq!(r.keys.session.as_deref(), Some("s1"));
+        let r = parse_str(r#"{"model":"m","user":"body"}"#, &[("x-llmroute-user", "header")]).unwrap();
+        assert_eq!(r.keys.user.as_deref(), Some("header"), "the header wins");
+    }
+
+    #[test]
+    fn bad_requests_are_400_with_a_code() {
+        for (body, code) in [
+            ("{", "invalid_json"),
+            ("[1]", "invalid_request"),
+            ("{}", "missing_model"),
+            (r#"{"model":1}"#, "invalid_model"),
+        ] {
+            let e = parse_str(body, &[]).unwrap_err();
+            assert_eq!((e.status.as_u16(), e.code), (400, code), "{body}");
+        }
+        let e = parse_str(r#"{"model":"m"}"#, &[("x-llmroute-min-quality-tier", "9")]).unwrap_err();
+        assert_eq!(e.code, "invalid_header");
+    }
+
+    #[test]
+    fn upstream_body_rewrites_model_and_previous_response() {
+        let id = llmroute_router::wrap_response_id("ns/d", "resp_up");
+        let r = parse_str(&format!(r#"{{"model":"m","previous_response_id":"{id}","input":"hi"}}"#), &[]).unwrap();
+        assert_eq!(r.keys.previous_deployment.as_deref(), Some("ns/d"));
+        let body: Value = serde_json::from_slice(&upstream_body(&r, "real-model")).unwrap();
+        assert_eq!(body["model"], "real-model");
+        assert_eq!(body["previous_response_id"], "resp_up");
+        assert_eq!(body["input"], "hi");
+    }
+}

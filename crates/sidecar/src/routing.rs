@@ -1,0 +1,60 @@
+//! The routing "watch" value: the last good table and its live state, swapped whole on every
+//! applied snapshot. Requests load it lock-free; a rejected snapshot leaves it untouched.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use llmroute_proto::v1;
+use llmroute_router::{InvalidSnapshot, LiveState, RouteTable};
+
+/// One applied snapshot.
+#[derive(Debug)]
+pub struct Routing {
+    /// The wire view (for /debug/snapshot).
+    pub snapshot: v1::Snapshot,
+    /// The indexed table.
+    pub table: RouteTable,
+    /// Live state aligned with `table`.
+    pub state: LiveState,
+}
+
+/// The current routing, shared by every request.
+#[derive(Debug, Default)]
+pub struct RoutingHandle {
+    current: ArcSwapOption<Routing>,
+    /// Latest health table, re-applied to every new state.
+    health: Mutex<Vec<v1::HealthEntry>>,
+}
+
+impl RoutingHandle {
+    /// The routing in force, `None` before the first snapshot.
+    pub fn load(&self) -> Option<Arc<Routing>> {
+        self.current.load_full()
+    }
+
+    /// Applies a whole snapshot, keeping live state of unchanged deployments. Returns `false`
+    /// when the version is already applied.
+    pub fn apply(&self, snapshot: v1::Snapshot) -> Result<bool, InvalidSnapshot> {
+        let previous = self.load();
+        if previous.as_ref().is_some_and(|p| p.snapshot.version == snapshot.version) {
+            return Ok(false);
+        }
+        let table = RouteTable::try_from(&snapshot)?;
+        let state = LiveState::for_table(&table, previous.as_ref().map(|p| &p.state));
+        if let Ok(health) = self.health.lock() {
+            state.apply_health(&health);
+        }
+        self.current.store(Some(Arc::new(Routing { snapshot, table, state })));
+        Ok(true)
+    }
+
+    /// Applies a full health table to the current state and remembers it for the next ones.
+    pub fn apply_health(&self, entries: Vec<v1::HealthEntry>) {
+        if let Some(routing) = self.load() {
+            routing.state.apply_health(&entries);
+        }
+        if let Ok(mut health) = self.health.lock() {
+            *health = entries;
+        }
+    }
+}

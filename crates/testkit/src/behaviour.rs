@@ -1,0 +1,75 @@
+//! What one fake upstream instance does, and what it has seen.
+
+use serde::{Deserialize, Serialize};
+
+/// How an instance answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Answers like OpenAI.
+    #[default]
+    Normal,
+    /// Writes bytes that are not HTTP, then closes.
+    Garbage,
+    /// Sends headers and the first stream chunk, then closes the connection.
+    CloseMidStream,
+    /// Reads the request and never answers.
+    Hang,
+}
+
+/// Behaviour of one instance; every field can be changed at run time (partial updates).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Behaviour {
+    /// Delay before the response headers, milliseconds.
+    pub latency_ms: u64,
+    /// Status of API answers (200 = success; others get an OpenAI error body).
+    pub status: u16,
+    /// The next N API requests answer 500, then `status` again.
+    pub fail_next: u32,
+    /// `GET .../models` answers 200 when true, 503 when false.
+    pub healthy: bool,
+    /// Prompt budget in tokens (4 request bytes each); larger requests get a 400
+    /// `context_length_exceeded`. 0 = unlimited.
+    pub context_window: u64,
+    /// Chunks of a streamed answer.
+    pub stream_chunks: u32,
+    /// Delay between streamed chunks, milliseconds.
+    pub chunk_delay_ms: u64,
+    /// Transport-level behaviour.
+    pub mode: Mode,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            latency_ms: 0,
+            status: 200,
+            fail_next: 0,
+            healthy: true,
+            context_window: 0,
+            stream_chunks: 3,
+            chunk_delay_ms: 0,
+            mode: Mode::Normal,
+        }
+    }
+}
+
+/// What an instance has received.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// API requests (not health probes).
+    pub requests: u64,
+    /// Health probes (`GET .../models`).
+    pub probes: u64,
+    /// `model` of the last API request.
+    pub last_model: String,
+    /// Path and query of the last API request.
+    pub last_path: String,
+    /// Credential of the last API request (`Authorization` or `api-key`).
+    pub last_credential: String,
+    /// `previous_response_id` of the last request, if any.
+    pub last_previous_response_id: String,
+    /// Whether the last request carried the client's own bearer token (it must not).
+    pub saw_client_authorization: bool,
+}
