@@ -1,0 +1,221 @@
+//! Harness of the black-box tests: fake upstreams and a standalone sidecar on free loopback
+//! ports, fed by a manifests directory the test writes.
+
+pub mod stream;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use llmroute_testkit::http_client::{Reply, get, post_json};
+use llmroute_testkit::process::{Proc, bin, eventually, free_addr};
+use serde_json::{Value, json};
+
+/// A running fake-upstream process and sidecar.
+pub struct Env {
+    /// Fake upstream instance addresses.
+    pub addrs: BTreeMap<String, SocketAddr>,
+    control: SocketAddr,
+    /// Base URL of the sidecar API.
+    pub api: String,
+    /// Base URL of the sidecar admin server.
+    pub admin: String,
+    dir: tempfile::TempDir,
+    /// The sidecar process.
+    pub sidecar: Proc,
+    _fakes: Proc,
+}
+
+/// A ModelDeployment document pointing at fake instance `instance` (`{instance}` is replaced by
+/// its address when the manifests are written).
+pub fn md(name: &str, model: &str, instance: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: llmroute.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: {name}, namespace: llm}}\n\
+         spec:\n  modelName: '{model}'\n  upstream: {{baseUrl: 'http://{{{instance}}}/v1'}}\n{extra}\n---\n"
+    )
+}
+
+/// A TeamModel document.
+pub fn tm(name: &str, team: &str, public: &str, target: &str, routing: &str) -> String {
+    format!(
+        "apiVersion: llmroute.dev/v1alpha1\nkind: TeamModel\nmetadata: {{name: {name}, namespace: llm}}\n\
+         spec:\n  team: {team}\n  publicName: '{public}'\n  {target}\n{routing}\n---\n"
+    )
+}
+
+/// Writes `manifests/all.yaml` atomically, `{instance}` placeholders filled in.
+fn write_filled(dir: &std::path::Path, addrs: &BTreeMap<String, SocketAddr>, manifests: &str) {
+    let mut text = manifests.to_owned();
+    for (name, addr) in addrs {
+        text = text.replace(&format!("{{{name}}}"), &addr.to_string());
+    }
+    let tmp = dir.join("all.yaml.tmp");
+    std::fs::write(&tmp, text).expect("write manifests");
+    std::fs::rename(&tmp, dir.join("manifests/all.yaml")).expect("move manifests");
+}
+
+/// Options of an environment.
+pub struct Options<'a> {
+    /// Fake instances to start.
+    pub instances: &'a [&'a str],
+    /// Manifests (with `{instance}` placeholders).
+    pub manifests: String,
+    /// Routing config YAML.
+    pub config: &'a str,
+    /// Team of the sidecar.
+    pub team: &'a str,
+    /// Extra sidecar flags.
+    pub flags: &'a [&'a str],
+    /// Wait for the first snapshot.
+    pub wait_ready: bool,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Self { instances: &[], manifests: String::new(), config: "", team: "team-a", flags: &[], wait_ready: true }
+    }
+}
+
+impl Env {
+    /// Starts the fakes and the sidecar.
+    pub async fn start(options: Options<'_>) -> Env {
+        let control = free_addr();
+        let addrs: BTreeMap<String, SocketAddr> =
+            options.instances.iter().map(|n| (n.to_string(), free_addr())).collect();
+        let mut args = vec!["--control".to_owned(), control.to_string()];
+        for (name, addr) in &addrs {
+            args.push("--instance".into());
+            args.push(format!("{name}={addr}"));
+        }
+        let fakes = Proc::spawn(&bin("fake-upstream"), &args);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir(&manifests).expect("manifests dir");
+        let config = dir.path().join("routing.yaml");
+        std::fs::write(&config, options.config).expect("config");
+        write_filled(dir.path(), &addrs, &options.manifests);
+        let (api, admin) = (free_addr(), free_addr());
+        let mut args: Vec<String> = [
+            "--team",
+            options.team,
+            "--manifests",
+            &manifests.to_string_lossy(),
+            "--config",
+            &config.to_string_lossy(),
+            "--listen",
+            &api.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
+            "--poll-interval-ms",
+            "50",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(options.flags.iter().map(|s| s.to_string()));
+        let env = Env {
+            addrs,
+            control,
+            api: format!("http://{api}"),
+            admin: format!("http://{admin}"),
+            dir,
+            sidecar: Proc::spawn(&bin("llmroute-sidecar"), &args),
+            _fakes: fakes,
+        };
+        let control_url = format!("http://{control}/");
+        assert!(
+            eventually(Duration::from_secs(10), || async { get(&control_url).await.is_ok() }).await,
+            "fake-upstream did not start"
+        );
+        if options.wait_ready {
+            env.wait_ready().await;
+        }
+        env
+    }
+
+    /// Replaces the manifests file (placeholders filled in).
+    pub fn write_manifests(&self, manifests: &str) {
+        write_filled(self.dir.path(), &self.addrs, manifests);
+    }
+
+    /// Path of the routing config file.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("routing.yaml")
+    }
+
+    /// Writes a file into the manifests directory.
+    pub fn write_file(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join("manifests").join(name), text).expect("write file");
+    }
+
+    /// The applied snapshot version (None before the first).
+    pub async fn version(&self) -> Option<String> {
+        let r = get(&format!("{}/readyz", self.admin)).await.ok()?;
+        (r.status == 200).then(|| r.text().trim().trim_start_matches("ready ").to_owned())
+    }
+
+    /// Waits for the first snapshot.
+    pub async fn wait_ready(&self) {
+        let ok = eventually(Duration::from_secs(10), || async { self.version().await.is_some() }).await;
+        assert!(ok, "sidecar never became ready:\n{}", self.sidecar.logs());
+    }
+
+    /// Rewrites the manifests and waits until a new snapshot version is applied.
+    pub async fn change_manifests(&self, manifests: &str) -> String {
+        let before = self.version().await;
+        self.write_manifests(manifests);
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            let after = self.version().await;
+            if after.is_some() && after != before {
+                return after.unwrap_or_default();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no new snapshot applied:\n{}", self.sidecar.logs());
+    }
+
+    /// POSTs to a sidecar API path.
+    pub async fn post(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> Reply {
+        post_json(&format!("{}{path}", self.api), &body, headers).await.expect("sidecar answered")
+    }
+
+    /// A chat completion of `model`.
+    pub async fn chat(&self, model: &str, headers: &[(&str, &str)]) -> Reply {
+        self.post(
+            "/v1/chat/completions",
+            json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
+            headers,
+        )
+        .await
+    }
+
+    /// The deployment that served a chat of `model` (`x-llmroute-deployment`), asserting 200.
+    pub async fn served_by(&self, model: &str, headers: &[(&str, &str)]) -> String {
+        let r = self.chat(model, headers).await;
+        assert_eq!(r.status, 200, "{model}: {}", r.text());
+        r.header("x-llmroute-deployment")
+    }
+
+    /// Sets behaviour fields of a fake instance.
+    pub async fn behaviour(&self, instance: &str, update: Value) {
+        let r =
+            post_json(&format!("http://{}/{instance}/behaviour", self.control), &update, &[]).await.expect("control");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    /// What a fake instance has seen.
+    pub async fn stats(&self, instance: &str) -> Value {
+        get(&format!("http://{}/{instance}/stats", self.control)).await.expect("stats").json()
+    }
+
+    /// API requests a fake instance has received.
+    pub async fn requests(&self, instance: &str) -> u64 {
+        self.stats(instance).await["requests"].as_u64().unwrap_or(0)
+    }
+
+    /// The sidecar's metrics text.
+    pub async fn metrics(&self) -> String {
+        get(&format!("{}/metrics", self.admin)).await.expect("metrics").text()
+    }
+}

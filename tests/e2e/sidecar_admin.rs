@@ -1,0 +1,81 @@
+//! Admin endpoints: health, readiness, Prometheus metrics (checked by a parser), debug snapshot.
+
+use llmroute_e2e::{Env, Options, md};
+use llmroute_testkit::http_client::get;
+use serde_json::json;
+
+#[tokio::test]
+async fn health_readiness_and_debug_snapshot() {
+    let health = "  healthCheck: {mode: models, intervalSeconds: 1}";
+    let env =
+        Env::start(Options { instances: &["a"], manifests: md("a", "m", "a", health), ..Default::default() }).await;
+    assert_eq!(get(&format!("{}/healthz", env.admin)).await.unwrap().status, 200);
+    let ready = get(&format!("{}/readyz", env.admin)).await.unwrap();
+    assert_eq!(ready.status, 200);
+    let debug = get(&format!("{}/debug/snapshot", env.admin)).await.unwrap().json();
+    assert_eq!(Some(debug["version"].as_str().unwrap().to_owned()), env.version().await);
+    assert_eq!(debug["team"], "team-a");
+    assert_eq!(debug["deployments"][0]["id"], "llm/a");
+    assert_eq!(debug["routes"][0]["publicName"], "m");
+    assert_eq!(debug["routes"][0]["policy"]["maxAttempts"], 3);
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_with_the_contract_names() {
+    let health = "  healthCheck: {mode: models, intervalSeconds: 1}";
+    let manifests = md("a", "m", "a", &format!("  order: 1\n{health}")) + &md("b", "m", "b", "  order: 2");
+    let env = Env::start(Options { instances: &["a", "b"], manifests, ..Default::default() }).await;
+    env.behaviour("a", json!({"fail_next": 1})).await;
+    assert_eq!(env.chat("m", &[]).await.status, 200);
+    assert_eq!(env.chat("nope", &[]).await.status, 404);
+    llmroute_testkit::process::eventually(std::time::Duration::from_secs(3), || async {
+        env.metrics().await.contains("llmroute_deployment_healthy")
+    })
+    .await;
+    let text = env.metrics().await;
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text format");
+    let names: std::collections::BTreeSet<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for name in [
+        "llmroute_requests_total",
+        "llmroute_upstream_attempts_total",
+        "llmroute_failovers_total",
+        "llmroute_upstream_latency_seconds",
+        "llmroute_deployment_healthy",
+        "llmroute_deployment_cooldown",
+        "llmroute_snapshot_info",
+    ] {
+        assert!(names.contains(name), "{name} missing from:\n{text}");
+    }
+    let value = |metric: &str, labels: &[(&str, &str)]| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => -1.0,
+            })
+    };
+    assert_eq!(
+        value("llmroute_requests_total", &[("model_group", "m"), ("deployment", "llm/b"), ("code", "200")]),
+        Some(1.0)
+    );
+    assert_eq!(value("llmroute_requests_total", &[("model_group", "nope"), ("code", "404")]), Some(1.0));
+    assert_eq!(
+        value("llmroute_upstream_attempts_total", &[("deployment", "llm/a"), ("outcome", "error_status")]),
+        Some(1.0)
+    );
+    assert_eq!(value("llmroute_failovers_total", &[("kind", "order")]), Some(1.0));
+    let histogram = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "llmroute_upstream_latency_seconds" && s.labels.get("deployment") == Some("llm/b"));
+    assert!(
+        matches!(histogram.map(|h| &h.value), Some(prometheus_parse::Value::Histogram(_))),
+        "latency is a histogram"
+    );
+    assert_eq!(value("llmroute_snapshot_info", &[("version", env.version().await.unwrap().as_str())]), Some(1.0));
+}

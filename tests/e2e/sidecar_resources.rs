@@ -1,0 +1,127 @@
+//! Resources through the real binary: teams, aliases, wildcards, corrections and deletions take
+//! effect as whole snapshots; bad objects are excluded while the rest serves.
+
+use std::time::Duration;
+
+use llmroute_e2e::{Env, Options, md, tm};
+use llmroute_testkit::http_client::get;
+use serde_json::json;
+
+fn teams() -> String {
+    md("shared", "gpt-4o", "shared", "")
+        + &md("a-llama-1", "llama", "a1", "  team: team-a")
+        + &md("a-llama-2", "llama", "a2", "  team: team-a")
+        + &md("b-secret", "b-only", "b", "  team: team-b")
+        + &tm("a-smart", "team-a", "smart", "modelName: gpt-4o", "")
+        + &tm("b-chat", "team-b", "chat", "modelName: gpt-4o", "")
+}
+
+#[tokio::test]
+async fn team_siblings_alias_and_isolation() {
+    let env =
+        Env::start(Options { instances: &["shared", "a1", "a2", "b"], manifests: teams(), ..Default::default() }).await;
+    let mut siblings = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        siblings.insert(env.served_by("llama", &[]).await);
+    }
+    assert_eq!(siblings.into_iter().collect::<Vec<_>>(), ["llm/a-llama-1", "llm/a-llama-2"]);
+    assert_eq!(env.served_by("smart", &[]).await, "llm/shared", "a team alias of the global group");
+    for foreign in ["b-only", "chat"] {
+        let r = env.chat(foreign, &[]).await;
+        assert_eq!(r.status, 404, "{foreign}");
+        assert_eq!(r.json()["error"]["code"], "model_not_found");
+    }
+    assert_eq!(env.requests("b").await, 0);
+    let models = get(&format!("{}/v1/models", env.api)).await.unwrap().json();
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"smart") && ids.contains(&"llama") && ids.contains(&"gpt-4o"), "{ids:?}");
+    assert!(!ids.contains(&"chat") && !ids.contains(&"b-only"), "{ids:?}");
+}
+
+#[tokio::test]
+async fn a_corrected_wildcard_takes_effect_with_no_request_to_the_old_model() {
+    let broken = md("wild", "openai/*", "w", "").replace("/v1'}", "/v1', model: 'old-*'}");
+    let env = Env::start(Options { instances: &["w"], manifests: broken, ..Default::default() }).await;
+    assert_eq!(env.served_by("openai/gpt-4o", &[]).await, "llm/wild");
+    assert_eq!(env.stats("w").await["last_model"], "old-gpt-4o");
+    let fixed = md("wild", "openai/*", "w", "").replace("/v1'}", "/v1', model: '*'}");
+    let version = env.change_manifests(&fixed).await;
+    for i in 0..20 {
+        let r = env.chat(&format!("openai/model-{i}"), &[]).await;
+        assert_eq!(r.header("x-llmroute-snapshot"), version);
+        assert_eq!(
+            env.stats("w").await["last_model"],
+            format!("model-{i}"),
+            "no request goes to the old upstream model"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_deployment_receives_nothing() {
+    let both = md("keep", "m", "keep", "") + &md("gone", "m", "gone", "");
+    let env = Env::start(Options { instances: &["keep", "gone"], manifests: both, ..Default::default() }).await;
+    for _ in 0..10 {
+        env.chat("m", &[]).await;
+    }
+    let before = env.requests("gone").await;
+    env.change_manifests(&md("keep", "m", "keep", "")).await;
+    for _ in 0..30 {
+        assert_eq!(env.served_by("m", &[]).await, "llm/keep");
+    }
+    assert_eq!(env.requests("gone").await, before);
+}
+
+#[tokio::test]
+async fn an_invalid_object_is_excluded_and_the_rest_serves() {
+    let good = md("good", "m", "good", "");
+    let env = Env::start(Options { instances: &["good", "bad"], manifests: good.clone(), ..Default::default() }).await;
+    let with_bad = good.clone()
+        + &md("bad", "other", "bad", "  order: 0")
+        + &tm("dangling", "team-a", "x", "deployments: [ghost]", "");
+    let version = env.version().await;
+    env.write_manifests(&with_bad);
+    let reported = llmroute_testkit::process::eventually(Duration::from_secs(5), || async {
+        let logs = env.sidecar.logs();
+        logs.contains("order must be >= 1") && logs.contains("DeploymentNotFound")
+    })
+    .await;
+    assert!(reported, "{}", env.sidecar.logs());
+    assert_eq!(env.version().await, version, "invalid objects leave the view unchanged");
+    assert_eq!(env.served_by("m", &[]).await, "llm/good");
+    assert_eq!(env.chat("other", &[]).await.status, 404, "the invalid deployment is excluded");
+}
+
+#[tokio::test]
+async fn broken_yaml_or_config_keeps_the_last_good_snapshot() {
+    let env = Env::start(Options { instances: &["a"], manifests: md("a", "m", "a", ""), ..Default::default() }).await;
+    let version = env.version().await;
+    env.write_file("zz-broken.yaml", "kind: [unclosed\n");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(env.served_by("m", &[]).await, "llm/a");
+    env.write_manifests(&md("a", "m", "a", "  weight: [not, a, number]"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = env.chat("m", &[]).await;
+    assert_eq!(r.status, 404, "the unreadable deployment is excluded, reported on its name");
+    assert!(env.sidecar.logs().contains("spec.weight"));
+    env.write_manifests(&md("a", "m", "a", ""));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(env.version().await, version, "same content, same version");
+    assert_eq!(env.served_by("m", &[]).await, "llm/a");
+}
+
+#[tokio::test]
+async fn routing_config_changes_apply_live() {
+    let manifests = md("a", "m", "a", "") + &md("b", "other", "b", "");
+    let env = Env::start(Options { instances: &["a", "b"], manifests: manifests.clone(), ..Default::default() }).await;
+    env.behaviour("a", json!({"status": 500})).await;
+    assert_eq!(env.chat("m", &[]).await.status, 500);
+    // A config change alone is a new snapshot.
+    let config_path = env.config_path();
+    std::fs::write(config_path, "modelGroups: {m: {fallbacks: [other]}}\n").unwrap();
+    let ok = llmroute_testkit::process::eventually(Duration::from_secs(5), || async {
+        env.chat("m", &[]).await.status == 200
+    })
+    .await;
+    assert!(ok, "fallback from the new config never applied");
+}
