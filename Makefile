@@ -6,7 +6,7 @@ export CARGO_TERM_COLOR ?= never
 .PHONY: test lint unit crds bench
 
 ## Run every test (lint included).
-test: lint unit
+test: lint unit compat
 
 ## Format and clippy gates.
 lint:
@@ -29,3 +29,26 @@ crds:
 bench:
 	$(CARGO) bench --locked -p llmroute-snapshot --bench compile
 	$(CARGO) bench --locked -p llmroute-router --bench decision
+
+# --- Python side (official openai client) --------------------------------------------------
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+export LLMROUTE_BIN_DIR := $(abspath $(TARGET_DIR))/debug
+VENV := .venv
+
+$(VENV)/.installed: python/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r python/requirements.txt
+	touch $@
+
+.PHONY: bins compat
+bins:
+	$(CARGO) build --locked --workspace --bins
+
+## The openai-package compatibility suite against the real sidecar.
+compat: $(VENV)/.installed bins
+	$(VENV)/bin/python -m pytest -q python/tests
+
+## The main job on the example resources: fake upstreams + a standalone sidecar, no cluster.
+.PHONY: demo
+demo: $(VENV)/.installed bins
+	cd python && ../$(VENV)/bin/python demo.py

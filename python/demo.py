@@ -1,0 +1,122 @@
+"""llmroute demo: fake upstreams on loopback + a standalone sidecar on deploy/examples, then a
+walk through the features with real requests from the official OpenAI client. No cluster, no
+internet. Ends by itself."""
+
+from __future__ import annotations
+
+import collections
+import sys
+import time
+
+import openai
+
+from llmroute_local import ROOT, Fakes, Sidecar, http, temp_dir, wait_until
+
+# The example manifests point at these loopback ports.
+INSTANCES = {
+    "gpt4o-east": 18101, "gpt4o-west": 18102, "gpt4o-openai": 18103,
+    "mini-a": 18111, "mini-b": 18112, "mini-backup": 18113, "gpt41-long": 18121,
+    "team-a-llama-1": 18131, "team-a-llama-2": 18132, "team-a-openai-passthrough": 18141, "team-b-embed": 18151,
+}
+CHAT = [{"role": "user", "content": "hello"}]
+
+
+def title(text: str) -> None:
+    print(f"\n=== {text}")
+
+
+def chat(client: openai.OpenAI, model: str, **headers: str):
+    raw = client.chat.completions.with_raw_response.create(model=model, messages=CHAT, extra_headers=headers or None)
+    return raw.headers["x-llmroute-deployment"], int(raw.headers["x-llmroute-attempts"]), raw
+
+
+def main() -> int:
+    work = temp_dir()
+    fakes = Fakes(INSTANCES, 18100, work / "fakes.log")
+    sidecar = Sidecar("team-a", ROOT / "deploy/examples/manifests", ROOT / "deploy/examples/routing-config.yaml", work / "sidecar.log")
+    client = openai.OpenAI(base_url=sidecar.base_url, api_key="not-forwarded", max_retries=0)
+    try:
+        print(f"llmroute sidecar for team-a on {sidecar.base_url} (admin {sidecar.admin}), "
+              f"snapshot {http('GET', sidecar.admin + '/readyz')[1].decode().split()[1]}")
+
+        title("Weighted split: gpt-4o = gpt4o-east (weight 80) + gpt4o-west (weight 20), 200 requests")
+        counts = collections.Counter(chat(client, "gpt-4o", **{"x-llmroute-session-id": f"s{i}"})[0] for i in range(200))
+        for deployment, n in sorted(counts.items()):
+            print(f"  {deployment:24} {n:4} ({n / 2:.0f}%)")
+
+        title("Failover in the same request: mini-a answers 500, the request is retried on mini-b")
+        fakes.behaviour("mini-a", status=500)
+        for i in range(30):
+            served, attempts, _ = chat(client, "gpt-4o-mini")
+            if attempts > 1:
+                print(f"  request {i + 1}: served by {served} after {attempts} attempts (mini-a failed first)")
+                break
+        fakes.behaviour("mini-a", status=200)
+
+        title("Order escalation: both order-1 regions fail, order-2 gpt4o-openai serves")
+        fakes.behaviour("gpt4o-east", status=503)
+        fakes.behaviour("gpt4o-west", status=503)
+        served, attempts, _ = chat(client, "gpt-4o", **{"x-llmroute-session-id": "escalation"})
+        print(f"  served by {served} after {attempts} attempts")
+        fakes.behaviour("gpt4o-east", status=200)
+        fakes.behaviour("gpt4o-west", status=200)
+
+        title("Session affinity (gpt-4o): the same x-llmroute-session-id always lands on the same deployment")
+        time.sleep(0.1)
+        for session in ("alice", "bob", "carol", "dave", "erin", "frank"):
+            served = {chat(client, "gpt-4o", **{"x-llmroute-session-id": session})[0] for _ in range(5)}
+            print(f"  session {session:6} -> {', '.join(sorted(served))} (5 requests, one deployment)")
+
+        title("Team alias and wildcard: team-a's 'smart' and 'openai/*'")
+        served, _, raw = chat(client, "smart")
+        print(f"  smart                -> {served} (TeamModel alias of the global gpt-4o group)")
+        served, _, _ = chat(client, "openai/gpt-4.1-nano")
+        upstream_model = fakes.stats("team-a-openai-passthrough")["last_model"]
+        print(f"  openai/gpt-4.1-nano  -> {served}, upstream model {upstream_model!r}")
+        siblings = collections.Counter(chat(client, "llama-3-70b")[0] for _ in range(20))
+        print(f"  llama-3-70b          -> {dict(siblings)} (team-a's private siblings)")
+        try:
+            client.chat.completions.create(model="chat", messages=CHAT)
+        except openai.NotFoundError as e:
+            print(f"  chat (team-b's)      -> 404 {e.code}: team isolation")
+
+        title("Context-window fallback: the gpt-4o deployments refuse a long prompt, gpt-4.1 takes it")
+        for name in ("gpt4o-east", "gpt4o-west", "gpt4o-openai"):
+            fakes.behaviour(name, context_window=20)
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "a long document " * 20}])
+        print(f"  served by {raw.headers['x-llmroute-deployment']} (group {raw.headers['x-llmroute-model-group']}) "
+              f"after {raw.headers['x-llmroute-attempts']} attempts")
+        for name in ("gpt4o-east", "gpt4o-west", "gpt4o-openai"):
+            fakes.behaviour(name, context_window=0)
+
+        title("Responses API affinity: previous_response_id returns to the deployment holding the conversation")
+        first = client.responses.with_raw_response.create(model="smart", input="remember this")
+        response = first.parse()
+        print(f"  first  -> {first.headers['x-llmroute-deployment']}, id {response.id[:40]}...")
+        for i in range(3):
+            follow = client.responses.with_raw_response.create(model="smart", input="and this", previous_response_id=response.id)
+            print(f"  follow-up {i + 1} -> {follow.headers['x-llmroute-deployment']}")
+            response = follow.parse()
+
+        title("Health check: gpt4o-east goes down; its probe takes it out of rotation")
+        fakes.behaviour("gpt4o-east", healthy=False)
+        wait_until(lambda: b'llmroute_deployment_healthy{deployment="llm/gpt4o-east"} 0'
+                   in http("GET", sidecar.admin + "/metrics")[1], timeout=10, what="the probe")
+        print('  /metrics: llmroute_deployment_healthy{deployment="llm/gpt4o-east"} 0')
+        counts = collections.Counter(chat(client, "gpt-4o", **{"x-llmroute-session-id": f"h{i}"})[0] for i in range(50))
+        print(f"  50 requests -> {dict(counts)}")
+        fakes.behaviour("gpt4o-east", healthy=True)
+
+        print("\nDone. Every answer above came through the sidecar on loopback; see README.md for more.")
+        return 0
+    except Exception as e:  # the demo must end with a clear message, never a hang
+        print(f"\ndemo failed: {e}\n--- sidecar log ---\n{(work / 'sidecar.log').read_text()}", file=sys.stderr)
+        return 1
+    finally:
+        sidecar.stop()
+        fakes.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

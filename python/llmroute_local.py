@@ -1,0 +1,105 @@
+"""Start fake upstreams and a standalone llmroute sidecar on loopback (used by the demo and
+the compatibility suite). Binaries come from LLMROUTE_BIN_DIR (default: target/debug)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bin_dir() -> Path:
+    return Path(os.environ.get("LLMROUTE_BIN_DIR", ROOT / "target" / "debug"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, url: str, body: dict | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_until(check, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+class Fakes:
+    """A fake-upstream process with named instances."""
+
+    def __init__(self, instances: dict[str, int], control: int, log: Path):
+        args = [str(bin_dir() / "fake-upstream"), "--control", f"127.0.0.1:{control}"]
+        for name, port in instances.items():
+            args += ["--instance", f"{name}=127.0.0.1:{port}"]
+        self.control = f"http://127.0.0.1:{control}"
+        self.instances = instances
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+        wait_until(lambda: self._up(), what="fake upstreams")
+
+    def _up(self) -> bool:
+        try:
+            http("GET", self.control + "/")
+            return True
+        except OSError:
+            return False
+
+    def behaviour(self, name: str, **fields) -> None:
+        status, body = http("POST", f"{self.control}/{name}/behaviour", fields)
+        assert status == 200, body
+
+    def stats(self, name: str) -> dict:
+        return json.loads(http("GET", f"{self.control}/{name}/stats")[1])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+class Sidecar:
+    """A standalone llmroute-sidecar on free ports."""
+
+    def __init__(self, team: str, manifests: Path, config: Path | None, log: Path, extra: list[str] | None = None):
+        self.port, self.admin_port = free_port(), free_port()
+        args = [str(bin_dir() / "llmroute-sidecar"), "--team", team, "--manifests", str(manifests),
+                "--listen", f"127.0.0.1:{self.port}", "--admin-listen", f"127.0.0.1:{self.admin_port}",
+                "--poll-interval-ms", "100"]
+        if config:
+            args += ["--config", str(config)]
+        self.log = log
+        self.proc = subprocess.Popen(args + (extra or []), stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+                                     env={**os.environ, "LLMROUTE_LOG": "info"})
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
+        wait_until(lambda: http("GET", self.admin + "/readyz")[0] == 200, what="sidecar readiness")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+def temp_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="llmroute-"))
