@@ -2,6 +2,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+export LLMROUTE_BIN_DIR := $(abspath $(TARGET_DIR))/debug
+VENV := .venv
 
 .PHONY: test lint unit crds bench
 
@@ -25,15 +28,24 @@ unit:
 crds:
 	$(CARGO) run --locked -q -p llmroute-api --bin crdgen -- crds
 
-## Criterion benchmarks (numbers go in the README).
-bench:
+## Benchmarks (numbers go in the README): criterion for compile and routing, then the proxy hop
+## against nginx with wrk (both installed from apt when missing).
+bench: bench-criterion bench-proxy
+
+.PHONY: bench-criterion bench-proxy bench-tools
+bench-criterion:
 	$(CARGO) bench --locked -p llmroute-snapshot --bench compile
 	$(CARGO) bench --locked -p llmroute-router --bench decision
 
+bench-tools:
+	@command -v nginx >/dev/null && command -v wrk >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq nginx-light wrk; }
+
+bench-proxy: bench-tools $(VENV)/.installed
+	$(CARGO) build --locked --release -p llmroute-sidecar
+	LLMROUTE_RELEASE_DIR=$(abspath $(TARGET_DIR))/release $(VENV)/bin/python bench/proxy_bench.py
+
 # --- Python side (official openai client) --------------------------------------------------
-TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
-export LLMROUTE_BIN_DIR := $(abspath $(TARGET_DIR))/debug
-VENV := .venv
 
 $(VENV)/.installed: python/requirements.txt
 	python3 -m venv $(VENV)

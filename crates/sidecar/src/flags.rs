@@ -51,6 +51,10 @@ pub struct Flags {
     /// Time a client has to send its request headers, milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
+    /// Runtime threads. 1 (default) runs everything on one thread with no cross-thread
+    /// wakeups, the cheapest per request (a sidecar serves one pod); 0 = one per CPU.
+    #[arg(long, default_value_t = 1, env = "LLMROUTE_WORKER_THREADS")]
+    pub worker_threads: usize,
     /// Time a client has to send its whole request body, milliseconds (408 after).
     #[arg(long, default_value_t = 30_000)]
     pub body_read_timeout_ms: u64,

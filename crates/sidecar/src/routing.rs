@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
+use http::HeaderValue;
 use llmroute_proto::v1;
 use llmroute_router::{InvalidSnapshot, LiveState, RouteTable};
 
@@ -16,6 +17,10 @@ pub struct Routing {
     pub table: RouteTable,
     /// Live state aligned with `table`.
     pub state: LiveState,
+    /// `x-llmroute-snapshot` value, built once.
+    pub version_header: HeaderValue,
+    /// `x-llmroute-deployment` value of every deployment, aligned with `table`.
+    pub deployment_headers: Vec<HeaderValue>,
 }
 
 /// The current routing, shared by every request.
@@ -44,7 +49,10 @@ impl RoutingHandle {
         if let Ok(health) = self.health.lock() {
             state.apply_health(&health);
         }
-        self.current.store(Some(Arc::new(Routing { snapshot, table, state })));
+        let header = |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        let version_header = header(&snapshot.version);
+        let deployment_headers = table.deployments.iter().map(|d| header(&d.wire.id)).collect();
+        self.current.store(Some(Arc::new(Routing { snapshot, table, state, version_header, deployment_headers })));
         Ok(true)
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
 use llmroute_router::{AttemptKind, Class, Exhausted, ExhaustedReason, Outcome, Pick, Planner, classify};
 use serde_json::json;
@@ -46,7 +46,8 @@ pub async fn forward(
     let mut last: Option<(Pick, Failure)> = None;
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
     loop {
-        let pick = match planner.next(&routing.state, now_ms(), &mut rng) {
+        let attempt_ms = now_ms();
+        let pick = match planner.next(&routing.state, attempt_ms, &mut rng) {
             Ok(pick) => pick,
             Err(exhausted) => return finish(proxy, &routing, &request, exhausted, last),
         };
@@ -77,7 +78,7 @@ pub async fn forward(
                     continue;
                 }
             };
-        let guard = InFlight::start(routing.clone(), pick.deployment, request.keys.prompt_tokens, now_ms());
+        let guard = InFlight::start(routing.clone(), pick.deployment, request.keys.prompt_tokens, attempt_ms);
         let started = Instant::now();
         match tokio::time::timeout(limit, proxy.client.request(upstream_request)).await {
             Err(_) => {
@@ -176,27 +177,32 @@ async fn read_limited(body: hyper::body::Incoming, deadline: Instant) -> Bytes {
 }
 
 /// Headers never copied from an upstream answer.
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "te", "trailer", "upgrade"];
+const HOP_BY_HOP: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    http::header::TRANSFER_ENCODING,
+    http::header::CONTENT_LENGTH,
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
+];
 
-fn llmroute_headers(
-    headers: &mut HeaderMap,
-    routing: &Routing,
-    deployment: Option<&str>,
-    group: &str,
-    attempts: usize,
-) {
-    let mut set = |name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
-        }
-    };
-    if let Some(d) = deployment {
-        set("x-llmroute-deployment", d);
+const DEPLOYMENT: HeaderName = HeaderName::from_static("x-llmroute-deployment");
+const MODEL_GROUP: HeaderName = HeaderName::from_static("x-llmroute-model-group");
+const SNAPSHOT: HeaderName = HeaderName::from_static("x-llmroute-snapshot");
+const ATTEMPTS: HeaderName = HeaderName::from_static("x-llmroute-attempts");
+
+/// Sets the `x-llmroute-*` response headers; `deployment` is an index into the table.
+fn llmroute_headers(headers: &mut HeaderMap, routing: &Routing, deployment: Option<u32>, group: &str, attempts: usize) {
+    if let Some(header) = deployment.and_then(|d| routing.deployment_headers.get(d as usize)) {
+        headers.insert(DEPLOYMENT, header.clone());
     }
-    set("x-llmroute-model-group", group);
-    set("x-llmroute-snapshot", &routing.snapshot.version);
-    set("x-llmroute-attempts", &attempts.to_string());
+    if let Ok(v) = HeaderValue::from_str(group) {
+        headers.insert(MODEL_GROUP, v);
+    }
+    headers.insert(SNAPSHOT, routing.version_header.clone());
+    headers.insert(ATTEMPTS, HeaderValue::from(attempts));
 }
 
 async fn commit(
@@ -218,11 +224,11 @@ async fn commit(
     let mut out = Response::new(body);
     *out.status_mut() = parts.status;
     for (name, value) in &parts.headers {
-        if !HOP_BY_HOP.contains(&name.as_str()) {
+        if !HOP_BY_HOP.contains(name) {
             out.headers_mut().append(name, value.clone());
         }
     }
-    llmroute_headers(out.headers_mut(), routing, Some(&deployment_id), &pick.model_group, planner.attempts().len());
+    llmroute_headers(out.headers_mut(), routing, Some(pick.deployment), &pick.model_group, planner.attempts().len());
     let code = parts.status.as_u16().to_string();
     proxy.metrics.requests.with_label_values(&[pick.model_group.as_str(), deployment_id.as_str(), code.as_str()]).inc();
     out
@@ -268,7 +274,8 @@ fn finish_headers(
 ) {
     let last = attempts.last();
     let group = last.map_or(request.model.as_str(), |a| a.model_group.as_str());
-    llmroute_headers(r.headers_mut(), routing, last.map(|a| a.deployment_id.as_str()), group, attempts.len());
+    let index = last.and_then(|a| routing.table.deployment_index(&a.deployment_id));
+    llmroute_headers(r.headers_mut(), routing, index, group, attempts.len());
     let code = r.status().as_u16().to_string();
     let deployment = last.map_or("", |a| a.deployment_id.as_str());
     proxy.metrics.requests.with_label_values(&[group, deployment, code.as_str()]).inc();

@@ -1,8 +1,9 @@
 //! Reading a client request: only what routing needs; the rest is forwarded as sent.
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use llmroute_router::{RequestKeys, unwrap_response_id};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -48,8 +49,8 @@ impl Endpoint {
 pub struct ClientRequest {
     /// Which endpoint.
     pub endpoint: Endpoint,
-    /// The JSON body (model and previous_response_id are rewritten per attempt).
-    pub body: Map<String, Value>,
+    /// The body as sent (model and previous_response_id are rewritten per attempt when needed).
+    pub raw: Bytes,
     /// Requested model name.
     pub model: String,
     /// `"stream": true`.
@@ -63,34 +64,54 @@ pub struct ClientRequest {
 /// Rough prompt-size estimate: 4 bytes of request JSON per token.
 const BYTES_PER_TOKEN: u64 = 4;
 
+/// The fields routing reads; everything else in the body is skipped without being built.
+#[derive(Deserialize)]
+struct Peek {
+    model: Option<Value>,
+    stream: Option<Value>,
+    user: Option<Value>,
+    previous_response_id: Option<Value>,
+}
+
+const SESSION: HeaderName = HeaderName::from_static("x-llmroute-session-id");
+const USER: HeaderName = HeaderName::from_static("x-llmroute-user");
+const MIN_TIER: HeaderName = HeaderName::from_static("x-llmroute-min-quality-tier");
+
+fn peek(body: &Bytes) -> Result<Peek, ApiError> {
+    serde_json::from_slice::<Peek>(body).map_err(|e| {
+        let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+        if is_json && !body.trim_ascii_start().starts_with(b"{") {
+            ApiError::bad_request("invalid_request", "The request body must be a JSON object.")
+        } else if is_json {
+            ApiError::bad_request("invalid_request", format!("The request body is not a valid request: {e}"))
+        } else {
+            ApiError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
+        }
+    })
+}
+
 /// Parses the body and headers of a routed request.
 pub fn parse(endpoint: Endpoint, headers: &HeaderMap, body: &Bytes) -> Result<ClientRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}")))?;
-    let Value::Object(body_map) = value else {
-        return Err(ApiError::bad_request("invalid_request", "The request body must be a JSON object."));
-    };
-    let model = match body_map.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+    let peeked = peek(body)?;
+    let model = match peeked.model {
+        Some(Value::String(m)) if !m.is_empty() => m,
         Some(_) => return Err(ApiError::bad_request("invalid_model", "`model` must be a non-empty string.")),
         None => return Err(ApiError::bad_request("missing_model", "You must provide a model parameter.")),
     };
-    let stream = body_map.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let header =
-        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned).filter(|v| !v.is_empty());
-    let user = header("x-llmroute-user").or_else(|| body_map.get("user").and_then(Value::as_str).map(str::to_owned));
-    let min_quality_tier = match header("x-llmroute-min-quality-tier") {
+    let stream = peeked.stream.as_ref().and_then(Value::as_bool).unwrap_or(false);
+    let header = |name: &HeaderName| {
+        headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned).filter(|v| !v.is_empty())
+    };
+    let user = header(&USER).or_else(|| peeked.user.as_ref().and_then(Value::as_str).map(str::to_owned));
+    let min_quality_tier = match header(&MIN_TIER) {
         None => 0,
         Some(v) => v.trim().parse::<u32>().ok().filter(|t| (1..=5).contains(t)).ok_or_else(|| {
             ApiError::bad_request("invalid_header", "x-llmroute-min-quality-tier must be an integer from 1 to 5.")
         })?,
     };
-    let (previous_deployment, previous_upstream_id) = match body_map.get("previous_response_id").and_then(Value::as_str)
-    {
-        Some(id) => match unwrap_response_id(id) {
-            Some((deployment, upstream)) => (Some(deployment), Some(upstream.to_owned())),
-            None => (None, None),
-        },
+    let previous = peeked.previous_response_id.as_ref().and_then(Value::as_str).and_then(unwrap_response_id);
+    let (previous_deployment, previous_upstream_id) = match previous {
+        Some((deployment, upstream)) => (Some(deployment), Some(upstream.to_owned())),
         None => (None, None),
     };
     Ok(ClientRequest {
@@ -98,21 +119,24 @@ pub fn parse(endpoint: Endpoint, headers: &HeaderMap, body: &Bytes) -> Result<Cl
         model,
         stream,
         keys: RequestKeys {
-            session: header("x-llmroute-session-id"),
+            session: header(&SESSION),
             user,
             previous_deployment,
             prompt_tokens: body.len() as u64 / BYTES_PER_TOKEN,
             min_quality_tier,
         },
         previous_upstream_id,
-        body: body_map,
+        raw: body.clone(),
     })
 }
 
 /// The body sent to one upstream: the model replaced, an llmroute previous_response_id
-/// replaced by the upstream's own id.
+/// replaced by the upstream's own id. When neither changes, the client's bytes go as sent.
 pub fn upstream_body(request: &ClientRequest, upstream_model: &str) -> Bytes {
-    let mut body = request.body.clone();
+    if upstream_model == request.model && request.previous_upstream_id.is_none() {
+        return request.raw.clone();
+    }
+    let Ok(mut body) = serde_json::from_slice::<Map<String, Value>>(&request.raw) else { return request.raw.clone() };
     body.insert("model".into(), Value::String(upstream_model.to_owned()));
     if let Some(id) = &request.previous_upstream_id {
         body.insert("previous_response_id".into(), Value::String(id.clone()));
@@ -157,6 +181,16 @@ mod tests {
         }
         let e = parse_str(r#"{"model":"m"}"#, &[("x-llmroute-min-quality-tier", "9")]).unwrap_err();
         assert_eq!(e.code, "invalid_header");
+    }
+
+    #[test]
+    fn an_unchanged_model_forwards_the_bytes_as_sent() {
+        let body = r#"{"model":"m",  "messages":[{"role":"user","content":"hi"}], "extra": {"kept": true}}"#;
+        let r = parse_str(body, &[]).unwrap();
+        assert_eq!(upstream_body(&r, "m"), body.as_bytes());
+        let rewritten: Value = serde_json::from_slice(&upstream_body(&r, "other")).unwrap();
+        assert_eq!(rewritten["model"], "other");
+        assert_eq!(rewritten["extra"]["kept"], true);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, header};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
@@ -30,13 +30,21 @@ pub fn client(connect_timeout: Duration) -> UpstreamClient {
         .enable_http1()
         .wrap_connector(http);
     Client::builder(TokioExecutor::new())
+        .http1_writev(false)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
         .build(https)
 }
 
 /// Client headers passed on upstream (everything else, Authorization included, is dropped).
-const FORWARDED: [&str; 5] = ["content-type", "accept", "user-agent", "openai-beta", "x-request-id"];
+const FORWARDED: [HeaderName; 5] = [
+    header::CONTENT_TYPE,
+    header::ACCEPT,
+    header::USER_AGENT,
+    HeaderName::from_static("openai-beta"),
+    HeaderName::from_static("x-request-id"),
+];
+const API_KEY: HeaderName = HeaderName::from_static("api-key");
 
 /// The URL of `endpoint` on `deployment` for `model`.
 pub fn url(deployment: &v1::Deployment, endpoint: Endpoint, model: &str) -> String {
@@ -75,7 +83,7 @@ pub fn authorize(headers: &mut HeaderMap, deployment: &v1::Deployment) {
     };
     if let Ok(mut value) = value {
         value.set_sensitive(true);
-        headers.insert(if azure { header::HeaderName::from_static("api-key") } else { header::AUTHORIZATION }, value);
+        headers.insert(if azure { API_KEY } else { header::AUTHORIZATION }, value);
     }
 }
 
@@ -89,9 +97,9 @@ pub fn request(
 ) -> Result<Request<Full<Bytes>>, http::Error> {
     let mut builder = Request::builder().method(Method::POST).uri(url(deployment, endpoint, model));
     if let Some(headers) = builder.headers_mut() {
-        for name in FORWARDED {
+        for name in &FORWARDED {
             if let Some(v) = client_headers.get(name) {
-                headers.insert(name, v.clone());
+                headers.insert(name.clone(), v.clone());
             }
         }
         headers.entry(header::CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));

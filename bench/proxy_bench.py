@@ -1,0 +1,152 @@
+"""Sidecar hop benchmark (DESIGN §7), side by side in one run.
+
+The same fixed-response upstream (nginx returning a canned chat completion) is reached
+directly, through a plain nginx reverse-proxy hop (keep-alive upstream), and through the
+llmroute sidecar (release build), with wrk at concurrency 1 and 16. Reports p50/p99 added
+latency over the direct path and requests/s as a ratio to the nginx hop, then the idle RSS of
+a sidecar holding a 1,000-deployment snapshot. Loopback only; every run is bounded in time."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+from llmroute_local import ROOT, free_port, http, wait_until  # noqa: E402
+
+DURATION = os.environ.get("BENCH_DURATION", "10s")
+CANNED = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "gpt-4o",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+})
+BODY = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]})
+
+
+def nginx_conf(work: Path, upstream_port: int, hop_port: int) -> Path:
+    canned = CANNED.replace("'", "\\'")
+    conf = f"""
+worker_processes 1;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {work}/body; proxy_temp_path {work}/proxy; fastcgi_temp_path {work}/fcgi;
+  uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
+  tcp_nodelay on;
+  keepalive_requests 1000000;
+  upstream fixed {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{upstream_port};
+    location / {{ default_type application/json; return 200 '{canned}'; }}
+  }}
+  server {{
+    listen 127.0.0.1:{hop_port};
+    location / {{ proxy_pass http://fixed; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+"""
+    path = work / "nginx.conf"
+    path.write_text(conf)
+    return path
+
+
+def wrk(url: str, connections: int, script: Path) -> dict:
+    threads = 1 if connections == 1 else 2
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{DURATION}", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, timeout=120).stdout
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"p50": ms("50"), "p99": ms("99"), "rps": rps, "non2xx": int(errors.group(1)) if errors else 0}
+
+
+def manifests(directory: Path, port: int, deployments: int) -> None:
+    docs = []
+    for i in range(deployments):
+        docs.append(f"apiVersion: llmroute.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: d{i}, namespace: bench}}\n"
+                    f"spec: {{modelName: '{'gpt-4o' if i == 0 else f'model-{i % 100}'}', "
+                    f"upstream: {{baseUrl: 'http://127.0.0.1:{port}/v1'}}, weight: 1}}\n")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "all.yaml").write_text("---\n".join(docs))
+
+
+def start_sidecar(binary: Path, directory: Path) -> tuple[subprocess.Popen, int, int]:
+    port, admin = free_port(), free_port()
+    proc = subprocess.Popen([str(binary), "--team", "bench", "--manifests", str(directory),
+                             "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "LLMROUTE_LOG": "warn"})
+    wait_until(lambda: http("GET", f"http://127.0.0.1:{admin}/readyz")[0] == 200, what="sidecar readiness")
+    return proc, port, admin
+
+
+def rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def main() -> int:
+    binary = Path(os.environ.get("LLMROUTE_RELEASE_DIR", ROOT / "target" / "release")) / "llmroute-sidecar"
+    work = Path(tempfile.mkdtemp(prefix="llmroute-bench-"))
+    upstream_port, hop_port = free_port(), free_port()
+    script = work / "post.lua"
+    script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = {json.dumps(BODY)}\n')
+    nginx = subprocess.Popen(["nginx", "-c", str(nginx_conf(work, upstream_port, hop_port)), "-g", "daemon off;"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifests(work / "one", upstream_port, 1)
+    sidecar, port, _ = start_sidecar(binary, work / "one")
+    try:
+        wait_until(lambda: http("POST", f"http://127.0.0.1:{hop_port}/v1/chat/completions", {})[0] == 200, what="nginx")
+        status, body = http("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json.loads(BODY))
+        assert status == 200, body
+        targets = {
+            "direct": f"http://127.0.0.1:{upstream_port}/v1/chat/completions",
+            "nginx hop": f"http://127.0.0.1:{hop_port}/v1/chat/completions",
+            "llmroute sidecar": f"http://127.0.0.1:{port}/v1/chat/completions",
+        }
+        results = {}
+        for connections in (1, 16):
+            for name, url in targets.items():
+                results[(name, connections)] = wrk(url, connections, script)
+                time.sleep(0.5)
+    finally:
+        sidecar.terminate()
+        sidecar.wait(5)
+    manifests(work / "thousand", upstream_port, 1000)
+    idle, _, _ = start_sidecar(binary, work / "thousand")
+    time.sleep(1.0)
+    idle_rss = rss_mb(idle.pid)
+    idle.terminate()
+    idle.wait(5)
+    nginx.terminate()
+    nginx.wait(5)
+
+    print(f"\nwrk {DURATION} per row, POST /v1/chat/completions, canned 200 from nginx; 2-core machine, all on loopback\n")
+    print("| path | conc. | p50 ms | p99 ms | added p50 ms | added p99 ms | req/s | req/s vs nginx hop |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for connections in (1, 16):
+        direct = results[("direct", connections)]
+        hop = results[("nginx hop", connections)]
+        for name in targets:
+            r = results[(name, connections)]
+            added50 = "" if name == "direct" else f"{r['p50'] - direct['p50']:+.3f}"
+            added99 = "" if name == "direct" else f"{r['p99'] - direct['p99']:+.3f}"
+            ratio = f"{r['rps'] / hop['rps'] * 100:.0f}%"
+            errors = f" ({r['non2xx']} non-2xx)" if r["non2xx"] else ""
+            print(f"| {name} | {connections} | {r['p50']:.3f} | {r['p99']:.3f} | {added50} | {added99} | {r['rps']:.0f}{errors} | {ratio} |")
+    print(f"\nIdle sidecar RSS with a 1,000-deployment snapshot: {idle_rss:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
