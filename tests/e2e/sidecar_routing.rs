@@ -221,6 +221,8 @@ async fn credentials_are_injected_and_the_clients_authorization_dropped() {
     assert_eq!(r.status, 200);
     let stats = env.stats("a").await;
     assert_eq!(stats["last_credential"], "sk-upstream-secret");
+    assert_eq!(stats["last_host"], env.addrs["a"].to_string(), "HTTP/1.1 Host header sent upstream");
+    assert!(stats["last_path"].as_str().unwrap().starts_with("/v1/"), "origin-form request line");
     assert_eq!(stats["saw_client_authorization"], false);
     assert!(!r.text().contains("sk-upstream-secret"));
     let debug = llmroute_testkit::http_client::get(&format!("{}/debug/snapshot", env.admin)).await.unwrap().text();

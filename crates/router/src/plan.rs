@@ -137,6 +137,8 @@ pub struct Planner<'t> {
     stop: Option<ExhaustedReason>,
     saw_limited: bool,
     context_window_used: bool,
+    /// The primary group's `fallbacks` are resolved only once the plan needs them.
+    fallbacks_loaded: bool,
 }
 
 impl<'t> Planner<'t> {
@@ -150,7 +152,7 @@ impl<'t> Planner<'t> {
             capture: resolved.capture.to_owned(),
             entry: Entry::Primary,
         };
-        let mut planner = Self {
+        let planner = Self {
             table,
             keys,
             primary: resolved.route,
@@ -164,8 +166,8 @@ impl<'t> Planner<'t> {
             stop: None,
             saw_limited: false,
             context_window_used: false,
+            fallbacks_loaded: false,
         };
-        planner.queue = planner.groups(&route.policy.fallbacks, Entry::Fallback);
         Some(planner)
     }
 
@@ -281,7 +283,18 @@ impl<'t> Planner<'t> {
         out
     }
 
+    /// Queues the primary group's `fallbacks` behind whatever is queued, once.
+    fn ensure_fallbacks(&mut self) {
+        if !self.fallbacks_loaded {
+            self.fallbacks_loaded = true;
+            let names = self.table.route(self.primary).policy.fallbacks.clone();
+            let groups = self.groups(&names, Entry::Fallback);
+            self.queue.extend(groups);
+        }
+    }
+
     fn advance(&mut self) {
+        self.ensure_fallbacks();
         self.current = self.queue.pop_front();
         if let Some(g) = &self.current {
             self.visited.push(g.route);
@@ -295,6 +308,7 @@ impl<'t> Planner<'t> {
             return;
         }
         self.context_window_used = true;
+        self.fallbacks_loaded = true;
         let names = self.table.route(self.primary).policy.context_window_fallbacks.clone();
         self.queue = self.groups(&names, Entry::ContextWindow);
         self.advance();
@@ -361,6 +375,7 @@ impl<'t> Planner<'t> {
         }
         let context_limited = reasons.contains(&Ineligible::ContextWindow);
         if context_limited && !self.context_window_used {
+            self.ensure_fallbacks();
             let names = self.table.route(self.primary).policy.context_window_fallbacks.clone();
             let mut front = self.groups(&names, Entry::ContextWindow);
             self.context_window_used = true;

@@ -130,12 +130,14 @@ async fn probe(client: &UpstreamClient, d: &v1::Deployment, mode: i32, timeout: 
         builder.body(Full::new(Bytes::new()))
     };
     let Ok(request) = request else { return (false, "invalid probe request".into()) };
-    match tokio::time::timeout(timeout, client.request(request)).await {
+    match tokio::time::timeout(timeout, client.send(request)).await {
         Err(_) => (false, format!("probe timed out after {}s", timeout.as_secs())),
         Ok(Err(e)) => (false, format!("probe failed: {e}")),
-        Ok(Ok(response)) => {
+        Ok(Ok((response, connection))) => {
             let status = response.status();
-            let _ = response.into_body().collect().await;
+            if response.into_body().collect().await.is_ok() {
+                connection.release();
+            }
             (status.is_success(), format!("probe answered {}", status.as_u16()))
         }
     }

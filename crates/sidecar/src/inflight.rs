@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use crate::proxy::body::{Body, BoxError};
+use crate::proxy::pool::Checkout;
 use crate::routing::Routing;
 
 /// One attempt in flight on a deployment; finishes on drop.
@@ -31,10 +32,30 @@ impl Drop for InFlight {
     }
 }
 
-/// An upstream body streamed frame by frame, holding its in-flight guard until the end.
+/// An upstream body streamed frame by frame, holding its in-flight guard until the end and
+/// returning its connection to the pool when it ends cleanly.
 struct Guarded {
     inner: Incoming,
     guard: Option<InFlight>,
+    connection: Option<Checkout>,
+}
+
+impl Guarded {
+    /// The body was read to its end: the attempt is over and the connection is reusable.
+    fn finish(&mut self) {
+        self.guard = None;
+        if let Some(connection) = self.connection.take() {
+            connection.release();
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if self.inner.is_end_stream() {
+            self.finish();
+        }
+    }
 }
 
 impl HttpBody for Guarded {
@@ -43,8 +64,14 @@ impl HttpBody for Guarded {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.guard = None;
+        match &polled {
+            Poll::Ready(Some(Err(_))) => {
+                self.guard = None;
+                self.connection = None;
+            }
+            // The server stops polling once `is_end_stream` says so: finish here, not on `None`.
+            Poll::Ready(None) | Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),
+            _ => {}
         }
         polled.map_err(Into::into)
     }
@@ -58,7 +85,7 @@ impl HttpBody for Guarded {
     }
 }
 
-/// Streams `body`, releasing `guard` when it ends.
-pub fn guarded(body: Incoming, guard: InFlight) -> Body {
-    Guarded { inner: body, guard: Some(guard) }.boxed()
+/// Streams `body`, releasing `guard` and the connection when it ends.
+pub fn guarded(body: Incoming, guard: InFlight, connection: Checkout) -> Body {
+    Guarded { inner: body, guard: Some(guard), connection: Some(connection) }.boxed()
 }

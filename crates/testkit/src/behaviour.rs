@@ -70,6 +70,8 @@ pub struct Stats {
     pub last_credential: String,
     /// `previous_response_id` of the last request, if any.
     pub last_previous_response_id: String,
+    /// `Host` header of the last API request ("" when absent: HTTP/1.1 requires it).
+    pub last_host: String,
     /// Whether the last request carried the client's own bearer token (it must not).
     pub saw_client_authorization: bool,
 }

@@ -216,6 +216,7 @@ async fn api_handler(instance: &Instance, req: Request<Incoming>) -> Response<Bo
         .map(|v| v.trim_start_matches("Bearer ").to_owned())
         .unwrap_or_default();
     let path_and_query = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let model = request.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -225,6 +226,7 @@ async fn api_handler(instance: &Instance, req: Request<Incoming>) -> Response<Bo
         s.requests += 1;
         s.last_model = model.clone();
         s.last_path = path_and_query;
+        s.last_host = host;
         s.saw_client_authorization |= credential.contains("client");
         s.last_credential = credential;
         s.last_previous_response_id = previous.clone();

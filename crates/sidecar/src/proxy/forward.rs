@@ -44,7 +44,7 @@ pub async fn forward(
     };
     let deadline = Instant::now() + Duration::from_millis(planner.timeout_ms());
     let mut last: Option<(Pick, Failure)> = None;
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
+    let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(rand::Rng::next_u64(&mut rand::rng()));
     loop {
         let attempt_ms = now_ms();
         let pick = match planner.next(&routing.state, attempt_ms, &mut rng) {
@@ -80,7 +80,7 @@ pub async fn forward(
             };
         let guard = InFlight::start(routing.clone(), pick.deployment, request.keys.prompt_tokens, attempt_ms);
         let started = Instant::now();
-        match tokio::time::timeout(limit, proxy.client.request(upstream_request)).await {
+        match tokio::time::timeout(limit, proxy.client.send(upstream_request)).await {
             Err(_) => {
                 record(
                     proxy,
@@ -101,7 +101,7 @@ pub async fn forward(
                 record(proxy, &mut planner, &pick, &routing, classify(Outcome::ConnectError), "connect_error", outcome);
                 last = Some((pick, Failure::Transport));
             }
-            Ok(Ok(response)) => {
+            Ok(Ok((response, connection))) => {
                 let latency = started.elapsed();
                 proxy.metrics.latency.with_label_values(&[deployment.id.as_str()]).observe(latency.as_secs_f64());
                 let status = response.status();
@@ -116,10 +116,14 @@ pub async fn forward(
                         "success",
                         format!("status {}", status.as_u16()),
                     );
-                    return commit(proxy, &routing, &request, &planner, &pick, response, guard).await;
+                    let answer = Answer { response, guard, connection };
+                    return commit(proxy, &routing, &request, planner.attempts().len(), &pick, answer).await;
                 }
                 let (parts, body) = response.into_parts();
-                let bytes = read_limited(body, deadline).await;
+                let (bytes, complete) = read_limited(body, deadline).await;
+                if complete {
+                    connection.release();
+                }
                 let class = classify(Outcome::Status { code: status.as_u16(), body: &bytes });
                 let label = match class {
                     Class::ContextWindow => "context_window",
@@ -159,19 +163,25 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-async fn read_limited(body: hyper::body::Incoming, deadline: Instant) -> Bytes {
+/// Reads an error body up to [`ERROR_BODY_LIMIT`]; `true` when it was read to its end.
+async fn read_limited(body: hyper::body::Incoming, deadline: Instant) -> (Bytes, bool) {
     let collect = async {
         let mut out = Vec::new();
         let mut body = body;
-        while let Some(Ok(frame)) = body.frame().await {
-            if let Some(data) = frame.data_ref() {
-                out.extend_from_slice(&data[..data.len().min(ERROR_BODY_LIMIT - out.len())]);
-                if out.len() >= ERROR_BODY_LIMIT {
-                    break;
+        loop {
+            match body.frame().await {
+                None => return (Bytes::from(out), true),
+                Some(Err(_)) => return (Bytes::from(out), false),
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        out.extend_from_slice(&data[..data.len().min(ERROR_BODY_LIMIT - out.len())]);
+                        if out.len() >= ERROR_BODY_LIMIT {
+                            return (Bytes::from(out), false);
+                        }
+                    }
                 }
             }
         }
-        Bytes::from(out)
     };
     tokio::time::timeout_at(deadline.into(), collect).await.unwrap_or_default()
 }
@@ -205,21 +215,29 @@ fn llmroute_headers(headers: &mut HeaderMap, routing: &Routing, deployment: Opti
     headers.insert(ATTEMPTS, HeaderValue::from(attempts));
 }
 
+/// A successful upstream answer, still holding its in-flight slot and connection.
+struct Answer {
+    response: Response<hyper::body::Incoming>,
+    guard: InFlight,
+    connection: super::pool::Checkout,
+}
+
+/// Streams a 2xx answer to the client; nothing is retried after this.
 async fn commit(
     proxy: &Proxy,
     routing: &Arc<Routing>,
     request: &ClientRequest,
-    planner: &Planner<'_>,
+    attempts: usize,
     pick: &Pick,
-    response: Response<hyper::body::Incoming>,
-    guard: InFlight,
+    answer: Answer,
 ) -> Response<Body> {
+    let Answer { response, guard, connection } = answer;
     let deployment_id = routing.table.deployment(pick.deployment).wire.id.clone();
     let (parts, body) = response.into_parts();
     let body = if request.endpoint == Endpoint::Responses {
-        responses::rewrite_ids(body, deployment_id.clone(), request.stream, guard).await
+        responses::rewrite_ids(body, deployment_id.clone(), request.stream, guard, connection).await
     } else {
-        crate::inflight::guarded(body, guard)
+        crate::inflight::guarded(body, guard, connection)
     };
     let mut out = Response::new(body);
     *out.status_mut() = parts.status;
@@ -228,7 +246,7 @@ async fn commit(
             out.headers_mut().append(name, value.clone());
         }
     }
-    llmroute_headers(out.headers_mut(), routing, Some(pick.deployment), &pick.model_group, planner.attempts().len());
+    llmroute_headers(out.headers_mut(), routing, Some(pick.deployment), &pick.model_group, attempts);
     let code = parts.status.as_u16().to_string();
     proxy.metrics.requests.with_label_values(&[pick.model_group.as_str(), deployment_id.as_str(), code.as_str()]).inc();
     out

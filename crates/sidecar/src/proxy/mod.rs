@@ -5,6 +5,7 @@ pub mod body;
 pub mod error;
 pub mod forward;
 pub mod models;
+pub mod pool;
 pub mod request;
 pub mod responses;
 pub mod server;

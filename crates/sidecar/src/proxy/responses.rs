@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::body::{Body, BoxError, full};
 use crate::inflight::{InFlight, guarded};
+use crate::proxy::pool::Checkout;
 
 /// Wraps response ids in a response object (`object: "response"`) or in an event's `response`.
 pub fn wrap_ids(value: &mut Value, deployment_id: &str) {
@@ -28,15 +29,22 @@ pub fn wrap_ids(value: &mut Value, deployment_id: &str) {
 }
 
 /// The body of a committed /v1/responses answer, ids wrapped.
-pub async fn rewrite_ids(body: Incoming, deployment_id: String, stream: bool, guard: InFlight) -> Body {
+pub async fn rewrite_ids(
+    body: Incoming,
+    deployment_id: String,
+    stream: bool,
+    guard: InFlight,
+    connection: Checkout,
+) -> Body {
     if stream {
-        return SseRewriter { inner: guarded(body, guard), buffer: BytesMut::new(), deployment_id, done: false }
-            .boxed();
+        let inner = guarded(body, guard, connection);
+        return SseRewriter { inner, buffer: BytesMut::new(), deployment_id, done: false }.boxed();
     }
     let bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return full(Bytes::new()),
     };
+    connection.release();
     drop(guard);
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(mut value) => {
