@@ -1,7 +1,8 @@
 """Sidecar hop benchmark (DESIGN §7), side by side in one run.
 
-The same fixed-response upstream (nginx returning a canned chat completion) is reached
-directly, through a plain nginx reverse-proxy hop (keep-alive upstream), and through the
+The same fixed-response upstream (an nginx process returning a canned chat completion) is
+reached directly, through a plain nginx reverse-proxy hop (its own single-worker nginx
+process, keep-alive upstream), and through the
 llmroute sidecar (release build), with wrk at concurrency 1 and 16. Reports p50/p99 added
 latency over the direct path and requests/s as a ratio to the nginx hop, then the idle RSS of
 a sidecar holding a 1,000-deployment snapshot. Loopback only; every run is bounded in time."""
@@ -29,33 +30,37 @@ CANNED = json.dumps({
 BODY = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]})
 
 
-def nginx_conf(work: Path, upstream_port: int, hop_port: int) -> Path:
-    canned = CANNED.replace("'", "\\'")
+def nginx_conf(work: Path, name: str, server: str) -> Path:
+    """One single-worker nginx process; the upstream and the hop are separate processes, as the
+    sidecar is a process of its own."""
     conf = f"""
 worker_processes 1;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
+pid {work}/{name}.pid;
+error_log {work}/{name}-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
-  client_body_temp_path {work}/body; proxy_temp_path {work}/proxy; fastcgi_temp_path {work}/fcgi;
-  uwsgi_temp_path {work}/uwsgi; scgi_temp_path {work}/scgi;
+  client_body_temp_path {work}/{name}-body; proxy_temp_path {work}/{name}-proxy; fastcgi_temp_path {work}/{name}-fcgi;
+  uwsgi_temp_path {work}/{name}-uwsgi; scgi_temp_path {work}/{name}-scgi;
   tcp_nodelay on;
   keepalive_requests 1000000;
-  upstream fixed {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
-  server {{
-    listen 127.0.0.1:{upstream_port};
-    location / {{ default_type application/json; return 200 '{canned}'; }}
-  }}
-  server {{
-    listen 127.0.0.1:{hop_port};
-    location / {{ proxy_pass http://fixed; proxy_http_version 1.1; proxy_set_header Connection ""; }}
-  }}
+  {server}
 }}
 """
-    path = work / "nginx.conf"
+    path = work / f"{name}.conf"
     path.write_text(conf)
     return path
+
+
+def start_nginx(work: Path, upstream_port: int, hop_port: int) -> list[subprocess.Popen]:
+    canned = CANNED.replace("'", "\\'")
+    upstream = f"server {{ listen 127.0.0.1:{upstream_port}; location / {{ default_type application/json; return 200 '{canned}'; }} }}"
+    hop = (f"upstream fixed {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}\n"
+           f"  server {{ listen 127.0.0.1:{hop_port}; location / {{ proxy_pass http://fixed; "
+           f"proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}")
+    return [subprocess.Popen(["nginx", "-c", str(nginx_conf(work, name, server)), "-g", "daemon off;"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, server in (("upstream", upstream), ("hop", hop))]
 
 
 def wrk(url: str, connections: int, script: Path) -> dict:
@@ -101,8 +106,7 @@ def main() -> int:
     upstream_port, hop_port = free_port(), free_port()
     script = work / "post.lua"
     script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = {json.dumps(BODY)}\n')
-    nginx = subprocess.Popen(["nginx", "-c", str(nginx_conf(work, upstream_port, hop_port)), "-g", "daemon off;"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nginx = start_nginx(work, upstream_port, hop_port)
     manifests(work / "one", upstream_port, 1)
     sidecar, port, _ = start_sidecar(binary, work / "one")
     try:
@@ -128,8 +132,9 @@ def main() -> int:
     idle_rss = rss_mb(idle.pid)
     idle.terminate()
     idle.wait(5)
-    nginx.terminate()
-    nginx.wait(5)
+    for proc in nginx:
+        proc.terminate()
+        proc.wait(5)
 
     print(f"\nwrk {DURATION} per row, POST /v1/chat/completions, canned 200 from nginx; 2-core machine, all on loopback\n")
     print("| path | conc. | p50 ms | p99 ms | added p50 ms | added p99 ms | req/s | req/s vs nginx hop |")
