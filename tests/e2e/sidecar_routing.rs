@@ -254,3 +254,44 @@ async fn every_endpoint_is_routed() {
         assert!(env.stats("a").await["last_path"].as_str().unwrap().ends_with(&path[3..]));
     }
 }
+
+#[tokio::test]
+async fn every_candidate_at_its_limit_is_429() {
+    let manifests = md("only", "m", "only", "  limits: {maxConcurrency: 1}");
+    let env = Env::start(Options { instances: &["only"], manifests, ..Default::default() }).await;
+    env.behaviour("only", json!({"latency_ms": 800})).await;
+    let slow = env.chat("m", &[]);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        env.chat("m", &[]).await
+    };
+    let (first, second) = tokio::join!(slow, second);
+    assert_eq!(first.status, 200);
+    assert_eq!(second.status, 429, "{}", second.text());
+    assert_eq!(second.json()["error"]["code"], "rate_limited");
+    assert_eq!(env.requests("only").await, 1, "the limited request never reached the upstream");
+}
+
+#[tokio::test]
+async fn min_quality_tier_header_filters_deployments() {
+    let manifests = md("cheap", "m", "cheap", "  qualityTier: 2\n  weight: 100")
+        + &md("good", "m", "good", "  qualityTier: 5\n  weight: 1");
+    let env = Env::start(Options { instances: &["cheap", "good"], manifests, ..Default::default() }).await;
+    for _ in 0..10 {
+        assert_eq!(env.served_by("m", &[("x-llmroute-min-quality-tier", "4")]).await, "llm/good");
+    }
+}
+
+#[tokio::test]
+async fn zero_weight_backup_serves_only_when_the_weighted_ones_are_out() {
+    let manifests = md("main", "m", "main", "  weight: 1") + &md("backup", "m", "backup", "  weight: 0");
+    let env =
+        Env::start(Options { instances: &["main", "backup"], manifests, config: FAST_COOLDOWN, ..Default::default() })
+            .await;
+    for _ in 0..20 {
+        assert_eq!(env.served_by("m", &[]).await, "llm/main");
+    }
+    env.behaviour("main", json!({"status": 503})).await;
+    let r = env.chat("m", &[]).await;
+    assert_eq!((r.status, r.header("x-llmroute-deployment").as_str()), (200, "llm/backup"));
+}
