@@ -1,6 +1,9 @@
 //! Prometheus metrics; names and labels are part of the contract (DESIGN §5).
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 use crate::routing::Routing;
 
@@ -21,7 +24,25 @@ pub struct Metrics {
     snapshot: IntGaugeVec,
 }
 
+/// The hot-path metric handles of one deployment, resolved once per snapshot.
+#[derive(Debug)]
+pub struct DeploymentMetrics {
+    /// `llmroute_upstream_attempts_total{deployment, outcome="success"}`.
+    pub success: IntCounter,
+    /// `llmroute_upstream_latency_seconds{deployment}`.
+    pub latency: Histogram,
+}
+
 impl Metrics {
+    /// Handles for every deployment id, in order.
+    pub fn for_deployments<'a>(&self, ids: impl Iterator<Item = &'a str>) -> Vec<DeploymentMetrics> {
+        ids.map(|id| DeploymentMetrics {
+            success: self.attempts.with_label_values(&[id, "success"]),
+            latency: self.latency.with_label_values(&[id]),
+        })
+        .collect()
+    }
+
     /// Registers every metric in a fresh registry.
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();

@@ -1,12 +1,14 @@
 //! The routing "watch" value: the last good table and its live state, swapped whole on every
 //! applied snapshot. Requests load it lock-free; a rejected snapshot leaves it untouched.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 use llmroute_proto::v1;
 use llmroute_router::{InvalidSnapshot, LiveState, RouteTable};
+
+use crate::metrics::{DeploymentMetrics, Metrics};
 
 /// One applied snapshot.
 #[derive(Debug)]
@@ -21,6 +23,18 @@ pub struct Routing {
     pub version_header: HeaderValue,
     /// `x-llmroute-deployment` value of every deployment, aligned with `table`.
     pub deployment_headers: Vec<HeaderValue>,
+    /// Metric handles of every deployment, aligned with `table`, resolved on first use.
+    pub metrics: OnceLock<Vec<DeploymentMetrics>>,
+}
+
+impl Routing {
+    /// The metric handles of deployment `idx`.
+    pub fn deployment_metrics(&self, metrics: &Metrics, idx: u32) -> &DeploymentMetrics {
+        let all = self
+            .metrics
+            .get_or_init(|| metrics.for_deployments(self.table.deployments.iter().map(|d| d.wire.id.as_str())));
+        &all[idx as usize]
+    }
 }
 
 /// The current routing, shared by every request.
@@ -52,7 +66,15 @@ impl RoutingHandle {
         let header = |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
         let version_header = header(&snapshot.version);
         let deployment_headers = table.deployments.iter().map(|d| header(&d.wire.id)).collect();
-        self.current.store(Some(Arc::new(Routing { snapshot, table, state, version_header, deployment_headers })));
+        let metrics = OnceLock::new();
+        self.current.store(Some(Arc::new(Routing {
+            snapshot,
+            table,
+            state,
+            version_header,
+            deployment_headers,
+            metrics,
+        })));
         Ok(true)
     }
 

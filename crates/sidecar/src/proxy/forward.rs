@@ -103,7 +103,8 @@ pub async fn forward(
             }
             Ok(Ok((response, connection))) => {
                 let latency = started.elapsed();
-                proxy.metrics.latency.with_label_values(&[deployment.id.as_str()]).observe(latency.as_secs_f64());
+                let handles = routing.deployment_metrics(&proxy.metrics, pick.deployment);
+                handles.latency.observe(latency.as_secs_f64());
                 let status = response.status();
                 if status.as_u16() < 400 {
                     routing.state.get(pick.deployment).record_success(latency.as_secs_f64() * 1000.0);
@@ -239,15 +240,14 @@ async fn commit(
     } else {
         crate::inflight::guarded(body, guard, connection)
     };
-    let mut out = Response::new(body);
-    *out.status_mut() = parts.status;
-    for (name, value) in &parts.headers {
-        if !HOP_BY_HOP.contains(name) {
-            out.headers_mut().append(name, value.clone());
-        }
+    let mut parts = parts;
+    for name in &HOP_BY_HOP {
+        parts.headers.remove(name);
     }
+    let status = parts.status;
+    let mut out = Response::from_parts(parts, body);
     llmroute_headers(out.headers_mut(), routing, Some(pick.deployment), &pick.model_group, attempts);
-    let code = parts.status.as_u16().to_string();
+    let code = status.as_u16().to_string();
     proxy.metrics.requests.with_label_values(&[pick.model_group.as_str(), deployment_id.as_str(), code.as_str()]).inc();
     out
 }
