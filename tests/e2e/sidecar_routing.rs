@@ -295,3 +295,44 @@ async fn zero_weight_backup_serves_only_when_the_weighted_ones_are_out() {
     let r = env.chat("m", &[]).await;
     assert_eq!((r.status, r.header("x-llmroute-deployment").as_str()), (200, "llm/backup"));
 }
+
+#[tokio::test]
+async fn azure_deployments_get_the_azure_url_shape_and_api_key_header() {
+    let secret =
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: az, namespace: llm}\nstringData: {k: azure-secret}\n---\n";
+    let azure = md("az", "gpt-4o", "az", "  provider: azure").replace(
+        "upstream: {baseUrl: 'http://{az}/v1'}",
+        "upstream: {baseUrl: 'http://{az}', model: east-deployment, apiVersion: '2024-10-21', apiKeySecretRef: {name: az, key: k}}",
+    );
+    let env =
+        Env::start(Options { instances: &["az"], manifests: secret.to_owned() + &azure, ..Default::default() }).await;
+    assert_eq!(env.served_by("gpt-4o", &[]).await, "llm/az");
+    let stats = env.stats("az").await;
+    assert_eq!(stats["last_path"], "/openai/deployments/east-deployment/chat/completions?api-version=2024-10-21");
+    assert_eq!(stats["last_credential"], "azure-secret");
+    let r = env.post("/v1/embeddings", json!({"model": "gpt-4o", "input": "x"}), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        env.stats("az").await["last_path"],
+        "/openai/deployments/east-deployment/embeddings?api-version=2024-10-21"
+    );
+}
+
+#[tokio::test]
+async fn completion_health_checks_send_a_one_token_request() {
+    let health = "  healthCheck: {mode: completion, intervalSeconds: 1, unhealthyThreshold: 1}";
+    let manifests = md("a", "m", "a", health) + &md("b", "m", "b", "");
+    let env = Env::start(Options { instances: &["a", "b"], manifests, ..Default::default() }).await;
+    let probed = eventually(Duration::from_secs(5), || async { env.requests("a").await >= 1 }).await;
+    assert!(probed, "the completion probe reaches the chat endpoint");
+    assert_eq!(env.stats("a").await["last_model"], "m");
+    env.behaviour("a", json!({"status": 500})).await;
+    let down = eventually(Duration::from_secs(5), || async {
+        env.metrics().await.contains(r#"llmroute_deployment_healthy{deployment="llm/a"} 0"#)
+    })
+    .await;
+    assert!(down);
+    for _ in 0..10 {
+        assert_eq!(env.served_by("m", &[]).await, "llm/b");
+    }
+}
