@@ -1,6 +1,8 @@
 //! Harness of the black-box tests: fake upstreams and a standalone sidecar on free loopback
 //! ports, fed by a manifests directory the test writes.
 
+#![forbid(unsafe_code)]
+
 pub mod stream;
 
 use std::collections::BTreeMap;

@@ -176,3 +176,21 @@ async fn no_snapshot_yet_is_503() {
     let ready = llmroute_testkit::http_client::get(&format!("http://{admin}/readyz")).await.unwrap();
     assert_eq!(ready.status, 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_open_requests_before_exiting() {
+    let mut env = env(&["--drain-timeout-ms", "5000"], "").await;
+    env.behaviour("a", json!({"latency_ms": 1000})).await;
+    let api = env.api.clone();
+    let request = tokio::spawn(async move {
+        llmroute_testkit::http_client::post_json(&format!("{api}/v1/chat/completions"), &json!({"model": "m"}), &[])
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.sidecar.terminate();
+    let answer = request.await.unwrap().expect("the in-flight request was answered");
+    assert_eq!(answer.status, 200, "not cut off by the shutdown");
+    let code = tokio::task::block_in_place(|| env.sidecar.wait_exit(Duration::from_secs(5)));
+    assert_eq!(code, Some(0), "exits cleanly once drained");
+    assert!(env.sidecar.logs().contains("draining open requests"));
+}

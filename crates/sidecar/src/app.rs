@@ -66,18 +66,18 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     }
     tracing::info!(listen = %flags.listen, admin = %flags.admin_listen, team = %flags.team, "llmroute-sidecar serving");
     let header_timeout = Duration::from_millis(flags.header_read_timeout_ms);
+    let drain = Duration::from_millis(flags.drain_timeout_ms);
     let admin_proxy = proxy.clone();
-    tokio::spawn(proxy::server::serve(admin, header_timeout, move |req| {
-        crate::admin::handle(admin_proxy.clone(), req)
-    }));
-    let api_server = proxy::server::serve(api, header_timeout, move |req| proxy::server::handle(proxy.clone(), req));
-    tokio::select! {
-        () = api_server => Ok(()),
-        () = shutdown_signal() => {
-            tracing::info!("shutting down");
-            Ok(())
-        }
-    }
+    let admin_handler = move |req| crate::admin::handle(admin_proxy.clone(), req);
+    tokio::spawn(proxy::server::serve(admin, header_timeout, admin_handler, std::future::pending(), drain));
+    let stop = async {
+        shutdown_signal().await;
+        tracing::info!(drain_ms = flags.drain_timeout_ms, "shutting down: draining open requests");
+    };
+    let api_handler = move |req| proxy::server::handle(proxy.clone(), req);
+    proxy::server::serve(api, header_timeout, api_handler, stop, drain).await;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -55,6 +55,10 @@ pub struct Flags {
     /// wakeups, the cheapest per request (a sidecar serves one pod); 0 = one per CPU.
     #[arg(long, default_value_t = 1, env = "LLMROUTE_WORKER_THREADS")]
     pub worker_threads: usize,
+    /// On SIGTERM/SIGINT: stop accepting and let open requests finish for this long,
+    /// milliseconds, before exiting.
+    #[arg(long, default_value_t = 20_000)]
+    pub drain_timeout_ms: u64,
     /// Time a client has to send its whole request body, milliseconds (408 after).
     #[arg(long, default_value_t = 30_000)]
     pub body_read_timeout_ms: u64,

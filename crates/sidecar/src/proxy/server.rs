@@ -20,14 +20,28 @@ use super::models;
 use super::request::{Endpoint, parse};
 use crate::app::Proxy;
 
-/// Serves `handler` on `listener` until the task is dropped. One task per connection.
-pub async fn serve<F, Fut>(listener: TcpListener, header_read_timeout: Duration, handler: F)
-where
+/// Serves `handler` on `listener` until `stop` resolves, then stops accepting and lets the
+/// open connections finish their requests for up to `drain` before returning. One task per
+/// connection.
+pub async fn serve<F, Fut, S>(
+    listener: TcpListener,
+    header_read_timeout: Duration,
+    handler: F,
+    stop: S,
+    drain: Duration,
+) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+    S: std::future::Future<Output = ()>,
 {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
     loop {
-        let (stream, _) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => break,
+        };
+        let (stream, _) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -37,17 +51,23 @@ where
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        let service = service_fn(move |req| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(req).await) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).keep_alive(true).writev(false);
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let handler = handler.clone();
-                async move { Ok::<_, Infallible>(handler(req).await) }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout).keep_alive(true).writev(false);
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
+    }
+    drop(listener);
+    let open = graceful.count();
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!(open, "drain timeout reached; closing the remaining connections");
     }
 }
 
