@@ -86,8 +86,9 @@ impl ManifestSource {
             .collect())
     }
 
-    /// Reads and compiles everything.
-    pub fn load(&self) -> Result<Loaded, LoadError> {
+    /// Reads and compiles everything. Objects identical to those in `previous` keep their
+    /// schema verdict (no second CEL evaluation); the new store is returned for the next load.
+    pub fn load(&self, previous: Option<&ResourceStore>) -> Result<(Loaded, ResourceStore), LoadError> {
         let config = match &self.config {
             None => RoutingConfig::default(),
             Some(path) => {
@@ -103,11 +104,13 @@ impl ManifestSource {
                 file_errors.push(format!("{}: {e}", file.display()));
             }
             for document in documents {
-                store.apply_document(document);
+                store.apply_document_reusing(document, previous);
             }
         }
         let compiled = compile(&store);
-        Ok(Loaded { snapshot: compiled.view(&self.team), diagnostics: compiled.diagnostics().to_vec(), file_errors })
+        let loaded =
+            Loaded { snapshot: compiled.view(&self.team), diagnostics: compiled.diagnostics().to_vec(), file_errors };
+        Ok((loaded, store))
     }
 }
 
@@ -115,15 +118,22 @@ fn read(path: &Path) -> Result<String, LoadError> {
     std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })
 }
 
+/// What a watcher remembers between loads.
+#[derive(Default)]
+pub struct Memory {
+    /// Rejections already logged, by object.
+    reported: BTreeMap<String, String>,
+    /// The previous load's store (its verdicts are reused for unchanged objects).
+    store: Option<ResourceStore>,
+}
+
 /// Loads once and applies; logs what was rejected. Returns whether a snapshot was applied.
-pub fn reload(
-    source: &ManifestSource,
-    routing: &RoutingHandle,
-    prober: &HealthProber,
-    reported: &mut BTreeMap<String, String>,
-) -> bool {
-    let loaded = match source.load() {
-        Ok(loaded) => loaded,
+pub fn reload(source: &ManifestSource, routing: &RoutingHandle, prober: &HealthProber, memory: &mut Memory) -> bool {
+    let loaded = match source.load(memory.store.as_ref()) {
+        Ok((loaded, store)) => {
+            memory.store = Some(store);
+            loaded
+        }
         Err(e) => {
             tracing::error!(error = %e, "manifests not applied; the previous snapshot keeps serving");
             return false;
@@ -136,12 +146,12 @@ pub fn reload(
     for d in loaded.diagnostics.iter().filter(|d| !d.accepted()) {
         let id = format!("{} {}", d.kind, d.key);
         let line = format!("{}: {}", d.reason, d.message);
-        if reported.get(&id) != Some(&line) {
+        if memory.reported.get(&id) != Some(&line) {
             tracing::warn!(object = %id, reason = %d.reason, message = %d.message, "object rejected and excluded");
         }
         now_reported.insert(id, line);
     }
-    *reported = now_reported;
+    memory.reported = now_reported;
     let version = loaded.snapshot.version.clone();
     let deployments = loaded.snapshot.deployments.clone();
     match routing.apply(loaded.snapshot) {
@@ -160,15 +170,15 @@ pub fn reload(
 
 /// Polls the directory every `interval` and reloads on any change.
 pub async fn watch(source: ManifestSource, routing: Arc<RoutingHandle>, prober: Arc<HealthProber>, interval: Duration) {
-    let mut reported = BTreeMap::new();
+    let mut memory = Memory::default();
     let mut last = source.fingerprint().ok();
-    reload(&source, &routing, &prober, &mut reported);
+    reload(&source, &routing, &prober, &mut memory);
     loop {
         tokio::time::sleep(interval).await;
         let current = source.fingerprint().ok();
         if current != last {
             last = current;
-            reload(&source, &routing, &prober, &mut reported);
+            reload(&source, &routing, &prober, &mut memory);
         }
     }
 }

@@ -83,6 +83,18 @@ fn bench(c: &mut Criterion) {
     group.bench_function("baseline_clone_store", |b| b.iter(|| std::hint::black_box(store.clone())));
     group.bench_function("compile", |b| b.iter(|| std::hint::black_box(compile(&store))));
     group.bench_function("admit_all_objects_cel", |b| b.iter(|| std::hint::black_box(admitted(&mds, &tms))));
+    group.bench_function("readmit_unchanged_objects_reusing_verdicts", |b| {
+        b.iter(|| {
+            let mut again = ResourceStore::default();
+            for md in &mds {
+                again.apply_model_deployment_reusing(md.clone(), Some(&store));
+            }
+            for tm in &tms {
+                again.apply_team_model_reusing(tm.clone(), Some(&store));
+            }
+            std::hint::black_box(again)
+        })
+    });
     group.bench_function("view_and_encode_one_team", |b| {
         b.iter(|| std::hint::black_box(compiled.view("team-7").encode_to_vec()))
     });

@@ -64,9 +64,19 @@ impl ResourceStore {
 
     /// Adds or replaces a ModelDeployment, checking its schema rules.
     pub fn apply_model_deployment(&mut self, md: ModelDeployment) {
+        self.apply_model_deployment_reusing(md, None);
+    }
+
+    /// Like [`Self::apply_model_deployment`], but an object identical to the one `previous`
+    /// holds keeps that verdict instead of being checked again (a reload of unchanged files).
+    pub fn apply_model_deployment_reusing(&mut self, md: ModelDeployment, previous: Option<&ResourceStore>) {
         let key = ObjectKey::of(&md.metadata);
         self.unreadable.remove(&(Kind::ModelDeployment, key.clone()));
-        let schema = validation::validate_model_deployment(&md).map_err(joined);
+        let known = previous.and_then(|p| p.deployments.get(&key)).filter(|a| a.object == md);
+        let schema = match known {
+            Some(admitted) => admitted.schema.clone(),
+            None => validation::validate_model_deployment(&md).map_err(joined),
+        };
         self.deployments.insert(key, Admitted { object: md, schema });
     }
 
@@ -78,9 +88,18 @@ impl ResourceStore {
 
     /// Adds or replaces a TeamModel, checking its schema rules.
     pub fn apply_team_model(&mut self, tm: TeamModel) {
+        self.apply_team_model_reusing(tm, None);
+    }
+
+    /// Like [`Self::apply_team_model`], reusing the verdict of an identical object in `previous`.
+    pub fn apply_team_model_reusing(&mut self, tm: TeamModel, previous: Option<&ResourceStore>) {
         let key = ObjectKey::of(&tm.metadata);
         self.unreadable.remove(&(Kind::TeamModel, key.clone()));
-        let schema = validation::validate_team_model(&tm).map_err(joined);
+        let known = previous.and_then(|p| p.team_models.get(&key)).filter(|a| a.object == tm);
+        let schema = match known {
+            Some(admitted) => admitted.schema.clone(),
+            None => validation::validate_team_model(&tm).map_err(joined),
+        };
         self.team_models.insert(key, Admitted { object: tm, schema });
     }
 
@@ -122,9 +141,14 @@ impl ResourceStore {
 
     /// Applies one parsed manifest document (skipped kinds are ignored).
     pub fn apply_document(&mut self, document: Document) {
+        self.apply_document_reusing(document, None);
+    }
+
+    /// Applies one parsed manifest document, reusing verdicts of identical objects in `previous`.
+    pub fn apply_document_reusing(&mut self, document: Document, previous: Option<&ResourceStore>) {
         match document {
-            Document::ModelDeployment(md) => self.apply_model_deployment(*md),
-            Document::TeamModel(tm) => self.apply_team_model(*tm),
+            Document::ModelDeployment(md) => self.apply_model_deployment_reusing(*md, previous),
+            Document::TeamModel(tm) => self.apply_team_model_reusing(*tm, previous),
             Document::Secret(secret) => self.apply_secret(&secret),
             Document::Unreadable(u) => {
                 let kind = if u.kind == "TeamModel" { Kind::TeamModel } else { Kind::ModelDeployment };

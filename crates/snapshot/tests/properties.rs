@@ -65,6 +65,10 @@ fn credential(owner: u8) -> String {
 }
 
 fn apply(store: &mut ResourceStore, op: &Op) {
+    apply_reusing(store, op, None);
+}
+
+fn apply_reusing(store: &mut ResourceStore, op: &Op, previous: Option<&ResourceStore>) {
     match op {
         Op::ApplyDeployment { name, model, team, weight, order, secret, label } => {
             let name = format!("d{name}");
@@ -78,7 +82,7 @@ fn apply(store: &mut ResourceStore, op: &Op) {
                 let owner = team.unwrap_or(3);
                 d = with_secret(d, &secret_name(owner), "api-key");
             }
-            store.apply_model_deployment(labelled(d, "pool", &format!("l{label}")));
+            store.apply_model_deployment_reusing(labelled(d, "pool", &format!("l{label}")), previous);
         }
         Op::DeleteDeployment(name) => store.delete_model_deployment(&key(&format!("d{name}"))),
         Op::ApplyTeamModel { name, team, public, target, fallback } => {
@@ -95,7 +99,7 @@ fn apply(store: &mut ResourceStore, op: &Op) {
             if let Some(f) = fallback {
                 t = with_routing(t, &format!("{{fallbacks: ['{}']}}", ["x", "m1", "p/z", "nothing"][*f as usize]));
             }
-            store.apply_team_model(t);
+            store.apply_team_model_reusing(t, previous);
         }
         Op::DeleteTeamModel(name) => store.delete_team_model(&key(&format!("t{name}"))),
         Op::ApplySecret { team } => {
@@ -183,6 +187,18 @@ proptest! {
                 }
             }
         }
+    }
+
+    #[test]
+    fn reusing_verdicts_of_a_previous_store_equals_a_fresh_admission(a in prop::collection::vec(op(), 0..30), b in prop::collection::vec(op(), 0..30)) {
+        let previous = store_of(&final_ops(&a));
+        let mut reused = ResourceStore::default();
+        for op in final_ops(&b) {
+            apply_reusing(&mut reused, &op, Some(&previous));
+        }
+        let fresh = store_of(&final_ops(&b));
+        prop_assert_eq!(&reused, &fresh);
+        prop_assert_eq!(compile(&reused), compile(&fresh));
     }
 
     #[test]
