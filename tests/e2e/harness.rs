@@ -70,11 +70,21 @@ pub struct Options<'a> {
     pub flags: &'a [&'a str],
     /// Wait for the first snapshot.
     pub wait_ready: bool,
+    /// Extra fake-upstream flags (e.g. `--tls-cert`).
+    pub fake_flags: Vec<String>,
 }
 
 impl Default for Options<'_> {
     fn default() -> Self {
-        Self { instances: &[], manifests: String::new(), config: "", team: "team-a", flags: &[], wait_ready: true }
+        Self {
+            instances: &[],
+            manifests: String::new(),
+            config: "",
+            team: "team-a",
+            flags: &[],
+            wait_ready: true,
+            fake_flags: Vec::new(),
+        }
     }
 }
 
@@ -89,6 +99,7 @@ impl Env {
             args.push("--instance".into());
             args.push(format!("{name}={addr}"));
         }
+        args.extend(options.fake_flags.iter().cloned());
         let fakes = Proc::spawn(&bin("fake-upstream"), &args);
         let dir = tempfile::tempdir().expect("temp dir");
         let manifests = dir.path().join("manifests");

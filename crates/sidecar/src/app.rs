@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 use crate::flags::Flags;
 use crate::health::HealthProber;
@@ -43,7 +45,12 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding --admin-listen {}", flags.admin_listen))?;
     let routing = Arc::new(RoutingHandle::default());
-    let client = proxy::upstream::client(Duration::from_millis(flags.connect_timeout_ms));
+    let extra_roots = match &flags.upstream_ca_file {
+        Some(path) => load_ca(path)?,
+        None => Vec::new(),
+    };
+    let client = proxy::upstream::client(Duration::from_millis(flags.connect_timeout_ms), extra_roots)
+        .context("building the upstream TLS configuration")?;
     let proxy = Arc::new(Proxy {
         routing: routing.clone(),
         client: client.clone(),
@@ -78,6 +85,16 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     proxy::server::serve(api, header_timeout, api_handler, stop, drain).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The certificates of a PEM bundle, for `--upstream-ca-file`.
+fn load_ca(path: &std::path::Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading --upstream-ca-file {}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("--upstream-ca-file {}: not a PEM certificate bundle", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "--upstream-ca-file {}: no certificate found", path.display());
+    Ok(certs)
 }
 
 async fn shutdown_signal() {

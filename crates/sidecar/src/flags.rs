@@ -41,6 +41,10 @@ pub struct Flags {
     /// How often the manifests directory is checked for changes, milliseconds.
     #[arg(long, default_value_t = 500)]
     pub poll_interval_ms: u64,
+    /// PEM bundle of extra CA certificates trusted for https upstreams (in addition to the
+    /// public webpki roots), e.g. the internal CA of self-hosted model servers.
+    #[arg(long, env = "LLMROUTE_UPSTREAM_CA_FILE")]
+    pub upstream_ca_file: Option<PathBuf>,
     /// Upstream connect timeout, milliseconds.
     #[arg(long, default_value_t = 2_000)]
     pub connect_timeout_ms: u64,

@@ -47,10 +47,12 @@ pub struct FakeUpstreams {
     pub control: SocketAddr,
 }
 
-/// Binds every instance and the control port and serves them on the current runtime.
+/// Binds every instance and the control port and serves them on the current runtime; with
+/// `tls`, the instances speak https (the control port stays plain http).
 pub async fn serve_fakes(
     instances: Vec<(String, SocketAddr, Behaviour)>,
     control: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> anyhow::Result<FakeUpstreams> {
     let mut registry = BTreeMap::new();
     let mut addrs = BTreeMap::new();
@@ -65,7 +67,7 @@ pub async fn serve_fakes(
         });
         addrs.insert(name.clone(), listener.local_addr()?);
         registry.insert(name, instance.clone());
-        tokio::spawn(accept_api(listener, instance));
+        tokio::spawn(accept_api(listener, instance, tls.clone()));
     }
     let listener =
         TcpListener::bind(control).await.map_err(|e| anyhow::anyhow!("binding control port {control}: {e}"))?;
@@ -87,10 +89,22 @@ pub async fn serve_fakes(
     Ok(FakeUpstreams { addrs, control })
 }
 
-async fn accept_api(listener: TcpListener, instance: Arc<Instance>) {
+async fn accept_api(listener: TcpListener, instance: Arc<Instance>, tls: Option<tokio_rustls::TlsAcceptor>) {
     while let Ok((mut stream, _)) = listener.accept().await {
         let _ = stream.set_nodelay(true);
         let instance = instance.clone();
+        if let Some(acceptor) = tls.clone() {
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else { return };
+                let service = service_fn(move |req| {
+                    let instance = instance.clone();
+                    async move { Ok::<_, Infallible>(api_handler(&instance, req).await) }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+            continue;
+        }
         tokio::spawn(async move {
             if instance.behaviour().mode == Mode::Garbage {
                 let mut buf = [0u8; 4096];

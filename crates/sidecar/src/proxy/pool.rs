@@ -15,7 +15,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore, pki_types::ServerName};
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -100,24 +101,28 @@ fn origin(uri: &Uri) -> Result<Origin, PoolError> {
 }
 
 impl Pool {
-    /// A pool with the given connect timeout; https is verified against the webpki roots.
-    pub fn new(connect_timeout: Duration) -> Arc<Self> {
-        let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let config =
-            ClientConfig::builder_with_provider(Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map(|b| b.with_root_certificates(roots).with_no_client_auth())
-                .unwrap_or_else(|_| {
-                    ClientConfig::builder()
-                        .with_root_certificates(RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
-                        .with_no_client_auth()
-                });
-        Arc::new(Self {
+    /// A pool with the given connect timeout; https is verified against the webpki roots plus
+    /// `extra_roots` (e.g. an internal CA of self-hosted model servers).
+    pub fn new(
+        connect_timeout: Duration,
+        extra_roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Arc<Self>, tokio_rustls::rustls::Error> {
+        let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let (added, ignored) = roots.add_parsable_certificates(extra_roots);
+        if ignored > 0 {
+            tracing::warn!(added, ignored, "some upstream CA certificates could not be used");
+        }
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Arc::new(Self {
             idle: Mutex::default(),
             tls: TlsConnector::from(Arc::new(config)),
             connect_timeout,
             max_idle_per_origin: 256,
-        })
+        }))
     }
 
     /// Sends `request` on a pooled (or new) connection; returns the response head and the

@@ -14,9 +14,13 @@ use super::request::Endpoint;
 /// The pooled upstream client.
 pub type UpstreamClient = std::sync::Arc<super::pool::Pool>;
 
-/// Builds the client: TCP_NODELAY, connect timeout, keep-alive pool, http and https.
-pub fn client(connect_timeout: Duration) -> UpstreamClient {
-    super::pool::Pool::new(connect_timeout)
+/// Builds the client: TCP_NODELAY, connect timeout, keep-alive pool, http and https (webpki
+/// roots plus `extra_roots`).
+pub fn client(
+    connect_timeout: Duration,
+    extra_roots: Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
+) -> Result<UpstreamClient, tokio_rustls::rustls::Error> {
+    super::pool::Pool::new(connect_timeout, extra_roots)
 }
 
 /// Client headers passed on upstream (everything else, Authorization included, is dropped).

@@ -22,6 +22,25 @@ struct Flags {
     /// Start behaviour of an instance: NAME=JSON (partial). Repeatable.
     #[arg(long = "behaviour")]
     behaviours: Vec<String>,
+    /// Serve the instances over https with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,9 +63,13 @@ fn main() -> anyhow::Result<()> {
             behaviour,
         ));
     }
+    let tls = match (&flags.tls_cert, &flags.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key).context("loading --tls-cert/--tls-key")?),
+        _ => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
-        let fakes = serve_fakes(instances, flags.control).await?;
+        let fakes = serve_fakes(instances, flags.control, tls).await?;
         eprintln!("fake-upstream: control {} instances {:?}", fakes.control, fakes.addrs);
         tokio::signal::ctrl_c().await?;
         Ok(())
