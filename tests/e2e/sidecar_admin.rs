@@ -63,7 +63,11 @@ async fn metrics_are_prometheus_text_with_the_contract_names() {
         value("llmroute_requests_total", &[("model_group", "m"), ("deployment", "llm/b"), ("code", "200")]),
         Some(1.0)
     );
-    assert_eq!(value("llmroute_requests_total", &[("model_group", "nope"), ("code", "404")]), Some(1.0));
+    assert_eq!(
+        value("llmroute_requests_total", &[("model_group", ""), ("code", "404")]),
+        Some(1.0),
+        "unknown names share one series"
+    );
     assert_eq!(
         value("llmroute_upstream_attempts_total", &[("deployment", "llm/a"), ("outcome", "error_status")]),
         Some(1.0)

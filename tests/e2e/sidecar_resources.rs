@@ -49,6 +49,7 @@ async fn a_corrected_wildcard_takes_effect_with_no_request_to_the_old_model() {
     for i in 0..20 {
         let r = env.chat(&format!("openai/model-{i}"), &[]).await;
         assert_eq!(r.header("x-llmroute-snapshot"), version);
+        assert_eq!(r.header("x-llmroute-model-group"), "openai/*", "the group is the pattern, not the name sent");
         assert_eq!(
             env.stats("w").await["last_model"],
             format!("model-{i}"),

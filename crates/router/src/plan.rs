@@ -63,7 +63,8 @@ pub struct Pick {
     pub deployment: DeploymentIdx,
     /// Route (group) it was picked from.
     pub route: RouteIdx,
-    /// Name the group was requested by (the client's name, or a fallback name).
+    /// The group: its route's public name (for a wildcard route, the pattern), so metric
+    /// labels stay bounded whatever names clients send.
     pub model_group: String,
     /// Model id to send upstream.
     pub upstream_model: String,
@@ -262,7 +263,7 @@ impl<'t> Planner<'t> {
         Pick {
             deployment: idx,
             route: group.route,
-            model_group: group.name.clone(),
+            model_group: self.table.route(group.route).public_name.clone(),
             upstream_model: self.table.upstream_model(idx, &group.name, &resolved),
             kind,
         }

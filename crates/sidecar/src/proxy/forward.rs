@@ -39,7 +39,8 @@ pub async fn forward(
 ) -> Response<Body> {
     let table = &routing.table;
     let Some(mut planner) = Planner::new(table, &request.model, request.keys.clone()) else {
-        proxy.metrics.requests.with_label_values(&[request.model.as_str(), "", "404"]).inc();
+        // Unknown names share one series: clients must not be able to grow the label set.
+        proxy.metrics.requests.with_label_values(&["", "", "404"]).inc();
         return ApiError::model_not_found(&request.model, &proxy.team).response();
     };
     let deadline = Instant::now() + Duration::from_millis(planner.timeout_ms());
@@ -291,7 +292,9 @@ fn finish_headers(
     attempts: &[llmroute_router::Attempt],
 ) {
     let last = attempts.last();
-    let group = last.map_or(request.model.as_str(), |a| a.model_group.as_str());
+    // The group that served last, else the one the name resolves to (never the raw name).
+    let resolved = || routing.table.resolve(&request.model).map(|r| routing.table.route(r.route).public_name.as_str());
+    let group = last.map(|a| a.model_group.as_str()).or_else(resolved).unwrap_or_default();
     let index = last.and_then(|a| routing.table.deployment_index(&a.deployment_id));
     llmroute_headers(r.headers_mut(), routing, index, group, attempts.len());
     let code = r.status().as_u16().to_string();
