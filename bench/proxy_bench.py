@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
-from llmroute_local import ROOT, free_port, http, wait_until  # noqa: E402
+from llmroute_local import ROOT, announced, free_port, http, wait_until  # noqa: E402
 
 DURATION = os.environ.get("BENCH_DURATION", "10s")
 CANNED = json.dumps({
@@ -87,10 +87,13 @@ def manifests(directory: Path, port: int, deployments: int) -> None:
 
 
 def start_sidecar(binary: Path, directory: Path) -> tuple[subprocess.Popen, int, int]:
-    port, admin = free_port(), free_port()
+    log = directory.parent / f"{directory.name}-sidecar.log"
     proc = subprocess.Popen([str(binary), "--team", "bench", "--manifests", str(directory),
-                             "--listen", f"127.0.0.1:{port}", "--admin-listen", f"127.0.0.1:{admin}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "LLMROUTE_LOG": "warn"})
+                             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"), env={**os.environ, "LLMROUTE_LOG": "info"})
+    line = announced(log, "llmroute-sidecar serving")
+    fields = dict(word.split("=", 1) for word in line.split() if "=" in word)
+    port, admin = int(fields["listen"].rsplit(":", 1)[1]), int(fields["admin"].rsplit(":", 1)[1])
     wait_until(lambda: http("GET", f"http://127.0.0.1:{admin}/readyz")[0] == 200, what="sidecar readiness")
     return proc, port, admin
 

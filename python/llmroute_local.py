@@ -48,24 +48,29 @@ def wait_until(check, timeout: float = 15.0, what: str = "condition") -> None:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+def announced(log: Path, needle: str, timeout: float = 15.0) -> str:
+    """The first line of a process log containing `needle` (binaries announce bound ports)."""
+    found: list[str] = []
+
+    def check() -> bool:
+        found[:] = [line for line in log.read_text().splitlines() if needle in line]
+        return bool(found)
+
+    wait_until(check, timeout, what=f"'{needle}' in {log}")
+    return found[0]
+
+
 class Fakes:
-    """A fake-upstream process with named instances."""
+    """A fake-upstream process with named instances; port 0 means "pick one"."""
 
     def __init__(self, instances: dict[str, int], control: int, log: Path):
         args = [str(bin_dir() / "fake-upstream"), "--control", f"127.0.0.1:{control}"]
         for name, port in instances.items():
             args += ["--instance", f"{name}=127.0.0.1:{port}"]
-        self.control = f"http://127.0.0.1:{control}"
-        self.instances = instances
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
-        wait_until(lambda: self._up(), what="fake upstreams")
-
-    def _up(self) -> bool:
-        try:
-            http("GET", self.control + "/")
-            return True
-        except OSError:
-            return False
+        bound = json.loads(announced(log, '"fake_upstream"'))["fake_upstream"]
+        self.control = f"http://{bound['control']}"
+        self.instances = {name: int(addr.rsplit(":", 1)[1]) for name, addr in bound["instances"].items()}
 
     def behaviour(self, name: str, **fields) -> None:
         status, body = http("POST", f"{self.control}/{name}/behaviour", fields)
@@ -83,17 +88,17 @@ class Sidecar:
     """A standalone llmroute-sidecar on free ports."""
 
     def __init__(self, team: str, manifests: Path, config: Path | None, log: Path, extra: list[str] | None = None):
-        self.port, self.admin_port = free_port(), free_port()
         args = [str(bin_dir() / "llmroute-sidecar"), "--team", team, "--manifests", str(manifests),
-                "--listen", f"127.0.0.1:{self.port}", "--admin-listen", f"127.0.0.1:{self.admin_port}",
-                "--poll-interval-ms", "100"]
+                "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--poll-interval-ms", "100"]
         if config:
             args += ["--config", str(config)]
         self.log = log
         self.proc = subprocess.Popen(args + (extra or []), stdout=subprocess.DEVNULL, stderr=open(log, "w"),
                                      env={**os.environ, "LLMROUTE_LOG": "info"})
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self.admin = f"http://127.0.0.1:{self.admin_port}"
+        line = announced(log, "llmroute-sidecar serving")
+        fields = dict(word.split("=", 1) for word in line.split() if "=" in word)
+        self.base_url = f"http://{fields['listen']}/v1"
+        self.admin = f"http://{fields['admin']}"
         wait_until(lambda: http("GET", self.admin + "/readyz")[0] == 200, what="sidecar readiness")
 
     def stop(self) -> None:

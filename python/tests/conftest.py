@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from llmroute_local import Fakes, Sidecar, free_port, temp_dir  # noqa: E402
+from llmroute_local import Fakes, Sidecar, temp_dir  # noqa: E402
 
 INSTANCES = ["chat-a", "chat-b", "resp-a", "resp-b", "resp-c", "emb", "down"]
 
@@ -25,10 +25,9 @@ CONFIG = "modelGroups:\n  gpt-4.1: {affinity: [responses]}\n  broken: {maxAttemp
 @pytest.fixture(scope="session")
 def llmroute():
     work = temp_dir()
-    ports = {name: free_port() for name in INSTANCES}
-    fakes = Fakes(ports, free_port(), work / "fakes.log")
+    fakes = Fakes({name: 0 for name in INSTANCES}, 0, work / "fakes.log")
     (work / "manifests").mkdir()
-    (work / "manifests" / "all.yaml").write_text(manifests(ports))
+    (work / "manifests" / "all.yaml").write_text(manifests(fakes.instances))
     (work / "routing.yaml").write_text(CONFIG)
     sidecar = Sidecar("team-a", work / "manifests", work / "routing.yaml", work / "sidecar.log")
     fakes.behaviour("down", status=503)

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use llmroute_testkit::http_client::{Reply, get, post_json};
-use llmroute_testkit::process::{Proc, bin, eventually, free_addr};
+use llmroute_testkit::process::{Proc, bin, eventually, start_sidecar};
 use serde_json::{Value, json};
 
 /// A running fake-upstream process and sidecar.
@@ -89,25 +89,31 @@ impl Default for Options<'_> {
 }
 
 impl Env {
-    /// Starts the fakes and the sidecar.
+    /// Starts the fakes and the sidecar, every process on ports it binds itself.
     pub async fn start(options: Options<'_>) -> Env {
-        let control = free_addr();
-        let addrs: BTreeMap<String, SocketAddr> =
-            options.instances.iter().map(|n| (n.to_string(), free_addr())).collect();
-        let mut args = vec!["--control".to_owned(), control.to_string()];
-        for (name, addr) in &addrs {
+        let mut args = vec!["--control".to_owned(), "127.0.0.1:0".to_owned()];
+        for name in options.instances {
             args.push("--instance".into());
-            args.push(format!("{name}={addr}"));
+            args.push(format!("{name}=127.0.0.1:0"));
         }
         args.extend(options.fake_flags.iter().cloned());
         let fakes = Proc::spawn(&bin("fake-upstream"), &args);
+        let announced = fakes.wait_log_line("fake_upstream", Duration::from_secs(10));
+        let announced: Value = announced.and_then(|l| serde_json::from_str(&l).ok()).unwrap_or_else(|| {
+            panic!("fake-upstream did not start:\n{}", fakes.logs());
+        });
+        let addr = |v: &Value| v.as_str().and_then(|s| s.parse::<SocketAddr>().ok()).expect("announced address");
+        let control = addr(&announced["fake_upstream"]["control"]);
+        let addrs: BTreeMap<String, SocketAddr> = announced["fake_upstream"]["instances"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), addr(v))).collect())
+            .unwrap_or_default();
         let dir = tempfile::tempdir().expect("temp dir");
         let manifests = dir.path().join("manifests");
         std::fs::create_dir(&manifests).expect("manifests dir");
         let config = dir.path().join("routing.yaml");
         std::fs::write(&config, options.config).expect("config");
         write_filled(dir.path(), &addrs, &options.manifests);
-        let (api, admin) = (free_addr(), free_addr());
         let mut args: Vec<String> = [
             "--team",
             options.team,
@@ -115,10 +121,6 @@ impl Env {
             &manifests.to_string_lossy(),
             "--config",
             &config.to_string_lossy(),
-            "--listen",
-            &api.to_string(),
-            "--admin-listen",
-            &admin.to_string(),
             "--poll-interval-ms",
             "50",
         ]
@@ -126,20 +128,16 @@ impl Env {
         .map(|s| s.to_string())
         .collect();
         args.extend(options.flags.iter().map(|s| s.to_string()));
+        let (sidecar, api, admin) = start_sidecar(&args);
         let env = Env {
             addrs,
             control,
             api: format!("http://{api}"),
             admin: format!("http://{admin}"),
             dir,
-            sidecar: Proc::spawn(&bin("llmroute-sidecar"), &args),
+            sidecar,
             _fakes: fakes,
         };
-        let control_url = format!("http://{control}/");
-        assert!(
-            eventually(Duration::from_secs(10), || async { get(&control_url).await.is_ok() }).await,
-            "fake-upstream did not start"
-        );
         if options.wait_ready {
             env.wait_ready().await;
         }

@@ -147,21 +147,9 @@ async fn no_snapshot_yet_is_503() {
     // An empty directory compiles (to an empty view); a missing one never does.
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("does-not-exist");
-    let (api, admin) = (llmroute_testkit::process::free_addr(), llmroute_testkit::process::free_addr());
-    let args: Vec<String> = [
-        "--team",
-        "t",
-        "--manifests",
-        &missing.to_string_lossy(),
-        "--listen",
-        &api.to_string(),
-        "--admin-listen",
-        &admin.to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let _sidecar = llmroute_testkit::process::Proc::spawn(&llmroute_testkit::process::bin("llmroute-sidecar"), &args);
+    let args: Vec<String> =
+        ["--team", "t", "--manifests", &missing.to_string_lossy()].iter().map(|s| s.to_string()).collect();
+    let (_sidecar, api, admin) = llmroute_testkit::process::start_sidecar(&args);
     let url = format!("http://{api}/v1/chat/completions");
     let mut reply = None;
     for _ in 0..100 {

@@ -71,7 +71,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("either --manifests DIR or --operator URL is required"),
     }
-    tracing::info!(listen = %flags.listen, admin = %flags.admin_listen, team = %flags.team, "llmroute-sidecar serving");
+    let (listen, admin_listen) = (api.local_addr()?, admin.local_addr()?);
+    tracing::info!(%listen, admin = %admin_listen, team = %flags.team, "llmroute-sidecar serving");
     let header_timeout = Duration::from_millis(flags.header_read_timeout_ms);
     let drain = Duration::from_millis(flags.drain_timeout_ms);
     let admin_proxy = proxy.clone();

@@ -15,10 +15,30 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// A free loopback address (bound then released).
+/// A free loopback address (bound then released; another process may take it meanwhile, so
+/// prefer letting a binary bind port 0 and reading what it announces).
 pub fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     l.local_addr().expect("local addr")
+}
+
+/// The value of `key=value` in a log line.
+pub fn log_field(line: &str, key: &str) -> Option<String> {
+    let prefix = format!("{key}=");
+    line.split_whitespace().find_map(|w| w.strip_prefix(&prefix)).map(|v| v.trim_matches('"').to_owned())
+}
+
+/// Starts `llmroute-sidecar` with `args` on ephemeral ports; returns it with its API and admin
+/// addresses as it announced them.
+pub fn start_sidecar(args: &[String]) -> (Proc, SocketAddr, SocketAddr) {
+    let mut all = args.to_vec();
+    all.extend(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"].map(String::from));
+    let sidecar = Proc::spawn(&bin("llmroute-sidecar"), &all);
+    let line = sidecar.wait_log_line("llmroute-sidecar serving", Duration::from_secs(10));
+    let line = line.unwrap_or_else(|| panic!("sidecar did not start:\n{}", sidecar.logs()));
+    let addr = |key| log_field(&line, key).and_then(|v| v.parse().ok()).expect("announced address");
+    let (api, admin) = (addr("listen"), addr("admin"));
+    (sidecar, api, admin)
 }
 
 /// A child process killed on drop; its stderr goes to a log file.
@@ -48,6 +68,18 @@ impl Proc {
     /// Everything the process wrote to stderr so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until stderr holds a line containing `needle`; that line.
+    pub fn wait_log_line(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(line) = self.logs().lines().find(|l| l.contains(needle)) {
+                return Some(line.to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
     }
 
     /// Sends SIGTERM (as Kubernetes does at pod shutdown).

@@ -70,7 +70,13 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let fakes = serve_fakes(instances, flags.control, tls).await?;
-        eprintln!("fake-upstream: control {} instances {:?}", fakes.control, fakes.addrs);
+        // One JSON line with the bound addresses (ports may be given as 0).
+        let addrs: serde_json::Map<String, serde_json::Value> =
+            fakes.addrs.iter().map(|(name, addr)| (name.clone(), addr.to_string().into())).collect();
+        eprintln!(
+            "{}",
+            serde_json::json!({"fake_upstream": {"control": fakes.control.to_string(), "instances": addrs}})
+        );
         tokio::signal::ctrl_c().await?;
         Ok(())
     })
