@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Response};
 use http_body_util::BodyExt;
-use llmroute_router::{AttemptKind, Class, Exhausted, ExhaustedReason, Outcome, Pick, Planner, classify};
-use serde_json::json;
+use llmroute_router::{AttemptKind, Class, Outcome, Pick, Planner, classify};
 
-use super::body::{Body, full};
-use super::error::{ApiError, error_response};
+use super::body::Body;
+use super::error::ApiError;
+use super::failure::{Failure, deadline_exceeded, finish};
+use super::headers::llmroute_headers;
 use super::request::{ClientRequest, Endpoint, upstream_body};
 use super::responses;
 use super::upstream;
@@ -22,13 +23,6 @@ use crate::routing::Routing;
 
 /// Most bytes of a failed upstream answer kept for classification and the final error.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
-
-/// The last failed attempt, for the final answer.
-enum Failure {
-    Status { status: StatusCode, headers: HeaderMap, body: Bytes },
-    Timeout,
-    Transport,
-}
 
 /// Routes one parsed request to completion.
 pub async fn forward(
@@ -200,23 +194,6 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     http::header::UPGRADE,
 ];
 
-const DEPLOYMENT: HeaderName = HeaderName::from_static("x-llmroute-deployment");
-const MODEL_GROUP: HeaderName = HeaderName::from_static("x-llmroute-model-group");
-const SNAPSHOT: HeaderName = HeaderName::from_static("x-llmroute-snapshot");
-const ATTEMPTS: HeaderName = HeaderName::from_static("x-llmroute-attempts");
-
-/// Sets the `x-llmroute-*` response headers; `deployment` is an index into the table.
-fn llmroute_headers(headers: &mut HeaderMap, routing: &Routing, deployment: Option<u32>, group: &str, attempts: usize) {
-    if let Some(header) = deployment.and_then(|d| routing.deployment_headers.get(d as usize)) {
-        headers.insert(DEPLOYMENT, header.clone());
-    }
-    if let Ok(v) = HeaderValue::from_str(group) {
-        headers.insert(MODEL_GROUP, v);
-    }
-    headers.insert(SNAPSHOT, routing.version_header.clone());
-    headers.insert(ATTEMPTS, HeaderValue::from(attempts));
-}
-
 /// A successful upstream answer, still holding its in-flight slot and connection.
 struct Answer {
     response: Response<hyper::body::Incoming>,
@@ -251,110 +228,4 @@ async fn commit(
     let code = status.as_u16().to_string();
     proxy.metrics.requests.with_label_values(&[pick.model_group.as_str(), deployment_id.as_str(), code.as_str()]).inc();
     out
-}
-
-fn attempts_json(attempts: &[llmroute_router::Attempt]) -> serde_json::Value {
-    attempts
-        .iter()
-        .map(|a| json!({"deployment": a.deployment_id, "model_group": a.model_group, "outcome": a.outcome}))
-        .collect()
-}
-
-fn attempts_text(attempts: &[llmroute_router::Attempt]) -> String {
-    attempts.iter().map(|a| format!("{} ({})", a.deployment_id, a.outcome)).collect::<Vec<_>>().join(", ")
-}
-
-fn deadline_exceeded(
-    proxy: &Proxy,
-    routing: &Routing,
-    request: &ClientRequest,
-    planner: &Planner<'_>,
-) -> Response<Body> {
-    let attempts = planner.attempts();
-    let message =
-        format!("The request deadline passed before an upstream answered. Attempts: {}", attempts_text(attempts));
-    let mut r = error_response(
-        StatusCode::GATEWAY_TIMEOUT,
-        "timeout",
-        "deadline_exceeded",
-        &message,
-        Some(("attempts", attempts_json(attempts))),
-    );
-    finish_headers(proxy, routing, request, &mut r, attempts);
-    r
-}
-
-fn finish_headers(
-    proxy: &Proxy,
-    routing: &Routing,
-    request: &ClientRequest,
-    r: &mut Response<Body>,
-    attempts: &[llmroute_router::Attempt],
-) {
-    let last = attempts.last();
-    // The group that served last, else the one the name resolves to (never the raw name).
-    let resolved = || routing.table.resolve(&request.model).map(|r| routing.table.route(r.route).public_name.as_str());
-    let group = last.map(|a| a.model_group.as_str()).or_else(resolved).unwrap_or_default();
-    let index = last.and_then(|a| routing.table.deployment_index(&a.deployment_id));
-    llmroute_headers(r.headers_mut(), routing, index, group, attempts.len());
-    let code = r.status().as_u16().to_string();
-    let deployment = last.map_or("", |a| a.deployment_id.as_str());
-    proxy.metrics.requests.with_label_values(&[group, deployment, code.as_str()]).inc();
-}
-
-/// The answer when the plan ends without success.
-fn finish(
-    proxy: &Proxy,
-    routing: &Routing,
-    request: &ClientRequest,
-    exhausted: Exhausted,
-    last: Option<(Pick, Failure)>,
-) -> Response<Body> {
-    let attempts = &exhausted.attempts;
-    let listing = attempts_text(attempts);
-    let mut response = match (exhausted.reason, last) {
-        (
-            ExhaustedReason::ClientError | ExhaustedReason::ContextWindow,
-            Some((_, Failure::Status { status, headers, body })),
-        ) => {
-            // The upstream's own answer about the request itself: pass it on.
-            let mut r = Response::new(full(body));
-            *r.status_mut() = status;
-            if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
-                r.headers_mut().insert(http::header::CONTENT_TYPE, ct.clone());
-            }
-            r
-        }
-        (ExhaustedReason::Limited, _) => error_response(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            "rate_limited",
-            &format!("Every deployment of `{}` is at its rpm, tpm or concurrency limit; retry later.", request.model),
-            None,
-        ),
-        (ExhaustedReason::NoneEligible, _) => error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            "no_eligible_deployment",
-            &format!("No deployment of `{}` is eligible now (cooling down or unhealthy); retry later.", request.model),
-            None,
-        ),
-        (_, last) => {
-            let status = match &last {
-                Some((_, Failure::Status { status, .. })) => *status,
-                Some((_, Failure::Timeout)) => StatusCode::GATEWAY_TIMEOUT,
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            let message = format!("All {} upstream attempts for `{}` failed: {listing}", attempts.len(), request.model);
-            error_response(
-                status,
-                "upstream_error",
-                "upstream_failed",
-                &message,
-                Some(("attempts", attempts_json(attempts))),
-            )
-        }
-    };
-    finish_headers(proxy, routing, request, &mut response, attempts);
-    response
 }

@@ -3,7 +3,9 @@
 
 pub mod body;
 pub mod error;
+pub mod failure;
 pub mod forward;
+pub mod headers;
 pub mod models;
 pub mod pool;
 pub mod request;
