@@ -182,3 +182,26 @@ async fn sigterm_drains_open_requests_before_exiting() {
     assert_eq!(code, Some(0), "exits cleanly once drained");
     assert!(env.sidecar.logs().contains("draining open requests"));
 }
+
+#[tokio::test]
+async fn a_body_that_never_finishes_gets_408() {
+    let env = env(&["--body-read-timeout-ms", "300"], "").await;
+    let addr = env.api.trim_start_matches("http://").to_owned();
+    let started = Instant::now();
+    let answer = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\"")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+    .join()
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(env.requests("a").await + env.requests("b").await, 0);
+    still_serving(&env).await;
+}
