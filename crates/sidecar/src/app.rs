@@ -49,7 +49,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         Some(path) => load_ca(path)?,
         None => Vec::new(),
     };
-    let client = proxy::upstream::client(Duration::from_millis(flags.connect_timeout_ms), extra_roots)
+    let client = proxy::pool::Pool::new(Duration::from_millis(flags.connect_timeout_ms), extra_roots)
         .context("building the upstream TLS configuration")?;
     let proxy = Arc::new(Proxy {
         routing: routing.clone(),

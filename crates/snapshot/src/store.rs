@@ -51,6 +51,20 @@ fn joined(violations: Vec<Violation>) -> String {
     violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
+/// Checks `object` against its schema rules, unless `known` holds the identical object, whose
+/// verdict is reused.
+fn admit<T: PartialEq>(
+    object: T,
+    known: Option<&Admitted<T>>,
+    validate: impl FnOnce(&T) -> Result<(), Vec<Violation>>,
+) -> Admitted<T> {
+    let schema = match known.filter(|k| k.object == object) {
+        Some(k) => k.schema.clone(),
+        None => validate(&object).map_err(joined),
+    };
+    Admitted { object, schema }
+}
+
 impl ResourceStore {
     /// An empty store with the given routing config.
     pub fn new(config: RoutingConfig) -> Self {
@@ -72,12 +86,8 @@ impl ResourceStore {
     pub fn apply_model_deployment_reusing(&mut self, md: ModelDeployment, previous: Option<&ResourceStore>) {
         let key = ObjectKey::of(&md.metadata);
         self.unreadable.remove(&(Kind::ModelDeployment, key.clone()));
-        let known = previous.and_then(|p| p.deployments.get(&key)).filter(|a| a.object == md);
-        let schema = match known {
-            Some(admitted) => admitted.schema.clone(),
-            None => validation::validate_model_deployment(&md).map_err(joined),
-        };
-        self.deployments.insert(key, Admitted { object: md, schema });
+        let known = previous.and_then(|p| p.deployments.get(&key));
+        self.deployments.insert(key, admit(md, known, validation::validate_model_deployment));
     }
 
     /// Removes a ModelDeployment (and any unreadable version of it).
@@ -95,12 +105,8 @@ impl ResourceStore {
     pub fn apply_team_model_reusing(&mut self, tm: TeamModel, previous: Option<&ResourceStore>) {
         let key = ObjectKey::of(&tm.metadata);
         self.unreadable.remove(&(Kind::TeamModel, key.clone()));
-        let known = previous.and_then(|p| p.team_models.get(&key)).filter(|a| a.object == tm);
-        let schema = match known {
-            Some(admitted) => admitted.schema.clone(),
-            None => validation::validate_team_model(&tm).map_err(joined),
-        };
-        self.team_models.insert(key, Admitted { object: tm, schema });
+        let known = previous.and_then(|p| p.team_models.get(&key));
+        self.team_models.insert(key, admit(tm, known, validation::validate_team_model));
     }
 
     /// Removes a TeamModel (and any unreadable version of it).

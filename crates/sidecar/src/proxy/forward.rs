@@ -103,14 +103,13 @@ pub async fn forward(
                 let status = response.status();
                 if status.as_u16() < 400 {
                     routing.state.get(pick.deployment).record_success(latency.as_secs_f64() * 1000.0);
-                    record(
-                        proxy,
-                        &mut planner,
+                    handles.success.inc();
+                    planner.record(
                         &pick,
-                        &routing,
                         Class::Success,
-                        "success",
                         format!("status {}", status.as_u16()),
+                        &routing.state,
+                        now_ms(),
                     );
                     let answer = Answer { response, guard, connection };
                     return commit(proxy, &routing, &request, planner.attempts().len(), &pick, answer).await;

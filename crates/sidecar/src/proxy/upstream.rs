@@ -1,8 +1,6 @@
-//! The upstream HTTP client (keep-alive pool, TCP_NODELAY, rustls) and the request shape of
-//! each provider. The client's own Authorization never leaves the pod: the deployment's
-//! credential is added instead.
-
-use std::time::Duration;
+//! The request shape of each provider (the connections themselves are in [`super::pool`]).
+//! The client's own Authorization never leaves the pod: the deployment's credential is added
+//! instead.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, header};
@@ -13,15 +11,6 @@ use super::request::Endpoint;
 
 /// The pooled upstream client.
 pub type UpstreamClient = std::sync::Arc<super::pool::Pool>;
-
-/// Builds the client: TCP_NODELAY, connect timeout, keep-alive pool, http and https (webpki
-/// roots plus `extra_roots`).
-pub fn client(
-    connect_timeout: Duration,
-    extra_roots: Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>,
-) -> Result<UpstreamClient, tokio_rustls::rustls::Error> {
-    super::pool::Pool::new(connect_timeout, extra_roots)
-}
 
 /// Client headers passed on upstream (everything else, Authorization included, is dropped).
 const FORWARDED: [HeaderName; 5] = [
