@@ -14,13 +14,16 @@ pub mod manifest;
 mod model_deployment;
 mod routing_policy;
 mod status;
+pub mod strict;
 mod team_model;
 pub mod validation;
 
 pub use model_deployment::{
     Cost, HealthCheck, HealthCheckMode, Limits, ModelDeployment, ModelDeploymentSpec, Provider, SecretKeyRef, Upstream,
 };
-pub use routing_policy::{Affinity, CooldownPolicy, RoutingConfig, RoutingPolicy, Strategy};
+pub use routing_policy::{
+    Affinity, ConfigError, CooldownPolicy, RetryBudgetPolicy, RoutingConfig, RoutingConfigResource, RoutingPolicy, Strategy,
+};
 pub use status::{ConditionType, ResourceStatus, SidecarCounts};
 pub use team_model::{TeamModel, TeamModelSpec};
 

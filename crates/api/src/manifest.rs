@@ -82,7 +82,7 @@ fn classify(value: Value) -> Document {
 }
 
 fn typed<T: serde::de::DeserializeOwned>(value: Value, kind: &str, wrap: impl FnOnce(T) -> Document) -> Document {
-    match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+    match crate::strict::from_value::<T>(value.clone()) {
         Ok(object) => wrap(object),
         Err(error) => {
             let meta = value.get("metadata");
@@ -126,6 +126,21 @@ mod tests {
         let Document::Unreadable(u) = &docs[0] else { panic!("{docs:?}") };
         assert_eq!((u.name.as_str(), u.namespace.as_deref()), ("bad", Some("ns")));
         assert!(u.message.contains("weight"), "{}", u.message);
+    }
+
+    #[test]
+    fn an_unknown_field_makes_the_object_unreadable_naming_it() {
+        let text = "apiVersion: llmroute.dev/v1alpha1\nkind: ModelDeployment\n\
+                    metadata: {name: typo, namespace: ns}\nspec: {modelName: m, wieght: 3, upstream: {baseUrl: 'http://x'}}\n";
+        let (docs, _) = parse_documents(text);
+        let Document::Unreadable(u) = &docs[0] else { panic!("{docs:?}") };
+        assert_eq!(u.name, "typo");
+        assert!(u.message.contains("spec.wieght"), "{}", u.message);
+        let nested = "apiVersion: llmroute.dev/v1alpha1\nkind: TeamModel\nmetadata: {name: t}\n\
+                      spec: {team: a, publicName: m, modelName: m, routing: {maxAtempts: 2}}\n";
+        let (docs, _) = parse_documents(nested);
+        let Document::Unreadable(u) = &docs[0] else { panic!("{docs:?}") };
+        assert!(u.message.contains("spec.routing.maxAtempts"), "{}", u.message);
     }
 
     #[test]

@@ -94,6 +94,7 @@ pub struct Upstream {
     /// Base URL of the API, e.g. `https://api.openai.com/v1`.
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+([/?#].*)?$')").message("upstream.baseUrl must be an http:// or https:// URL with a host"))]
     #[x_kube(validation = Rule::new("self.size() <= 2048").message("upstream.baseUrl must be at most 2048 characters"))]
+    #[x_kube(validation = Rule::new("!self.matches('^https?://[^/?#]*@')").message("upstream.baseUrl must not carry credentials (user:password@): use apiKeySecretRef"))]
     pub base_url: String,
     /// Model id sent upstream; may hold one `*`, replaced by the part a pattern matched.
     /// Default: the requested name.

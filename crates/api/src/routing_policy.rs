@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use kube::KubeSchema;
+use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 /// How a deployment is picked among the eligible ones of an order level.
@@ -39,15 +39,32 @@ pub enum Affinity {
 pub struct CooldownPolicy {
     /// Failures tolerated inside the window; the next one starts the cooldown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self >= 1").message("cooldown.allowedFails must be >= 1"))]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 10000").message("cooldown.allowedFails must be between 1 and 10000"))]
     pub allowed_fails: Option<u32>,
     /// Length of the failure-counting window, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self >= 1").message("cooldown.windowSeconds must be >= 1"))]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 86400").message("cooldown.windowSeconds must be between 1 and 86400"))]
     pub window_seconds: Option<u32>,
-    /// How long a cooled-down deployment stays out, in seconds.
+    /// How long a cooled-down deployment stays out, in seconds (a `Retry-After` from the
+    /// upstream sets the period instead, up to 10 x this value or 60 s, whichever is larger).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self <= 86400").message("cooldown.seconds must be at most 86400"))]
     pub seconds: Option<u32>,
+}
+
+/// Retry budget: failover attempts are capped at a share of recent requests plus a floor
+/// (Linkerd's and Envoy's retry budgets), so a brownout cannot multiply the upstream load.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryBudgetPolicy {
+    /// Failover attempts allowed as a percentage of recent requests (0..1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self <= 1000").message("retryBudget.percent must be between 0 and 1000"))]
+    pub percent: Option<u32>,
+    /// Failover attempts always allowed per second, whatever the request rate (0..100000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self <= 100000").message("retryBudget.minPerSecond must be between 0 and 100000"))]
+    pub min_per_second: Option<u32>,
 }
 
 /// Routing behaviour of one public model name. Every field is optional: precedence is resolved
@@ -64,6 +81,7 @@ pub struct RoutingPolicy {
     pub affinity: Option<Vec<Affinity>>,
     /// How long an affinity binding is remembered, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self <= 2592000").message("affinityTtlSeconds must be at most 2592000 (30 days)"))]
     pub affinity_ttl_seconds: Option<u32>,
     /// On a retryable failure, re-pick inside the group without the failed deployments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,33 +101,70 @@ pub struct RoutingPolicy {
     /// Failure-based cooldown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cooldown: Option<CooldownPolicy>,
+    /// Cap on failover attempts under a brownout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudgetPolicy>,
     /// Honour active health-check results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_routing: Option<bool>,
     /// Deadline of a whole request, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self >= 1").message("timeoutSeconds must be >= 1"))]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 86400").message("timeoutSeconds must be between 1 and 86400"))]
     pub timeout_seconds: Option<u32>,
 }
 
-/// The operator's (and standalone sidecar's) routing config file.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// The routing config: the `RoutingConfig` custom resource's spec in a cluster, the
+/// `--config` file in manifests mode. Validated by the same CEL rules either way.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[kube(
+    group = "llmroute.dev",
+    version = "v1alpha1",
+    kind = "RoutingConfig",
+    root = "RoutingConfigResource",
+    namespaced,
+    cel,
+    category = "llmroute"
+)]
+#[serde(rename_all = "camelCase")]
 pub struct RoutingConfig {
     /// Policy applied to every group.
     #[serde(default)]
     pub defaults: RoutingPolicy,
     /// Per public-name overrides of `defaults`.
     #[serde(default)]
+    #[schemars(length(max = 4096))]
     pub model_groups: BTreeMap<String, RoutingPolicy>,
 }
 
+/// Why a routing config cannot be used; names the offending field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Not YAML, or a value of the wrong type.
+    #[error("{0}")]
+    Syntax(String),
+    /// A field this version does not know (a misspelling, most often).
+    #[error("{0}: unknown field")]
+    UnknownField(String),
+    /// A schema rule is broken.
+    #[error("{0}")]
+    Invalid(crate::validation::Violation),
+}
+
 impl RoutingConfig {
-    /// Parses a routing config document (YAML or JSON).
-    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
+    /// Parses and validates a routing config document (YAML or JSON): unknown fields and
+    /// broken rules are errors naming the field.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        serde_yaml::from_str(text)
+        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let config: Self = crate::strict::from_value(value).map_err(|e| match e {
+            crate::strict::StrictError::Unknown(path) => ConfigError::UnknownField(path),
+            crate::strict::StrictError::Type(message) => ConfigError::Syntax(message),
+        })?;
+        match crate::validation::validate_routing_config(&config) {
+            Ok(()) => Ok(config),
+            Err(mut violations) => Err(ConfigError::Invalid(violations.remove(0))),
+        }
     }
 }

@@ -12,7 +12,7 @@ use kube::core::cel::{CompiledSchema, Validator, compile_schema};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{ModelDeployment, TeamModel};
+use crate::{ModelDeployment, RoutingConfig, RoutingConfigResource, TeamModel};
 
 /// One schema rule an object breaks.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +46,7 @@ impl KindSchema {
 
 static MODEL_DEPLOYMENT: LazyLock<KindSchema> = LazyLock::new(KindSchema::of::<ModelDeployment>);
 static TEAM_MODEL: LazyLock<KindSchema> = LazyLock::new(KindSchema::of::<TeamModel>);
+static ROUTING_CONFIG: LazyLock<KindSchema> = LazyLock::new(KindSchema::of::<RoutingConfigResource>);
 static VALIDATOR: LazyLock<std::sync::Mutex<Validator>> = LazyLock::new(|| std::sync::Mutex::new(Validator::new()));
 
 /// Checks a ModelDeployment against the rules of its CRD.
@@ -56,6 +57,18 @@ pub fn validate_model_deployment(md: &ModelDeployment) -> Result<(), Vec<Violati
 /// Checks a TeamModel against the rules of its CRD.
 pub fn validate_team_model(tm: &TeamModel) -> Result<(), Vec<Violation>> {
     validate(&TEAM_MODEL, tm)
+}
+
+/// Checks a routing config against the rules of the `RoutingConfig` CRD (the same rules as a
+/// TeamModel's `routing`); paths are relative to the config (`defaults.maxAttempts`).
+pub fn validate_routing_config(config: &RoutingConfig) -> Result<(), Vec<Violation>> {
+    let resource = RoutingConfigResource::new("config", config.clone());
+    validate(&ROUTING_CONFIG, &resource).map_err(|violations| {
+        violations
+            .into_iter()
+            .map(|v| Violation { path: v.path.trim_start_matches("spec.").to_owned(), message: v.message })
+            .collect()
+    })
 }
 
 fn validate<T: Serialize>(kind: &KindSchema, object: &T) -> Result<(), Vec<Violation>> {

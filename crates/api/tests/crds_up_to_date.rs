@@ -14,7 +14,7 @@ fn checked_in_crds_match_the_types() {
 #[test]
 fn printer_columns_select_conditions_by_type() {
     let rendered = llmroute_api::crds::rendered().expect("CRDs render");
-    for (file, yaml) in rendered {
+    for (file, yaml) in rendered.into_iter().filter(|(file, _)| *file != "routingconfigs.yaml") {
         assert!(yaml.contains(r#".status.conditions[?(@.type=="Accepted")].status"#), "{file}");
         assert!(!yaml.contains(".status.conditions[0]"), "{file}");
     }

@@ -153,3 +153,61 @@ fn routing_policy_rules_apply_inside_team_model() {
     assert!(m.iter().any(|m| m.contains("maxAttempts")), "{m:?}");
     assert!(m.iter().any(|m| m.contains("allowedFails")), "{m:?}");
 }
+
+#[test]
+fn base_url_with_userinfo_is_rejected() {
+    let d = md("modelName: m\nupstream: {baseUrl: 'http://user:pass@api.example.test/v1'}\n");
+    let m = messages(validate_model_deployment(&d));
+    assert!(m.iter().any(|m| m.contains("must not carry credentials")), "{m:?}");
+    let d = md("modelName: m\nupstream: {baseUrl: 'http://api.example.test/v1?x=a@b'}\n");
+    assert_eq!(validate_model_deployment(&d), Ok(()), "an @ after the authority is not userinfo");
+}
+
+mod routing_config {
+    use crate::{ConfigError, RoutingConfig};
+
+    fn error(text: &str) -> String {
+        RoutingConfig::parse(text).expect_err(text).to_string()
+    }
+
+    #[test]
+    fn a_valid_config_parses() {
+        let c = RoutingConfig::parse(
+            "defaults: {maxAttempts: 3, timeoutSeconds: 600, retryBudget: {percent: 20, minPerSecond: 10}}\n\
+             modelGroups: {gpt-4o: {affinity: [session], cooldown: {allowedFails: 2, windowSeconds: 60, seconds: 30}}}\n",
+        )
+        .unwrap();
+        assert_eq!(c.defaults.max_attempts, Some(3));
+        assert_eq!(RoutingConfig::parse("  \n").unwrap(), RoutingConfig::default());
+    }
+
+    #[test]
+    fn misspelt_fields_are_named() {
+        assert_eq!(RoutingConfig::parse("defaults: {maxAtempts: 3}\n"), Err(ConfigError::UnknownField("defaults.maxAtempts".into())));
+        assert!(error("modelGroups: {m: {cooldown: {secs: 1}}}\n").contains("modelGroups.m.cooldown.secs"));
+        assert!(error("default: {}\n").contains("default"));
+    }
+
+    #[test]
+    fn the_teammodel_routing_rules_apply_with_their_paths() {
+        for (text, needle) in [
+            ("defaults: {maxAttempts: 0}", "defaults.maxAttempts"),
+            ("defaults: {maxAttempts: 21}", "maxAttempts must be between 1 and 20"),
+            ("defaults: {timeoutSeconds: 0}", "timeoutSeconds"),
+            ("defaults: {timeoutSeconds: 4000000000}", "timeoutSeconds must be between 1 and 86400"),
+            ("modelGroups: {x: {maxAttempts: 4000000000}}", "modelGroups.x.maxAttempts"),
+            ("defaults: {cooldown: {seconds: 4000000000}}", "cooldown.seconds"),
+            ("defaults: {retryBudget: {percent: 5000}}", "retryBudget.percent"),
+        ] {
+            let e = error(text);
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn values_past_their_type_are_errors_not_crashes() {
+        for text in ["defaults: {maxAttempts: 99999999999999999999999}", "defaults: {maxAttempts: -1}", "defaults: [1]", ": :"] {
+            assert!(RoutingConfig::parse(text).is_err(), "{text}");
+        }
+    }
+}
