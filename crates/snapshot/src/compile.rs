@@ -126,11 +126,12 @@ fn accept_team_models<'s>(
         }
         winners.push(winner);
     }
-    let callable = callable_names(&winners, private, index);
+    let callable = callable_names(&winners, private);
+    let global: Vec<&str> = index.global_by_model.keys().copied().collect();
     let mut routes: BTreeMap<&str, Vec<v1::Route>> = BTreeMap::new();
     for (key, tm, ids) in winners {
         let team = tm.spec.team.as_str();
-        if let Some(e) = unknown_fallback(tm, callable.get(team)) {
+        if let Some(e) = unknown_fallback(tm, &global, callable.get(team)) {
             diagnostics.push(tm_verdict(key, tm, Some(&e)));
             continue;
         }
@@ -151,30 +152,28 @@ fn tm_verdict(key: &ObjectKey, tm: &TeamModel, error: Option<&(Reason, String)>)
     verdict(Kind::TeamModel, key, tm.metadata.generation, Some(&tm.spec.team), error)
 }
 
-/// Per team: every public name (or pattern) its view can resolve, global ones included.
+/// Per team: the public names (or patterns) only its view can resolve. The global names are
+/// shared by every team and kept once, so the work stays linear in objects, not teams x globals.
 fn callable_names<'a>(
     winners: &[Claim<'a>],
-    private: &BTreeMap<&'a str, Vec<v1::Deployment>>,
-    index: &DeploymentIndex<'a>,
-) -> BTreeMap<&'a str, Vec<String>> {
-    let global: Vec<String> = index.global_by_model.keys().map(|n| n.to_string()).collect();
-    let mut names: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    private: &'a BTreeMap<&'a str, Vec<v1::Deployment>>,
+) -> BTreeMap<&'a str, Vec<&'a str>> {
+    let mut names: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (_, tm, _) in winners {
-        names.entry(&tm.spec.team).or_insert_with(|| global.clone()).push(tm.spec.public_name.clone());
+        names.entry(&tm.spec.team).or_default().push(&tm.spec.public_name);
     }
     for (team, deployments) in private {
-        let entry = names.entry(team).or_insert_with(|| global.clone());
-        entry.extend(deployments.iter().map(|d| d.model_name.clone()));
+        names.entry(team).or_default().extend(deployments.iter().map(|d| d.model_name.as_str()));
     }
     names
 }
 
-fn unknown_fallback(tm: &TeamModel, callable: Option<&Vec<String>>) -> Option<(Reason, String)> {
+fn unknown_fallback(tm: &TeamModel, global: &[&str], own: Option<&Vec<&str>>) -> Option<(Reason, String)> {
     let routing = tm.spec.routing.as_ref()?;
     let names = routing.fallbacks.iter().flatten().chain(routing.context_window_fallbacks.iter().flatten());
-    let callable = callable.map(Vec::as_slice).unwrap_or_default();
+    let own = own.map(Vec::as_slice).unwrap_or_default();
     for name in names {
-        if !callable.iter().any(|c| NamePattern::parse(c).matches(name)) {
+        if !global.iter().chain(own).any(|c| NamePattern::parse(c).matches(name)) {
             let message = format!("fallback {name:?} names no model team {:?} can call", tm.spec.team);
             return Some((Reason::UnknownFallback, message));
         }

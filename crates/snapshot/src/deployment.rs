@@ -74,9 +74,19 @@ fn resolve_secret(
         secrets.get(secret).ok_or_else(|| (Reason::SecretNotFound, format!("Secret {secret} does not exist")))?;
     let value =
         data.0.get(key).ok_or_else(|| (Reason::SecretNotFound, format!("Secret {secret} has no key {key:?}")))?;
-    let text = std::str::from_utf8(value)
-        .map_err(|_| (Reason::SecretNotFound, format!("Secret {secret} key {key:?} is not UTF-8 text")))?;
-    Ok(text.trim().to_owned())
+    let unusable = || {
+        let message = format!(
+            "Secret {secret} key {key:?} holds a newline, control or non-ASCII character, which an upstream \
+             header cannot carry"
+        );
+        (Reason::SecretInvalid, message)
+    };
+    let text = std::str::from_utf8(value).map_err(|_| unusable())?.trim();
+    // Visible ASCII and spaces only: what an HTTP header value can carry verbatim.
+    if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(unusable());
+    }
+    Ok(text.to_owned())
 }
 
 /// A schema-checked decimal string ("2.50") as a number.

@@ -31,6 +31,8 @@ pub enum Reason {
     Invalid,
     /// The referenced Secret or key does not exist.
     SecretNotFound,
+    /// The referenced Secret value cannot be sent as a header (newline, control character).
+    SecretInvalid,
     /// A named ModelDeployment does not exist.
     DeploymentNotFound,
     /// A named ModelDeployment exists but is itself rejected.
@@ -52,6 +54,7 @@ impl Reason {
             Self::Accepted => "Accepted",
             Self::Invalid => "Invalid",
             Self::SecretNotFound => "SecretNotFound",
+            Self::SecretInvalid => "SecretInvalid",
             Self::DeploymentNotFound => "DeploymentNotFound",
             Self::DeploymentNotAccepted => "DeploymentNotAccepted",
             Self::CrossTeamReference => "CrossTeamReference",

@@ -1,7 +1,7 @@
 //! Policy precedence, field by field: TeamModel `routing` > `modelGroups[name]` > `defaults`
 //! > built-in defaults.
 
-use llmroute_api::{Affinity, CooldownPolicy, RoutingConfig, RoutingPolicy, Strategy};
+use llmroute_api::{Affinity, CooldownPolicy, RetryBudgetPolicy, RoutingConfig, RoutingPolicy, Strategy};
 use llmroute_proto::v1;
 
 /// The built-in defaults every unset field falls back to.
@@ -17,6 +17,7 @@ pub fn builtin_defaults() -> RoutingPolicy {
         cooldown: Some(CooldownPolicy { allowed_fails: Some(3), window_seconds: Some(60), seconds: Some(30) }),
         health_routing: Some(true),
         timeout_seconds: Some(600),
+        retry_budget: Some(RetryBudgetPolicy { percent: Some(20), min_per_second: Some(10) }),
     }
 }
 
@@ -31,6 +32,9 @@ pub fn resolve_policy(team_model: Option<&RoutingPolicy>, config: &RoutingConfig
     let pick = |f: &dyn Fn(&RoutingPolicy) -> Option<u32>| layers.iter().find_map(|p| f(p)).unwrap_or_default();
     let cooldown = |f: &dyn Fn(&CooldownPolicy) -> Option<u32>| {
         layers.iter().find_map(|p| p.cooldown.as_ref().and_then(f)).unwrap_or_default()
+    };
+    let budget = |f: &dyn Fn(&RetryBudgetPolicy) -> Option<u32>| {
+        layers.iter().find_map(|p| p.retry_budget.as_ref().and_then(f)).unwrap_or_default()
     };
     let list = |f: &dyn Fn(&RoutingPolicy) -> Option<&Vec<String>>| {
         layers.iter().find_map(|p| f(p)).cloned().unwrap_or_default()
@@ -50,6 +54,10 @@ pub fn resolve_policy(team_model: Option<&RoutingPolicy>, config: &RoutingConfig
         }),
         health_routing: layers.iter().find_map(|p| p.health_routing).unwrap_or(true),
         timeout_seconds: pick(&|p| p.timeout_seconds),
+        retry_budget: Some(v1::RetryBudget {
+            percent: budget(&|b| b.percent),
+            min_per_second: budget(&|b| b.min_per_second),
+        }),
     }
 }
 
@@ -83,7 +91,7 @@ mod tests {
     use super::*;
 
     fn config() -> RoutingConfig {
-        RoutingConfig::from_yaml(
+        RoutingConfig::parse(
             "defaults: {maxAttempts: 4, timeoutSeconds: 100, cooldown: {seconds: 10}}\n\
              modelGroups:\n  gpt-4o: {maxAttempts: 5, affinity: [session], cooldown: {allowedFails: 1}}\n",
         )
@@ -97,6 +105,7 @@ mod tests {
         assert_eq!((p.max_attempts, p.timeout_seconds, p.affinity_ttl_seconds), (3, 600, 3600));
         assert!(p.failover && p.health_routing && p.affinity.is_empty());
         assert_eq!(p.cooldown, Some(v1::Cooldown { allowed_fails: 3, window_seconds: 60, seconds: 30 }));
+        assert_eq!(p.retry_budget, Some(v1::RetryBudget { percent: 20, min_per_second: 10 }));
     }
 
     #[test]

@@ -84,6 +84,23 @@ fn missing_secret_or_key_is_secret_not_found() {
 }
 
 #[test]
+fn a_secret_value_no_header_can_carry_is_secret_invalid() {
+    let mut s = store();
+    s.apply_secret(&secret("s", &[("nl", "sk-1\nInjected: yes"), ("ctl", "sk-\u{1}x"), ("ok", "  sk-fine\n")]));
+    s.apply_model_deployment(with_secret(md("a", "m"), "s", "nl"));
+    s.apply_model_deployment(with_secret(md("b", "m"), "s", "ctl"));
+    s.apply_model_deployment(with_secret(md("c", "m"), "s", "ok"));
+    let c = compile(&s);
+    for name in ["a", "b"] {
+        let d = diagnostic(&c, Kind::ModelDeployment, name);
+        assert_eq!(d.reason, Reason::SecretInvalid, "{name}");
+        assert!(!d.message.contains("sk-"), "the message never holds the value: {}", d.message);
+    }
+    assert!(diagnostic(&c, Kind::ModelDeployment, "c").accepted(), "surrounding whitespace is trimmed");
+    assert_eq!(c.view("t").deployments.iter().map(|d| d.api_key.as_str()).collect::<Vec<_>>(), ["sk-fine"]);
+}
+
+#[test]
 fn credentials_travel_only_in_their_own_team_view() {
     let mut s = store();
     s.apply_secret(&secret("s", &[("a", "sk-team-a"), ("g", "sk-global")]));
@@ -211,7 +228,7 @@ fn team_model_references_are_namespace_local() {
 #[test]
 fn route_policies_follow_precedence() {
     let config =
-        RoutingConfig::from_yaml("defaults: {maxAttempts: 4}\nmodelGroups: {gpt-4o: {affinity: [session]}}\n").unwrap();
+        RoutingConfig::parse("defaults: {maxAttempts: 4}\nmodelGroups: {gpt-4o: {affinity: [session]}}\n").unwrap();
     let mut s = ResourceStore::new(config);
     s.apply_model_deployment(md("d", "gpt-4o"));
     s.apply_model_deployment(md("e", "other"));

@@ -4,7 +4,9 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use llmroute_snapshot::{ResourceStore, compile};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use llmroute_snapshot::{Kind, Reason, ResourceStore, compile};
 use proptest::prelude::*;
 use support::*;
 
@@ -16,7 +18,7 @@ const MODELS: [&str; 4] = ["m0", "m1", "p/*", "*"];
 enum Op {
     ApplyDeployment { name: u8, model: u8, team: Option<u8>, weight: u32, order: u32, secret: bool, label: u8 },
     DeleteDeployment(u8),
-    ApplyTeamModel { name: u8, team: u8, public: u8, target: Target, fallback: Option<u8> },
+    ApplyTeamModel { name: u8, team: u8, public: u8, target: Target, fallback: Option<u8>, created: u8 },
     DeleteTeamModel(u8),
     ApplySecret { team: u8 },
     DeleteSecret { team: u8 },
@@ -34,8 +36,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..6u8, 0..4u8, prop::option::of(0..3u8), 0..4u32, 0..3u32, any::<bool>(), 0..2u8)
             .prop_map(|(name, model, team, weight, order, secret, label)| Op::ApplyDeployment { name, model, team, weight, order, secret, label }),
         1 => (0..6u8).prop_map(Op::DeleteDeployment),
-        3 => (0..4u8, 0..3u8, 0..4u8, target(), prop::option::of(0..4u8))
-            .prop_map(|(name, team, public, target, fallback)| Op::ApplyTeamModel { name, team, public, target, fallback }),
+        3 => (0..4u8, 0..3u8, 0..4u8, target(), prop::option::of(0..4u8), 0..4u8)
+            .prop_map(|(name, team, public, target, fallback, created)| Op::ApplyTeamModel { name, team, public, target, fallback, created }),
         1 => (0..4u8).prop_map(Op::DeleteTeamModel),
         1 => (0..4u8).prop_map(|team| Op::ApplySecret { team }),
         1 => (0..4u8).prop_map(|team| Op::DeleteSecret { team }),
@@ -85,7 +87,7 @@ fn apply_reusing(store: &mut ResourceStore, op: &Op, previous: Option<&ResourceS
             store.apply_model_deployment_reusing(labelled(d, "pool", &format!("l{label}")), previous);
         }
         Op::DeleteDeployment(name) => store.delete_model_deployment(&key(&format!("d{name}"))),
-        Op::ApplyTeamModel { name, team, public, target, fallback } => {
+        Op::ApplyTeamModel { name, team, public, target, fallback, created } => {
             let target = match target {
                 Target::Names(names) => {
                     let list: Vec<String> = names.iter().map(|n| format!("d{n}")).collect();
@@ -99,6 +101,7 @@ fn apply_reusing(store: &mut ResourceStore, op: &Op, previous: Option<&ResourceS
             if let Some(f) = fallback {
                 t = with_routing(t, &format!("{{fallbacks: ['{}']}}", ["x", "m1", "p/z", "nothing"][*f as usize]));
             }
+            t.metadata.creation_timestamp = Some(created_at(*created));
             store.apply_team_model_reusing(t, previous);
         }
         Op::DeleteTeamModel(name) => store.delete_team_model(&key(&format!("t{name}"))),
@@ -126,6 +129,11 @@ fn final_ops(ops: &[Op]) -> Vec<Op> {
     last.into_values().flatten().collect()
 }
 
+/// A creation time: the name breaks ties among equal times, as in the compile's conflict rule.
+fn created_at(minutes: u8) -> Time {
+    Time(Timestamp::UNIX_EPOCH + std::time::Duration::from_secs(60 * u64::from(minutes)))
+}
+
 fn store_of(ops: &[Op]) -> ResourceStore {
     let mut s = ResourceStore::default();
     for op in ops {
@@ -149,7 +157,28 @@ proptest! {
         }
         let a = compile(&store_of(&objects));
         let b = compile(&store_of(&shuffled));
-        prop_assert_eq!(a, b);
+        prop_assert_eq!(&a, &b);
+        // The one place where order could leak in: of two claims on a team's public name, the
+        // oldest by creationTimestamp (then name) wins, whatever order they were applied in.
+        let mut claims: BTreeMap<(u8, u8), Vec<(u8, u8)>> = BTreeMap::new();
+        for op in &objects {
+            if let Op::ApplyTeamModel { name, team, public, created, .. } = op {
+                claims.entry((*team, *public)).or_default().push((*created, *name));
+            }
+        }
+        for group in claims.values().filter(|g| g.len() > 1) {
+            let diagnostics: Vec<_> = group
+                .iter()
+                .map(|(created, name)| (created, name, diagnostic(&b, Kind::TeamModel, &format!("t{name}")).reason))
+                .collect();
+            let resolvable: Vec<_> = diagnostics.iter().filter(|d| matches!(d.2, Reason::Accepted | Reason::Conflict | Reason::UnknownFallback)).collect();
+            if let Some(oldest) = resolvable.iter().min_by_key(|d| (d.0, d.1)) {
+                prop_assert_ne!(oldest.2, Reason::Conflict, "the oldest claim never loses: {:?}", diagnostics);
+                for other in resolvable.iter().filter(|d| (d.0, d.1) != (oldest.0, oldest.1)) {
+                    prop_assert_eq!(other.2, Reason::Conflict, "younger claims lose: {:?}", diagnostics);
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,40 +1,30 @@
-//! Every file in deploy/examples parses and compiles with no rejected object.
+//! Every file in deploy/examples parses and compiles with no rejected object, read through
+//! the same manifests source the binaries use.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use llmroute_api::RoutingConfig;
-use llmroute_api::manifest::{Document, parse_documents};
-use llmroute_snapshot::{ResourceStore, compile};
+use llmroute_manifests::ManifestDir;
+use llmroute_snapshot::compile;
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/examples")
 }
 
-fn load() -> ResourceStore {
-    let config = std::fs::read_to_string(examples().join("routing-config.yaml")).expect("config exists");
-    let mut store = ResourceStore::new(RoutingConfig::from_yaml(&config).expect("config parses"));
-    let mut files: Vec<_> =
-        std::fs::read_dir(examples().join("manifests")).unwrap().flatten().map(|e| e.path()).collect();
-    files.sort();
-    assert!(files.len() >= 4);
-    for file in files {
-        let (documents, error) = parse_documents(&std::fs::read_to_string(&file).unwrap());
-        assert!(error.is_none(), "{}: {error:?}", file.display());
-        for document in documents {
-            assert!(
-                !matches!(document, Document::Skipped { .. } | Document::Unreadable(_)),
-                "{}: {document:?}",
-                file.display()
-            );
-            store.apply_document(document);
-        }
-    }
-    store
+fn load() -> ManifestDir {
+    let source = ManifestDir::open(
+        &examples().join("manifests"),
+        Some(&examples().join("routing-config.yaml")),
+        Duration::ZERO,
+    )
+    .expect("examples open");
+    assert_eq!(source.problems(), Default::default(), "no file, config or path problem");
+    source
 }
 
 #[test]
 fn every_example_compiles_with_no_rejected_object() {
-    let compiled = compile(&load());
+    let compiled = compile(load().store());
     let rejected: Vec<_> = compiled.diagnostics().iter().filter(|d| !d.accepted()).collect();
     assert!(rejected.is_empty(), "{rejected:#?}");
     assert!(compiled.diagnostics().len() >= 12);
@@ -42,7 +32,7 @@ fn every_example_compiles_with_no_rejected_object() {
 
 #[test]
 fn examples_cover_the_documented_features() {
-    let compiled = compile(&load());
+    let compiled = compile(load().store());
     let a = compiled.view("team-a");
     let names = |v: &llmroute_proto::v1::Snapshot| v.routes.iter().map(|r| r.public_name.clone()).collect::<Vec<_>>();
     let a_names = names(&a);
