@@ -86,7 +86,7 @@ fn bench(c: &mut Criterion) {
     let table = view();
     let state = LiveState::for_table(&table, None);
     let names: std::collections::HashMap<String, u32> =
-        table.routes.iter().enumerate().map(|(i, r)| (r.public_name.clone(), i as u32)).collect();
+        table.routes().iter().enumerate().map(|(i, r)| (r.public_name.clone(), i as u32)).collect();
     let mut rng = StdRng::seed_from_u64(1);
     let plain = RequestKeys::default();
     let session = RequestKeys { session: Some("user-session-42".into()), ..Default::default() };

@@ -37,7 +37,7 @@ impl Filter<'_> {
         if self.failed.contains(&idx) {
             return Err(Ineligible::Failed);
         }
-        if d.wire.quality_tier < self.min_quality_tier {
+        if d.quality_tier < self.min_quality_tier {
             return Err(Ineligible::QualityTier);
         }
         if s.in_cooldown(self.now_ms) {
@@ -46,12 +46,10 @@ impl Filter<'_> {
         if self.use_health && s.unhealthy(self.now_ms) {
             return Err(Ineligible::Unhealthy);
         }
-        if let Some(limits) = &d.wire.limits
-            && s.over_limit(limits, self.now_ms, self.prompt_tokens)
-        {
+        if s.over_limit(&d.limits, self.now_ms, self.prompt_tokens) {
             return Err(Ineligible::Limited);
         }
-        if d.wire.context_window > 0 && self.prompt_tokens > d.wire.context_window {
+        if d.context_window > 0 && self.prompt_tokens > d.context_window {
             return Err(Ineligible::ContextWindow);
         }
         Ok(())

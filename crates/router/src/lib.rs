@@ -25,8 +25,8 @@ mod table;
 
 pub use classify::{Class, Outcome, classify};
 pub use plan::{Attempt, AttemptKind, Exhausted, ExhaustedReason, Pick, Planner, RequestKeys};
-pub use policy::{AffinityKind, Cooldown, Policy, StrategyKind};
+pub use policy::{AffinityKind, Cooldown, MAX_ATTEMPTS, MAX_TIMEOUT_SECONDS, Policy, RetryBudget, StrategyKind};
 pub use resolve::Resolved;
 pub use response_id::{unwrap_response_id, wrap_response_id};
-pub use state::{DeploymentState, HealthObservation, LiveState};
-pub use table::{Deployment, DeploymentIdx, InvalidSnapshot, Route, RouteIdx, RouteTable};
+pub use state::{DeploymentState, HealthObservation, LiveState, RetryBudgetState};
+pub use table::{Deployment, DeploymentIdx, HealthMode, InvalidSnapshot, Limits, Provider, Route, RouteIdx, RouteTable};

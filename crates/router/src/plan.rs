@@ -94,8 +94,11 @@ pub enum ExhaustedReason {
     NoneEligible,
     /// The upstream rejected the request itself (non-retryable 4xx): pass it on.
     ClientError,
-    /// The prompt exceeds the context window and no context-window fallback is left.
+    /// The prompt exceeds the context window and no context-window fallback is left (an
+    /// upstream said so, or no candidate's declared window can take it).
     ContextWindow,
+    /// A failover attempt was due but the group's retry budget is spent: fail fast.
+    RetryBudget,
 }
 
 /// The end of a plan.
@@ -137,6 +140,9 @@ pub struct Planner<'t> {
     last: Option<(RouteIdx, u32)>,
     stop: Option<ExhaustedReason>,
     saw_limited: bool,
+    /// Some deployment considered was ineligible for a reason other than its context window.
+    fits_somewhere: bool,
+    saw_context_window: bool,
     context_window_used: bool,
     /// The primary group's `fallbacks` are resolved only once the plan needs them.
     fallbacks_loaded: bool,
@@ -166,6 +172,8 @@ impl<'t> Planner<'t> {
             last: None,
             stop: None,
             saw_limited: false,
+            fits_somewhere: false,
+            saw_context_window: false,
             context_window_used: false,
             fallbacks_loaded: false,
         };
@@ -197,11 +205,19 @@ impl<'t> Planner<'t> {
         }
         while let Some(group) = self.current.clone() {
             if let Some(idx) = self.pick_in(&group, state, now_ms, rng) {
+                let budget = state.budget(self.primary);
+                if self.attempts.is_empty() {
+                    budget.record_request(now_ms);
+                } else if !budget.try_retry(now_ms, &self.table.route(self.primary).policy.retry_budget) {
+                    self.stop = Some(ExhaustedReason::RetryBudget);
+                    return Err(self.exhausted(ExhaustedReason::RetryBudget));
+                }
                 return Ok(self.pick(&group, idx));
             }
             self.advance();
         }
         let reason = match (self.attempts.is_empty(), self.saw_limited) {
+            (true, _) if self.saw_context_window && !self.fits_somewhere => ExhaustedReason::ContextWindow,
             (true, true) => ExhaustedReason::Limited,
             (true, false) => ExhaustedReason::NoneEligible,
             (false, _) => ExhaustedReason::AllFailed,
@@ -209,11 +225,22 @@ impl<'t> Planner<'t> {
         Err(self.exhausted(reason))
     }
 
+    /// An upstream asked for a pause (`Retry-After` on a 429 or 503): cools `pick`'s
+    /// deployment for that long, at least 1 s and at most 10 x the group's cooldown or 60 s,
+    /// whichever is larger. Returns the period applied, milliseconds.
+    pub fn cool_down(&self, pick: &Pick, retry_after_ms: u64, state: &LiveState, now_ms: u64) -> u64 {
+        let rule = &self.table.route(pick.route).policy.cooldown;
+        let ceiling = rule.duration_ms.saturating_mul(10).max(60_000);
+        let period = retry_after_ms.clamp(1_000, ceiling);
+        state.get(pick.deployment).cool_for(now_ms, period);
+        period
+    }
+
     /// Records the outcome of `pick`. Retryable failures are charged toward the deployment's
     /// cooldown in `state`.
     pub fn record(&mut self, pick: &Pick, class: Class, outcome: impl Into<String>, state: &LiveState, now_ms: u64) {
         self.attempts.push(Attempt {
-            deployment_id: self.table.deployment(pick.deployment).wire.id.clone(),
+            deployment_id: self.table.deployment(pick.deployment).id.clone(),
             model_group: pick.model_group.clone(),
             outcome: outcome.into(),
         });
@@ -374,7 +401,11 @@ impl<'t> Planner<'t> {
         if reasons.contains(&Ineligible::Limited) {
             self.saw_limited = true;
         }
+        if reasons.iter().any(|r| *r != Ineligible::ContextWindow) {
+            self.fits_somewhere = true;
+        }
         let context_limited = reasons.contains(&Ineligible::ContextWindow);
+        self.saw_context_window |= context_limited;
         if context_limited && !self.context_window_used {
             self.ensure_fallbacks();
             let names = self.table.route(self.primary).policy.context_window_fallbacks.clone();

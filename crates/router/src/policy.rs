@@ -41,6 +41,27 @@ pub struct Cooldown {
     pub duration_ms: u64,
 }
 
+/// Retry budget: failover attempts allowed as `percent` of recent requests plus
+/// `min_per_second` (Linkerd's and Envoy's budgets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryBudget {
+    /// Share of recent requests, percent.
+    pub percent: u32,
+    /// Floor, failover attempts per second.
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self { percent: 20, min_per_second: 10 }
+    }
+}
+
+/// Largest `maxAttempts` accepted (the CRD's own bound).
+pub const MAX_ATTEMPTS: u32 = 20;
+/// Largest request deadline accepted, seconds (the CRD's own bound).
+pub const MAX_TIMEOUT_SECONDS: u32 = 86_400;
+
 /// A route's concrete policy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
@@ -66,6 +87,8 @@ pub struct Policy {
     pub health_routing: bool,
     /// Whole-request deadline, milliseconds.
     pub timeout_ms: u64,
+    /// Cap on failover attempts.
+    pub retry_budget: RetryBudget,
 }
 
 impl TryFrom<&v1::RoutingPolicy> for Policy {
@@ -89,9 +112,16 @@ impl TryFrom<&v1::RoutingPolicy> for Policy {
                 Err(_) => return Err(InvalidSnapshot::UnknownEnum("affinity", *a)),
             });
         }
-        if p.max_attempts == 0 {
-            return Err(InvalidSnapshot::Policy("max_attempts must be >= 1".into()));
+        if !(1..=MAX_ATTEMPTS).contains(&p.max_attempts) {
+            return Err(InvalidSnapshot::Policy(format!("max_attempts must be between 1 and {MAX_ATTEMPTS}")));
         }
+        if p.timeout_seconds > MAX_TIMEOUT_SECONDS {
+            return Err(InvalidSnapshot::Policy(format!("timeout_seconds must be at most {MAX_TIMEOUT_SECONDS}")));
+        }
+        let budget = p.retry_budget.map_or_else(RetryBudget::default, |b| RetryBudget {
+            percent: b.percent,
+            min_per_second: b.min_per_second,
+        });
         let cooldown = p.cooldown.unwrap_or_default();
         Ok(Self {
             strategy,
@@ -109,6 +139,7 @@ impl TryFrom<&v1::RoutingPolicy> for Policy {
             },
             health_routing: p.health_routing,
             timeout_ms: u64::from(p.timeout_seconds.max(1)) * 1000,
+            retry_budget: budget,
         })
     }
 }

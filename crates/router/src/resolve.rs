@@ -34,7 +34,7 @@ impl RouteTable {
     /// A `*` in the upstream model takes the route's capture, or else what the deployment's own
     /// pattern matched; an empty upstream model means the requested name.
     pub fn upstream_model(&self, deployment: DeploymentIdx, requested: &str, resolved: &Resolved<'_>) -> String {
-        let wire = &self.deployment(deployment).wire;
+        let wire = self.deployment(deployment);
         if wire.upstream_model.is_empty() {
             return requested.to_owned();
         }

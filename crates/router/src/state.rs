@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use llmroute_proto::v1;
 
-use crate::policy::Cooldown;
-use crate::table::{DeploymentIdx, RouteTable};
+use crate::policy::{Cooldown, RetryBudget};
+use crate::table::{DeploymentIdx, Limits, RouteIdx, RouteTable};
 
 /// Weight of a new latency sample in the EWMA.
 const EWMA_ALPHA: f64 = 0.3;
@@ -37,29 +37,33 @@ impl HealthObservation {
     }
 }
 
-/// A sliding one-minute counter (two fixed buckets, the older one weighted by overlap).
+/// Span of the retry budget's window, milliseconds.
+const BUDGET_SPAN_MS: u64 = 10_000;
+
+/// A sliding counter over `SPAN` milliseconds (two fixed buckets, the older one weighted by
+/// overlap).
 #[derive(Debug, Default)]
-struct RateWindow {
+struct RateWindow<const SPAN: u64> {
     bucket_start_ms: u64,
     current: u64,
     previous: u64,
 }
 
-impl RateWindow {
+impl<const SPAN: u64> RateWindow<SPAN> {
     fn roll(&mut self, now_ms: u64) {
         let elapsed = now_ms.saturating_sub(self.bucket_start_ms);
-        if elapsed >= 2 * MINUTE_MS {
+        if elapsed >= 2 * SPAN {
             (self.previous, self.current) = (0, 0);
-            self.bucket_start_ms = now_ms - now_ms % MINUTE_MS;
-        } else if elapsed >= MINUTE_MS {
+            self.bucket_start_ms = now_ms - now_ms % SPAN;
+        } else if elapsed >= SPAN {
             (self.previous, self.current) = (self.current, 0);
-            self.bucket_start_ms += MINUTE_MS;
+            self.bucket_start_ms += SPAN;
         }
     }
 
     fn estimate(&mut self, now_ms: u64) -> u64 {
         self.roll(now_ms);
-        let into = now_ms.saturating_sub(self.bucket_start_ms) as f64 / MINUTE_MS as f64;
+        let into = now_ms.saturating_sub(self.bucket_start_ms) as f64 / SPAN as f64;
         self.current + (self.previous as f64 * (1.0 - into)).round() as u64
     }
 
@@ -80,8 +84,8 @@ pub struct DeploymentState {
     health: AtomicU64,
     health_interval_ms: AtomicU64,
     failures: Mutex<VecDeque<u64>>,
-    requests: Mutex<RateWindow>,
-    tokens: Mutex<RateWindow>,
+    requests: Mutex<RateWindow<MINUTE_MS>>,
+    tokens: Mutex<RateWindow<MINUTE_MS>>,
     successes: AtomicU64,
     failures_total: AtomicU64,
 }
@@ -132,11 +136,11 @@ impl DeploymentState {
     }
 
     /// Whether starting one more request of `tokens` would break a limit.
-    pub fn over_limit(&self, limits: &v1::Limits, now_ms: u64, tokens: u64) -> bool {
+    pub fn over_limit(&self, limits: &Limits, now_ms: u64, tokens: u64) -> bool {
         if limits.max_concurrency > 0 && u64::from(self.in_flight()) >= limits.max_concurrency {
             return true;
         }
-        let lock = |m: &Mutex<RateWindow>| m.lock().map(|mut w| w.estimate(now_ms)).unwrap_or(0);
+        let lock = |m: &Mutex<RateWindow<MINUTE_MS>>| m.lock().map(|mut w| w.estimate(now_ms)).unwrap_or(0);
         (limits.rpm > 0 && lock(&self.requests) >= limits.rpm)
             || (limits.tpm > 0 && lock(&self.tokens) + tokens > limits.tpm)
     }
@@ -176,6 +180,10 @@ impl DeploymentState {
         while failures.front().is_some_and(|t| now_ms.saturating_sub(*t) >= rule.window_ms.max(1)) {
             failures.pop_front();
         }
+        // Only the last allowed_fails + 1 failures can matter: the deque stays bounded.
+        while failures.len() as u64 > u64::from(rule.allowed_fails) + 1 {
+            failures.pop_front();
+        }
         if failures.len() as u64 > u64::from(rule.allowed_fails) && rule.duration_ms > 0 {
             failures.clear();
             self.cooldown_until_ms.store(now_ms + rule.duration_ms, Relaxed);
@@ -184,17 +192,52 @@ impl DeploymentState {
         false
     }
 
+    /// Takes the deployment out until `now_ms + duration_ms` (an upstream's `Retry-After`),
+    /// unless a longer cooldown already runs.
+    pub fn cool_for(&self, now_ms: u64, duration_ms: u64) {
+        self.cooldown_until_ms.fetch_max(now_ms.saturating_add(duration_ms), Relaxed);
+    }
+
     /// Successes and retryable failures seen so far.
     pub fn outcome_counts(&self) -> (u64, u64) {
         (self.successes.load(Relaxed), self.failures_total.load(Relaxed))
     }
 }
 
-/// Live state of every deployment of one table, aligned with its indices.
+/// The retry budget of one group: requests and failover attempts over the last 10 s.
+#[derive(Debug, Default)]
+pub struct RetryBudgetState {
+    windows: Mutex<(RateWindow<BUDGET_SPAN_MS>, RateWindow<BUDGET_SPAN_MS>)>,
+}
+
+impl RetryBudgetState {
+    /// A request's first attempt: deposits into the budget.
+    pub fn record_request(&self, now_ms: u64) {
+        if let Ok(mut w) = self.windows.lock() {
+            w.0.add(now_ms, 1);
+        }
+    }
+
+    /// Withdraws one failover attempt if `budget` allows it at `now_ms`.
+    pub fn try_retry(&self, now_ms: u64, budget: &RetryBudget) -> bool {
+        let Ok(mut w) = self.windows.lock() else { return false };
+        let floor = u64::from(budget.min_per_second) * BUDGET_SPAN_MS / 1000;
+        let share = w.0.estimate(now_ms).saturating_mul(u64::from(budget.percent)) / 100;
+        if w.1.estimate(now_ms) >= floor.saturating_add(share) {
+            return false;
+        }
+        w.1.add(now_ms, 1);
+        true
+    }
+}
+
+/// Live state of every deployment and route of one table, aligned with its indices.
 #[derive(Debug, Default, Clone)]
 pub struct LiveState {
     states: Vec<Arc<DeploymentState>>,
     keys: HashMap<(String, String), usize>,
+    budgets: Vec<Arc<RetryBudgetState>>,
+    budget_keys: HashMap<(String, i32), usize>,
 }
 
 impl LiveState {
@@ -207,13 +250,30 @@ impl LiveState {
             .iter()
             .enumerate()
             .map(|(i, d)| {
-                let key = (d.wire.id.clone(), d.wire.spec_hash.clone());
+                let key = (d.id.clone(), d.spec_hash.clone());
                 let kept = previous.and_then(|p| p.keys.get(&key).map(|j| p.states[*j].clone()));
                 keys.insert(key, i);
                 kept.unwrap_or_default()
             })
             .collect();
-        Self { states, keys }
+        let mut budget_keys = HashMap::with_capacity(table.routes.len());
+        let budgets = table
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let key = (r.public_name.clone(), r.kind as i32);
+                let kept = previous.and_then(|p| p.budget_keys.get(&key).map(|j| p.budgets[*j].clone()));
+                budget_keys.insert(key, i);
+                kept.unwrap_or_default()
+            })
+            .collect();
+        Self { states, keys, budgets, budget_keys }
+    }
+
+    /// Retry budget of a route (group).
+    pub fn budget(&self, route: RouteIdx) -> &RetryBudgetState {
+        &self.budgets[route as usize]
     }
 
     /// State of a deployment.

@@ -36,7 +36,7 @@ impl<F: Fn(DeploymentIdx) -> bool> Candidates<'_, F> {
     /// Weighted rendezvous hashing of `key`.
     pub fn by_affinity(&self, key: &[u8]) -> Option<DeploymentIdx> {
         self.iter()
-            .map(|i| (i, rendezvous::score(key, &self.table.deployment(i).wire.id, self.effective_weight(i) as f64)))
+            .map(|i| (i, rendezvous::score(key, &self.table.deployment(i).id, self.effective_weight(i) as f64)))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(i, _)| i)
     }

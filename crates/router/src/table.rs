@@ -40,17 +40,81 @@ pub enum InvalidSnapshot {
     Deployment(String, String),
 }
 
-/// One upstream endpoint.
+/// The API flavour of a deployment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    /// Any OpenAI-compatible API.
+    OpenAi,
+    /// Azure OpenAI.
+    Azure,
+}
+
+impl Provider {
+    /// Lowercase name, as in the resource.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Azure => "azure",
+        }
+    }
+}
+
+/// How a deployment is actively probed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthMode {
+    /// Not probed.
+    None,
+    /// The models listing.
+    Models,
+    /// A one-token completion.
+    Completion,
+}
+
+/// Rate and concurrency limits; 0 = unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests per minute.
+    pub rpm: u64,
+    /// Estimated prompt tokens per minute.
+    pub tpm: u64,
+    /// Requests in flight at once.
+    pub max_concurrency: u64,
+}
+
+/// One upstream endpoint, as routing sees it (no URL, no credential: those are the
+/// caller's, aligned by index with the wire view).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Deployment {
-    /// The wire message (credential included; its Debug is redacted).
-    pub wire: v1::Deployment,
+    /// `namespace/name`.
+    pub id: String,
+    /// Public model name or pattern.
+    pub model_name: String,
+    /// Owning team, "" for a global deployment.
+    pub team: String,
+    /// API flavour.
+    pub provider: Provider,
+    /// Model id sent upstream ("" = the requested name; may hold one `*`).
+    pub upstream_model: String,
     /// Order level (>= 1).
     pub order: u32,
     /// Weight (0 = backup).
     pub weight: u32,
+    /// Limits.
+    pub limits: Limits,
+    /// Context window in tokens, 0 = unknown.
+    pub context_window: u64,
+    /// Dollars per million input tokens.
+    pub input_cost_per_million: f64,
+    /// Dollars per million output tokens.
+    pub output_cost_per_million: f64,
     /// Declared cost of a million input + output tokens.
     pub cost: f64,
+    /// Quality tier 1..5.
+    pub quality_tier: u32,
+    /// Active probing mode.
+    pub health: HealthMode,
+    /// Hash of the spec: live state is keyed by id + spec hash.
+    pub spec_hash: String,
 }
 
 /// A public name and its group.
@@ -70,17 +134,15 @@ pub struct Route {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct PatternList(pub Vec<(String, RouteIdx)>);
 
-/// A team's view, ready to route on.
+/// A team's view, ready to route on. Built only from a checked wire view; its indices stay
+/// consistent because nothing outside this crate can change it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RouteTable {
-    /// Snapshot version.
-    pub version: String,
-    /// Team the view belongs to.
-    pub team: String,
-    /// Every deployment of the view.
-    pub deployments: Vec<Deployment>,
-    /// Every route of the view.
-    pub routes: Vec<Route>,
+    version: String,
+    team: String,
+    /// Aligned with the wire view's deployments (same order).
+    pub(crate) deployments: Vec<Deployment>,
+    pub(crate) routes: Vec<Route>,
     pub(crate) by_id: HashMap<String, DeploymentIdx>,
     /// Exact names per tier (team model, team deployment, global).
     pub(crate) exact: [HashMap<String, RouteIdx>; 3],
@@ -89,6 +151,26 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
+    /// Snapshot version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Team the view belongs to.
+    pub fn team(&self) -> &str {
+        &self.team
+    }
+
+    /// Every deployment, in the wire view's order (index = [`DeploymentIdx`]).
+    pub fn deployments(&self) -> &[Deployment] {
+        &self.deployments
+    }
+
+    /// Every route, in the wire view's order (index = [`RouteIdx`]).
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
     /// Index of a deployment id.
     pub fn deployment_index(&self, id: &str) -> Option<DeploymentIdx> {
         self.by_id.get(id).copied()
@@ -141,15 +223,43 @@ impl TryFrom<&v1::Snapshot> for RouteTable {
 }
 
 fn deployment(d: &v1::Deployment) -> Result<Deployment, InvalidSnapshot> {
-    v1::Provider::try_from(d.provider).map_err(|_| InvalidSnapshot::UnknownEnum("provider", d.provider))?;
+    let provider = match v1::Provider::try_from(d.provider) {
+        Ok(v1::Provider::Openai) => Provider::OpenAi,
+        Ok(v1::Provider::Azure) => Provider::Azure,
+        Err(_) => return Err(InvalidSnapshot::UnknownEnum("provider", d.provider)),
+    };
+    let check = d.health_check.unwrap_or_default();
+    let health = match v1::HealthCheckMode::try_from(check.mode) {
+        Ok(v1::HealthCheckMode::None) => HealthMode::None,
+        Ok(v1::HealthCheckMode::Models) => HealthMode::Models,
+        Ok(v1::HealthCheckMode::Completion) => HealthMode::Completion,
+        Err(_) => return Err(InvalidSnapshot::UnknownEnum("health check mode", check.mode)),
+    };
     if d.order == 0 {
         return Err(InvalidSnapshot::Deployment(d.id.clone(), "order must be >= 1".into()));
     }
     let cost = d.input_cost_per_million + d.output_cost_per_million;
-    if !cost.is_finite() || cost < 0.0 {
+    if !cost.is_finite() || d.input_cost_per_million < 0.0 || d.output_cost_per_million < 0.0 {
         return Err(InvalidSnapshot::Deployment(d.id.clone(), "cost must be a non-negative number".into()));
     }
-    Ok(Deployment { wire: d.clone(), order: d.order, weight: d.weight, cost })
+    let limits = d.limits.unwrap_or_default();
+    Ok(Deployment {
+        id: d.id.clone(),
+        model_name: d.model_name.clone(),
+        team: d.team.clone(),
+        provider,
+        upstream_model: d.upstream_model.clone(),
+        order: d.order,
+        weight: d.weight,
+        limits: Limits { rpm: limits.rpm, tpm: limits.tpm, max_concurrency: limits.max_concurrency },
+        context_window: d.context_window,
+        input_cost_per_million: d.input_cost_per_million,
+        output_cost_per_million: d.output_cost_per_million,
+        cost,
+        quality_tier: d.quality_tier,
+        health,
+        spec_hash: d.spec_hash.clone(),
+    })
 }
 
 fn route(r: &v1::Route, table: &RouteTable) -> Result<Route, InvalidSnapshot> {
@@ -169,7 +279,7 @@ fn route(r: &v1::Route, table: &RouteTable) -> Result<Route, InvalidSnapshot> {
     }
     deployments.sort_by(|a, b| {
         let (da, db) = (&table.deployments[*a as usize], &table.deployments[*b as usize]);
-        (da.order, &da.wire.id).cmp(&(db.order, &db.wire.id))
+        (da.order, &da.id).cmp(&(db.order, &db.id))
     });
     deployments.dedup();
     Ok(Route { public_name: r.public_name.clone(), kind, deployments, policy })

@@ -37,7 +37,8 @@ fn allocations_per_decision(group: usize, affinity: bool) -> usize {
         p.affinity = vec![v1::Affinity::Session as i32];
     }
     let t = table(
-        ids.iter().map(|id| dep(id, "m", 1 + (id.len() % 2) as u32, 1)).collect(),
+        // Three order levels, interleaved by index, so a decision scans past other levels.
+        ids.iter().enumerate().map(|(i, id)| dep(id, "m", 1 + (i % 3) as u32, 1)).collect(),
         vec![route("m", v1::RouteKind::GlobalDeployment, &refs, p)],
     );
     let s = LiveState::for_table(&t, None);

@@ -64,15 +64,23 @@ proptest! {
             let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
             routes.push(route(&format!("g{g}"), v1::RouteKind::GlobalDeployment, &refs, p));
         }
+        // Foreign deployments: a group no fallback names, and a deployment in no route. A
+        // pick may come only from g0 or a group its fallbacks name.
+        deployments.push(dep("foreign-d0", "foreign", 1, 1));
+        deployments.push(dep("orphan", "orphan", 1, 1));
+        routes.push(route("foreign", v1::RouteKind::GlobalDeployment, &["foreign-d0"], policy()));
+        let reachable: BTreeSet<String> = std::iter::once("g0".to_string())
+            .chain(c.fallbacks.iter().map(|f| format!("g{f}")))
+            .collect();
         let t = table(deployments, routes);
         let s = LiveState::for_table(&t, None);
         let rule = Cooldown { allowed_fails: 0, window_ms: 1000, duration_ms: 1_000_000 };
-        for i in 0..t.deployments.len() {
+        for i in 0..t.deployments().len() {
             if c.cooled[i % c.cooled.len()] {
                 s.get(i as u32).record_failure(0, &rule);
             }
         }
-        let cooled_at_start: BTreeSet<u32> = (0..t.deployments.len() as u32).filter(|i| s.get(*i).in_cooldown(10)).collect();
+        let cooled_at_start: BTreeSet<u32> = (0..t.deployments().len() as u32).filter(|i| s.get(*i).in_cooldown(10)).collect();
         let keys = RequestKeys { session: c.session.map(|k| format!("s{k}")), ..Default::default() };
         let mut planner = Planner::new(&t, "g0", keys).unwrap();
         let mut rng = StdRng::seed_from_u64(c.seed);
@@ -83,7 +91,8 @@ proptest! {
             prop_assert!(steps <= c.max_attempts + 1, "did not terminate within maxAttempts");
             match planner.next(&s, 10, &mut rng) {
                 Ok(pick) => {
-                    prop_assert!((pick.deployment as usize) < t.deployments.len(), "outside the view");
+                    let group = t.deployment(pick.deployment).model_name.clone();
+                    prop_assert!(reachable.contains(&group), "picked {} of a group the request cannot reach", group);
                     prop_assert!(!cooled_at_start.contains(&pick.deployment), "picked a cooled deployment");
                     prop_assert!(tried.insert(pick.deployment), "picked a deployment that failed in this request");
                     let class = [Class::Retryable, Class::Retryable, Class::Success, Class::Retryable][c.outcomes[steps as usize % 20] as usize];
@@ -114,7 +123,7 @@ proptest! {
         let pick = |t: &llmroute_router::RouteTable, s: &LiveState, key: &str| {
             let keys = RequestKeys { session: Some(key.into()), ..Default::default() };
             let p = Planner::new(t, "m", keys).unwrap().next(s, 0, &mut rng()).unwrap();
-            t.deployment(p.deployment).wire.id.clone()
+            t.deployment(p.deployment).id.clone()
         };
         let removed_id = format!("d{removed}");
         for k in 0..200 {
@@ -149,7 +158,7 @@ fn rendezvous_moved_fraction_is_the_removed_share() {
         let request = RequestKeys { session: Some(format!("k{k}")), ..Default::default() };
         let b = Planner::new(&before, "m", request.clone()).unwrap().next(&sb, 0, &mut rng()).unwrap();
         let a = Planner::new(&after, "m", request).unwrap().next(&sa, 0, &mut rng()).unwrap();
-        let (bid, aid) = (&before.deployment(b.deployment).wire.id, &after.deployment(a.deployment).wire.id);
+        let (bid, aid) = (&before.deployment(b.deployment).id, &after.deployment(a.deployment).id);
         if bid != aid {
             assert_eq!(bid, "d9", "only keys of the removed deployment move");
             moved += 1;

@@ -25,7 +25,7 @@ fn weights_80_20_hold_over_many_draws() {
         .filter(|_| {
             let mut p = Planner::new(&t, "m", RequestKeys::default()).unwrap();
             let pick = p.next(&s, 0, &mut rng).unwrap();
-            t.deployment(pick.deployment).wire.id == "east"
+            t.deployment(pick.deployment).id == "east"
         })
         .count();
     let share = east as f64 / 10_000.0;
@@ -121,7 +121,7 @@ fn zero_weight_backups_serve_only_when_weighted_ones_are_out() {
     let mut rng = rng();
     for _ in 0..500 {
         let pick = Planner::new(&t, "m", RequestKeys::default()).unwrap().next(&s, 0, &mut rng).unwrap();
-        assert_ne!(t.deployment(pick.deployment).wire.id, "backup");
+        assert_ne!(t.deployment(pick.deployment).id, "backup");
     }
     let (picks, result) = run(&t, &s, "m", RequestKeys::default(), fails(&["w1", "w2"]));
     assert_eq!(result.unwrap(), "backup");
@@ -239,7 +239,7 @@ fn responses_affinity_returns_to_the_deployment_that_holds_the_response() {
     for seed in 0..30 {
         let mut r: rand::rngs::StdRng = rand::SeedableRng::seed_from_u64(seed);
         let pick = Planner::new(&t, "m", keys.clone()).unwrap().next(&s, 0, &mut r).unwrap();
-        assert_eq!(t.deployment(pick.deployment).wire.id, "d3");
+        assert_eq!(t.deployment(pick.deployment).id, "d3");
     }
 }
 
@@ -252,7 +252,7 @@ fn cooled_and_unhealthy_deployments_are_never_picked() {
     let mut rng = rng();
     for _ in 0..200 {
         let pick = Planner::new(&t, "m", RequestKeys::default()).unwrap().next(&s, 1_000, &mut rng).unwrap();
-        assert_eq!(t.deployment(pick.deployment).wire.id, "c");
+        assert_eq!(t.deployment(pick.deployment).id, "c");
     }
 }
 
@@ -388,7 +388,7 @@ fn strategies_pick_by_their_measure() {
     };
     let first = |t: &RouteTable, s: &LiveState| {
         let p = Planner::new(t, "m", RequestKeys::default()).unwrap().next(s, 0, &mut rng()).unwrap();
-        t.deployment(p.deployment).wire.id.clone()
+        t.deployment(p.deployment).id.clone()
     };
     let t = make(v1::Strategy::Cost);
     assert_eq!(first(&t, &LiveState::for_table(&t, None)), "cheap");
@@ -437,4 +437,96 @@ fn live_state_is_kept_for_unchanged_deployments_only() {
 fn unknown_names_do_not_resolve() {
     let (t, _) = abc();
     assert!(Planner::new(&t, "team-b-model", RequestKeys::default()).is_none());
+}
+
+#[test]
+fn a_prompt_no_window_can_take_and_no_fallback_is_a_context_window_end_without_attempts() {
+    let mut small = dep("small", "m", 1, 1);
+    small.context_window = 1000;
+    let mut smaller = dep("smaller", "m", 2, 1);
+    smaller.context_window = 500;
+    let t = table(vec![small, smaller], vec![global("m", &["small", "smaller"])]);
+    let s = LiveState::for_table(&t, None);
+    let keys = RequestKeys { prompt_tokens: 5000, ..Default::default() };
+    let (picks, result) = run(&t, &s, "m", keys, |_| Class::Success);
+    assert!(picks.is_empty());
+    assert_eq!(result.unwrap_err().reason, ExhaustedReason::ContextWindow);
+}
+
+#[test]
+fn a_prompt_too_large_for_some_while_the_rest_cool_down_is_none_eligible() {
+    let mut small = dep("small", "m", 1, 1);
+    small.context_window = 1000;
+    let t = table(vec![small, dep("big", "m", 1, 1)], vec![global("m", &["small", "big"])]);
+    let s = LiveState::for_table(&t, None);
+    s.get(1).cool_for(0, 60_000);
+    let keys = RequestKeys { prompt_tokens: 5000, ..Default::default() };
+    let (_, result) = run(&t, &s, "m", keys, |_| Class::Success);
+    assert_eq!(result.unwrap_err().reason, ExhaustedReason::NoneEligible, "the prompt fits big: retry later");
+}
+
+#[test]
+fn the_retry_budget_caps_failover_under_a_brownout() {
+    let mut p = policy();
+    p.max_attempts = 3;
+    p.retry_budget = Some(v1::RetryBudget { percent: 20, min_per_second: 0 });
+    p.cooldown = Some(v1::Cooldown { allowed_fails: 1_000, window_seconds: 1, seconds: 0 });
+    let ids: Vec<String> = (0..3).map(|i| format!("d{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let t = table(
+        ids.iter().map(|id| dep(id, "m", 1, 1)).collect(),
+        vec![route("m", v1::RouteKind::GlobalDeployment, &refs, p)],
+    );
+    let s = LiveState::for_table(&t, None);
+    let mut attempts = 0u32;
+    let mut budget_ends = 0u32;
+    let requests = 1_000;
+    for _ in 0..requests {
+        let (picks, result) = run(&t, &s, "m", RequestKeys::default(), |_| Class::Retryable);
+        attempts += picks.len() as u32;
+        if result.unwrap_err().reason == ExhaustedReason::RetryBudget {
+            budget_ends += 1;
+        }
+    }
+    // Without a budget every request would make 3 attempts (3,000). With 20%: ~1,200.
+    assert!(attempts <= requests * 12 / 10 + 10, "{attempts} attempts for {requests} requests");
+    assert!(budget_ends > 0);
+}
+
+#[test]
+fn the_retry_budget_floor_allows_failover_at_low_rates() {
+    let (t, s) = abc();
+    let (picks, result) = run(&t, &s, "m", RequestKeys::default(), fails(&["a", "b"]));
+    assert!(result.is_ok() && picks.len() <= 3);
+    let (t, s) = abc();
+    let (picks, _) = run(&t, &s, "m", RequestKeys::default(), |_| Class::Retryable);
+    assert_eq!(picks.len(), 3, "a single failing request may use all its attempts");
+}
+
+#[test]
+fn retry_after_cools_for_its_period_within_bounds() {
+    let (t, s) = abc();
+    let planner = Planner::new(&t, "m", RequestKeys::default()).unwrap();
+    let mut p = planner;
+    let pick = p.next(&s, 1_000, &mut rng()).unwrap();
+    assert_eq!(p.cool_down(&pick, 5_000, &s, 1_000), 5_000);
+    assert!(s.get(pick.deployment).in_cooldown(5_999) && !s.get(pick.deployment).in_cooldown(6_000));
+    // 30 s group cooldown: the ceiling is 300 s; a day-long Retry-After is cut to that.
+    assert_eq!(p.cool_down(&pick, 86_400_000, &s, 1_000), 300_000);
+    assert_eq!(p.cool_down(&pick, 0, &s, 1_000), 1_000, "at least a second");
+}
+
+#[test]
+fn policies_past_their_bounds_are_rejected_whole() {
+    for (max_attempts, timeout_seconds) in [(0, 60), (21, 60), (u32::MAX, 60), (3, 86_401)] {
+        let mut p = policy();
+        p.max_attempts = max_attempts;
+        p.timeout_seconds = timeout_seconds;
+        let snapshot = v1::Snapshot {
+            deployments: vec![dep("a", "m", 1, 1)],
+            routes: vec![route("m", v1::RouteKind::GlobalDeployment, &["a"], p)],
+            ..Default::default()
+        };
+        assert!(RouteTable::try_from(&snapshot).is_err(), "{max_attempts} {timeout_seconds}");
+    }
 }

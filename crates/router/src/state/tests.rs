@@ -50,7 +50,7 @@ fn latency_ewma_and_in_flight() {
 #[test]
 fn rate_limits() {
     let s = DeploymentState::default();
-    let limits = v1::Limits { rpm: 2, tpm: 100, max_concurrency: 0 };
+    let limits = Limits { rpm: 2, tpm: 100, max_concurrency: 0 };
     assert!(!s.over_limit(&limits, 0, 10));
     s.start(0, 10);
     s.finish();
@@ -59,7 +59,7 @@ fn rate_limits() {
     assert!(s.over_limit(&limits, 2, 10), "rpm reached");
     assert!(!s.over_limit(&limits, 125_000, 10), "window slid past");
     assert!(s.over_limit(&limits, 125_000, 101), "tpm");
-    let conc = v1::Limits { max_concurrency: 1, ..Default::default() };
+    let conc = Limits { max_concurrency: 1, ..Default::default() };
     s.start(125_000, 0);
     assert!(s.over_limit(&conc, 125_000, 0));
 }

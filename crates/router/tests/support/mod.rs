@@ -72,7 +72,7 @@ pub fn run(
     for _ in 0..100 {
         match planner.next(state, 1_000, &mut rng) {
             Ok(pick) => {
-                let id = table.deployment(pick.deployment).wire.id.clone();
+                let id = table.deployment(pick.deployment).id.clone();
                 let class = upstream(&id);
                 planner.record(&pick, class, format!("{class:?}"), state, 1_000);
                 picks.push(pick);
@@ -87,7 +87,7 @@ pub fn run(
 }
 
 pub fn ids<'a>(table: &'a RouteTable, picks: &[Pick]) -> Vec<&'a str> {
-    picks.iter().map(|p| table.deployment(p.deployment).wire.id.as_str()).collect()
+    picks.iter().map(|p| table.deployment(p.deployment).id.as_str()).collect()
 }
 
 pub fn fails(bad: &'static [&'static str]) -> impl Fn(&str) -> Class {
