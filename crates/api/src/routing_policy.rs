@@ -39,7 +39,7 @@ pub enum Affinity {
 pub struct CooldownPolicy {
     /// Failures tolerated inside the window; the next one starts the cooldown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self >= 1 && self <= 10000").message("cooldown.allowedFails must be between 1 and 10000"))]
+    #[x_kube(validation = Rule::new("self <= 10000").message("cooldown.allowedFails must be between 0 and 10000"))]
     pub allowed_fails: Option<u32>,
     /// Length of the failure-counting window, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -32,6 +32,20 @@ pub fn from_value<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, St
     }
 }
 
+/// `spec.routing.maxAtempts`, `spec.deployments[2]`: the path as users write it.
+fn dotted(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Map { parent, key } => match dotted(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Seq { parent, index } => format!("{}[{index}]", dotted(parent)),
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => dotted(parent),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,19 +64,5 @@ mod tests {
         let v: serde_yaml::Value = serde_yaml::from_str("{maxAttempts: -1}").unwrap();
         let Err(StrictError::Type(m)) = from_value::<RoutingPolicy>(v) else { panic!() };
         assert!(m.contains("maxAttempts"), "{m}");
-    }
-}
-
-/// `spec.routing.maxAtempts`, `spec.deployments[2]`: the path as users write it.
-fn dotted(path: &serde_ignored::Path<'_>) -> String {
-    use serde_ignored::Path;
-    match path {
-        Path::Root => String::new(),
-        Path::Map { parent, key } => match dotted(parent) {
-            p if p.is_empty() => key.clone(),
-            p => format!("{p}.{key}"),
-        },
-        Path::Seq { parent, index } => format!("{}[{index}]", dotted(parent)),
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => dotted(parent),
     }
 }

@@ -12,21 +12,14 @@ use crate::file::{self, FileProblem, FileState, Read};
 use crate::listing;
 use crate::stamp::Stamp;
 
-/// Why a manifests source cannot start (a start with a bad config or no directory is an
-/// operator error to fix, not something to serve around).
+/// Why a manifests source cannot start: a bad routing config is an operator error to fix,
+/// not something to serve around. (A directory that does not exist yet is not an error: it
+/// may be a mount or a git checkout still on its way; see [`ManifestDir::listed`].)
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// The routing config file is invalid.
     #[error("{0}")]
     Config(#[from] ConfigProblem),
-    /// The directory cannot be listed.
-    #[error("manifests directory {}: {source}", path.display())]
-    Dir {
-        /// The directory.
-        path: PathBuf,
-        /// The IO error.
-        source: std::io::Error,
-    },
 }
 
 /// What is currently not in force, for logs, status and metrics.
@@ -60,12 +53,19 @@ pub struct ManifestDir {
     config_file: ConfigFile,
     config_rejections: u64,
     listing_failed: bool,
+    listed: bool,
     store: ResourceStore,
 }
 
 /// Whether a file whose current stamp is `current` should be read now: it differs from what
 /// was read and has stayed the same for `settle` (at once when `settle` is zero).
-fn due(read: Option<Stamp>, pending: &mut Option<(Stamp, Instant)>, current: Stamp, now: Instant, settle: Duration) -> bool {
+fn due(
+    read: Option<Stamp>,
+    pending: &mut Option<(Stamp, Instant)>,
+    current: Stamp,
+    now: Instant,
+    settle: Duration,
+) -> bool {
     if read == Some(current) {
         *pending = None;
         return false;
@@ -80,8 +80,9 @@ fn due(read: Option<Stamp>, pending: &mut Option<(Stamp, Instant)>, current: Sta
 }
 
 impl ManifestDir {
-    /// Reads the directory and config once, at once (no settle). An invalid config or an
-    /// unlistable directory is an error; a file that does not parse is a [`Problems`] entry.
+    /// Reads the directory and config once, at once (no settle). An invalid config is an
+    /// error; a file that does not parse is a [`Problems`] entry; a directory that cannot be
+    /// listed yet is read on a later poll.
     pub fn open(dir: &Path, config_path: Option<&Path>, settle: Duration) -> Result<Self, OpenError> {
         let config = match config_path {
             Some(path) => config::read(path)?,
@@ -97,33 +98,24 @@ impl ManifestDir {
             config_file: ConfigFile { read: config_path.and_then(Stamp::read), ..ConfigFile::default() },
             config_rejections: 0,
             listing_failed: false,
+            listed: false,
             store: ResourceStore::default(),
         };
-        let listing = listing::list(dir).map_err(|source| OpenError::Dir { path: dir.to_owned(), source })?;
-        source.sync_files(listing, Instant::now(), true);
+        source.list(Instant::now());
         source.rebuild();
         Ok(source)
+    }
+
+    /// Whether the directory has been listed at least once: before that the store holds
+    /// nothing yet, which is not the same as a directory that holds nothing.
+    pub fn listed(&self) -> bool {
+        self.listed
     }
 
     /// Checks for changes; returns whether the store changed.
     pub fn poll(&mut self, now: Instant) -> bool {
         let config_changed = self.poll_config(now);
-        let files_changed = match listing::list(&self.dir) {
-            Ok(listing) => {
-                if self.listing_failed {
-                    tracing::info!(dir = %self.dir.display(), "manifests directory readable again");
-                }
-                self.listing_failed = false;
-                self.sync_files(listing, now, false)
-            }
-            Err(e) => {
-                if !self.listing_failed {
-                    tracing::error!(dir = %self.dir.display(), error = %e, "manifests directory cannot be listed; everything read so far keeps serving");
-                }
-                self.listing_failed = true;
-                false
-            }
-        };
+        let files_changed = self.list(now);
         let changed = config_changed || files_changed;
         if changed {
             self.rebuild();
@@ -189,6 +181,29 @@ impl ManifestDir {
                 tracing::error!(error = %problem, "routing config rejected; the last good one keeps serving");
                 self.config_rejections += 1;
                 watch.problem = Some(problem);
+                false
+            }
+        }
+    }
+
+    /// Lists the directory and syncs the files; returns whether any file's documents changed
+    /// (the first successful listing always counts as a change).
+    fn list(&mut self, now: Instant) -> bool {
+        match listing::list(&self.dir) {
+            Ok(listing) => {
+                if self.listing_failed {
+                    tracing::info!(dir = %self.dir.display(), "manifests directory readable");
+                }
+                self.listing_failed = false;
+                let first = !self.listed;
+                self.listed = true;
+                self.sync_files(listing, now, first) || first
+            }
+            Err(e) => {
+                if !self.listing_failed {
+                    tracing::error!(dir = %self.dir.display(), error = %e, "manifests directory cannot be listed; everything read so far keeps serving");
+                }
+                self.listing_failed = true;
                 false
             }
         }

@@ -12,12 +12,9 @@ fn examples() -> PathBuf {
 }
 
 fn load() -> ManifestDir {
-    let source = ManifestDir::open(
-        &examples().join("manifests"),
-        Some(&examples().join("routing-config.yaml")),
-        Duration::ZERO,
-    )
-    .expect("examples open");
+    let source =
+        ManifestDir::open(&examples().join("manifests"), Some(&examples().join("routing-config.yaml")), Duration::ZERO)
+            .expect("examples open");
     assert_eq!(source.problems(), Default::default(), "no file, config or path problem");
     source
 }

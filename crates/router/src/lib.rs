@@ -29,4 +29,6 @@ pub use policy::{AffinityKind, Cooldown, MAX_ATTEMPTS, MAX_TIMEOUT_SECONDS, Poli
 pub use resolve::Resolved;
 pub use response_id::{unwrap_response_id, wrap_response_id};
 pub use state::{DeploymentState, HealthObservation, LiveState, RetryBudgetState};
-pub use table::{Deployment, DeploymentIdx, HealthMode, InvalidSnapshot, Limits, Provider, Route, RouteIdx, RouteTable};
+pub use table::{
+    Deployment, DeploymentIdx, HealthMode, InvalidSnapshot, Limits, Provider, Route, RouteIdx, RouteTable,
+};

@@ -7,13 +7,14 @@ use hyper::body::Incoming;
 use llmroute_proto::v1;
 use serde_json::{Value, json};
 
-use crate::app::{Proxy, now_ms};
-use crate::proxy::body::{Body, full};
-use crate::routing::Routing;
+use crate::body::{Body, full};
+use crate::clock::now_ms;
+use crate::context::Context;
+use crate::routes::Routes;
 
 /// Handles one admin request.
-pub async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response<Body> {
-    let routing = proxy.routing.load();
+pub(crate) async fn handle<U>(proxy: Arc<Context<U>>, request: Request<Incoming>) -> Response<Body> {
+    let routing = proxy.routes.load();
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => match routing {
@@ -45,7 +46,7 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
 }
 
 /// The applied view as JSON, with live state; credentials appear only as "<redacted>".
-pub fn debug_snapshot(routing: &Routing, now_ms: u64) -> Value {
+pub(crate) fn debug_snapshot(routing: &Routes, now_ms: u64) -> Value {
     let deployments: Vec<Value> = routing
         .snapshot
         .deployments

@@ -1,89 +1,90 @@
-//! Wiring: listeners, the routing source, the API and admin servers.
+//! Wiring: listeners, the routing source, the API and admin servers. Nothing else imports it.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
+use llmroute_manifests::ManifestDir;
+use llmroute_upstream::{Pool, PoolConfig};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 
+use crate::context::{Context, RequestLimits};
 use crate::flags::Flags;
-use crate::health::HealthProber;
-use crate::manifests::{self, ManifestSource};
 use crate::metrics::Metrics;
-use crate::proxy::{self, upstream::UpstreamClient};
-use crate::routing::RoutingHandle;
+use crate::routes::RoutesHandle;
+use crate::standalone::Standalone;
 
-/// Everything a request handler needs.
-pub struct Proxy {
-    /// The routing in force.
-    pub routing: Arc<RoutingHandle>,
-    /// Pooled upstream client.
-    pub client: UpstreamClient,
-    /// Metrics registry.
-    pub metrics: Metrics,
-    /// Team served.
-    pub team: String,
-    /// Request body limit, bytes.
-    pub max_body_bytes: usize,
-    /// Per-attempt response-header limit (None: the remaining deadline).
-    pub attempt_timeout: Option<Duration>,
-    /// Time allowed to read a request body.
-    pub body_read_timeout: Duration,
-}
-
-/// Wall-clock milliseconds since the Unix epoch (the router's clock).
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+/// A start-up failure caused by configuration (flags, config file, files named by flags):
+/// the binary exits with status 2 for these, 1 for anything else.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigurationError(pub String);
 
 /// Runs the sidecar until SIGINT/SIGTERM.
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
+    flags.check().map_err(ConfigurationError)?;
+    let extra_roots = match &flags.upstream_ca_file {
+        Some(path) => load_ca(path).map_err(|e| ConfigurationError(format!("{e:#}")))?,
+        None => Vec::new(),
+    };
+    let source = match (&flags.manifests, &flags.operator) {
+        (Some(dir), _) => ManifestDir::open(dir, flags.config.as_deref(), Duration::from_millis(flags.settle_ms))
+            .map_err(|e| ConfigurationError(e.to_string()))?,
+        (None, Some(operator)) => {
+            return Err(ConfigurationError(format!(
+                "--operator {operator}: the operator-fed mode is not built yet; use --manifests DIR"
+            ))
+            .into());
+        }
+        (None, None) => {
+            return Err(ConfigurationError("either --manifests DIR or --operator URL is required".into()).into());
+        }
+    };
     let api = TcpListener::bind(flags.listen).await.with_context(|| format!("binding --listen {}", flags.listen))?;
     let admin = TcpListener::bind(flags.admin_listen)
         .await
         .with_context(|| format!("binding --admin-listen {}", flags.admin_listen))?;
-    let routing = Arc::new(RoutingHandle::default());
-    let extra_roots = match &flags.upstream_ca_file {
-        Some(path) => load_ca(path)?,
-        None => Vec::new(),
-    };
-    let client = proxy::pool::Pool::new(Duration::from_millis(flags.connect_timeout_ms), extra_roots)
-        .context("building the upstream TLS configuration")?;
-    let proxy = Arc::new(Proxy {
-        routing: routing.clone(),
-        client: client.clone(),
-        metrics: Metrics::new().context("registering metrics")?,
+    let pool = Pool::new(PoolConfig {
+        connect_timeout: Duration::from_millis(flags.connect_timeout_ms),
+        idle_timeout: Duration::from_millis(flags.pool_idle_timeout_ms),
+        max_idle_per_origin: usize::try_from(flags.pool_max_idle_per_upstream).unwrap_or(usize::MAX),
+        extra_roots,
+    })
+    .context("building the upstream TLS configuration")?;
+    let routes = Arc::new(RoutesHandle::default());
+    let metrics = Metrics::new().context("registering metrics")?;
+    let ctx = Arc::new(Context {
+        routes: routes.clone(),
+        upstream: pool.clone(),
+        metrics: metrics.clone(),
         team: flags.team.clone(),
-        max_body_bytes: flags.max_body_bytes,
-        attempt_timeout: (flags.attempt_timeout_ms > 0).then(|| Duration::from_millis(flags.attempt_timeout_ms)),
-        body_read_timeout: Duration::from_millis(flags.body_read_timeout_ms),
+        limits: RequestLimits {
+            max_body_bytes: flags.max_body_bytes as usize,
+            body_read_timeout: Duration::from_millis(flags.body_read_timeout_ms),
+            attempt_timeout: (flags.attempt_timeout_ms > 0).then(|| Duration::from_millis(flags.attempt_timeout_ms)),
+            stream_idle_timeout: Duration::from_millis(flags.stream_idle_timeout_ms),
+        },
+        body_memory: Arc::new(Semaphore::new(usize::try_from(flags.max_buffered_body_bytes).unwrap_or(usize::MAX))),
     });
-    match (&flags.manifests, &flags.operator) {
-        (Some(dir), _) => {
-            let source = ManifestSource { dir: dir.clone(), config: flags.config.clone(), team: flags.team.clone() };
-            let prober = Arc::new(HealthProber::new(client, routing.clone()));
-            tokio::spawn(manifests::watch(source, routing, prober, flags.poll_interval()));
-        }
-        (None, Some(operator)) => {
-            anyhow::bail!("--operator {operator}: the operator-fed mode is not built yet; use --manifests DIR")
-        }
-        (None, None) => anyhow::bail!("either --manifests DIR or --operator URL is required"),
-    }
+    let prober = crate::health::prober(pool, routes.clone());
+    let standalone = Standalone::new(source, flags.team.clone(), routes, prober, metrics);
+    tokio::spawn(standalone.run(flags.poll_interval()));
     let (listen, admin_listen) = (api.local_addr()?, admin.local_addr()?);
     tracing::info!(%listen, admin = %admin_listen, team = %flags.team, "llmroute-sidecar serving");
     let header_timeout = Duration::from_millis(flags.header_read_timeout_ms);
     let drain = Duration::from_millis(flags.drain_timeout_ms);
-    let admin_proxy = proxy.clone();
-    let admin_handler = move |req| crate::admin::handle(admin_proxy.clone(), req);
-    tokio::spawn(proxy::server::serve(admin, header_timeout, admin_handler, std::future::pending(), drain));
+    let admin_ctx = ctx.clone();
+    let admin_handler = move |req| crate::admin::handle(admin_ctx.clone(), req);
+    tokio::spawn(crate::inbound::serve(admin, header_timeout, admin_handler, std::future::pending(), drain));
     let stop = async {
         shutdown_signal().await;
         tracing::info!(drain_ms = flags.drain_timeout_ms, "shutting down: draining open requests");
     };
-    let api_handler = move |req| proxy::server::handle(proxy.clone(), req);
-    proxy::server::serve(api, header_timeout, api_handler, stop, drain).await;
+    let api_handler = move |req| crate::inbound::handle(ctx.clone(), req);
+    crate::inbound::serve(api, header_timeout, api_handler, stop, drain).await;
     tracing::info!("stopped");
     Ok(())
 }

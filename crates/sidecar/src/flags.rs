@@ -36,41 +36,76 @@ pub struct Flags {
     #[arg(long, default_value = "", env = "POD_NAMESPACE")]
     pub namespace: String,
     /// Largest request body accepted, bytes (larger: 413).
-    #[arg(long, default_value_t = 32 * 1024 * 1024)]
-    pub max_body_bytes: usize,
+    #[arg(long, default_value_t = 32 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_body_bytes: u32,
+    /// Request bodies all requests together may hold in memory, bytes; past it a request
+    /// gets 503 with `Retry-After` (must be >= --max-body-bytes).
+    #[arg(long, default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=1 << 40))]
+    pub max_buffered_body_bytes: u64,
     /// How often the manifests directory is checked for changes, milliseconds.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub poll_interval_ms: u64,
+    /// A changed manifest file is read once it has stayed the same this long, milliseconds
+    /// (an editor's in-place save is never read half-written).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub settle_ms: u64,
     /// PEM bundle of extra CA certificates trusted for https upstreams (in addition to the
     /// public webpki roots), e.g. the internal CA of self-hosted model servers.
     #[arg(long, env = "LLMROUTE_UPSTREAM_CA_FILE")]
     pub upstream_ca_file: Option<PathBuf>,
-    /// Upstream connect timeout, milliseconds.
-    #[arg(long, default_value_t = 2_000)]
+    /// Upstream connect (and TLS handshake) timeout, milliseconds.
+    #[arg(long, default_value_t = 2_000, value_parser = millis())]
     pub connect_timeout_ms: u64,
-    /// Per-attempt limit on waiting for the upstream's response headers, milliseconds
-    /// (0 = the request's remaining deadline). Set it to fail over from hung upstreams.
-    #[arg(long, default_value_t = 0)]
+    /// Per-attempt limit on the upstream's response headers and first body bytes,
+    /// milliseconds (0 = the request's remaining deadline). Set it to fail over from hung
+    /// upstreams before the deadline.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub attempt_timeout_ms: u64,
+    /// Longest pause between two chunks of an answer being relayed, milliseconds; a stalled
+    /// stream then gets an SSE error event and is closed.
+    #[arg(long, default_value_t = 300_000, value_parser = millis())]
+    pub stream_idle_timeout_ms: u64,
+    /// Idle upstream connections are closed after this long, milliseconds.
+    #[arg(long, default_value_t = 90_000, value_parser = millis())]
+    pub pool_idle_timeout_ms: u64,
+    /// Idle connections kept per upstream origin.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    pub pool_max_idle_per_upstream: u64,
     /// Time a client has to send its request headers, milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = millis())]
     pub header_read_timeout_ms: u64,
     /// Runtime threads. 1 (default) runs everything on one thread with no cross-thread
     /// wakeups, the cheapest per request (a sidecar serves one pod); 0 = one per CPU.
-    #[arg(long, default_value_t = 1, env = "LLMROUTE_WORKER_THREADS")]
-    pub worker_threads: usize,
+    #[arg(long, default_value_t = 1, env = "LLMROUTE_WORKER_THREADS", value_parser = clap::value_parser!(u64).range(0..=256))]
+    pub worker_threads: u64,
     /// On SIGTERM/SIGINT: stop accepting and let open requests finish for this long,
     /// milliseconds, before exiting.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub drain_timeout_ms: u64,
     /// Time a client has to send its whole request body, milliseconds (408 after).
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = 30_000, value_parser = millis())]
     pub body_read_timeout_ms: u64,
+}
+
+/// A duration flag in milliseconds: 1 ms to 1 day.
+fn millis() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::builder::RangedU64ValueParser::new().range(1..=86_400_000)
 }
 
 impl Flags {
     /// `--poll-interval-ms` as a duration.
     pub fn poll_interval(&self) -> Duration {
-        Duration::from_millis(self.poll_interval_ms.max(10))
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// Checks what one flag alone cannot: combinations.
+    pub fn check(&self) -> Result<(), String> {
+        if u64::from(self.max_body_bytes) > self.max_buffered_body_bytes {
+            return Err(format!(
+                "--max-body-bytes {} is larger than --max-buffered-body-bytes {}: no body that large could ever be held",
+                self.max_body_bytes, self.max_buffered_body_bytes
+            ));
+        }
+        Ok(())
     }
 }

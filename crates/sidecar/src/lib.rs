@@ -1,14 +1,23 @@
 //! llmroute sidecar: an OpenAI-compatible proxy on localhost that routes every request itself
 //! with `llmroute-router`, fed by a manifests directory (standalone) or the operator.
+//!
+//! Rooms: [`inbound`] (serve, parse, API errors) -> [`forward`] (attempt loop, failure
+//! answers, relay, Responses rewrite) -> [`outbound`] (the upstream behind a trait); [`routes`]
+//! holds the last good table and live state; `admin`, `metrics`, `health` and `standalone`
+//! are the edges; `app` only wires them.
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
+mod admin;
 pub mod app;
+mod body;
+mod clock;
+mod context;
 pub mod flags;
-pub mod health;
-pub mod inflight;
-pub mod manifests;
-pub mod metrics;
-pub mod proxy;
-pub mod routing;
+mod forward;
+mod health;
+mod inbound;
+mod metrics;
+mod outbound;
+mod routes;
+mod standalone;

@@ -1,11 +1,13 @@
-//! `llmroute-sidecar`: read flags, run.
+//! `llmroute-sidecar`: read flags, run. Exit status 2 for a configuration error (flags,
+//! routing config, files named by flags), 1 for any other failure.
 
 use std::io::IsTerminal;
+use std::process::ExitCode;
 
 use clap::Parser;
 use llmroute_sidecar::{app, flags::Flags};
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LLMROUTE_LOG").unwrap_or_else(|_| "info".into()))
         .with_ansi(std::io::stderr().is_terminal())
@@ -13,9 +15,16 @@ fn main() -> anyhow::Result<()> {
         .init();
     let flags = Flags::parse();
     let runtime = match flags.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
-        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
-        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()?,
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n as usize).enable_all().build(),
     };
-    runtime.block_on(app::run(flags))
+    let result = runtime.map_err(anyhow::Error::from).and_then(|rt| rt.block_on(app::run(flags)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("llmroute-sidecar: {e:#}");
+            if e.is::<app::ConfigurationError>() { ExitCode::from(2) } else { ExitCode::FAILURE }
+        }
+    }
 }

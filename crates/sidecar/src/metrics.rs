@@ -5,11 +5,11 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::routing::Routing;
+use crate::routes::Routes;
 
 /// Every metric of the sidecar.
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// `llmroute_requests_total{model_group,deployment,code}`.
     pub requests: IntCounterVec,
@@ -19,14 +19,21 @@ pub struct Metrics {
     pub failovers: IntCounterVec,
     /// `llmroute_upstream_latency_seconds{deployment}`.
     pub latency: HistogramVec,
+    /// `llmroute_config_rejected_total`: routing configs rejected on reload.
+    pub config_rejected: IntCounter,
+    /// `llmroute_snapshot_rejected_total`: snapshots that could not be applied.
+    pub snapshot_rejected: IntCounter,
+    /// `llmroute_retry_budget_exhausted_total`: requests failed fast by the retry budget.
+    pub retry_budget_exhausted: IntCounter,
     healthy: IntGaugeVec,
     cooldown: IntGaugeVec,
+    in_flight: IntGaugeVec,
     snapshot: IntGaugeVec,
 }
 
 /// The hot-path metric handles of one deployment, resolved once per snapshot.
 #[derive(Debug)]
-pub struct DeploymentMetrics {
+pub(crate) struct DeploymentMetrics {
     /// `llmroute_upstream_attempts_total{deployment, outcome="success"}`.
     pub success: IntCounter,
     /// `llmroute_upstream_latency_seconds{deployment}`.
@@ -35,7 +42,7 @@ pub struct DeploymentMetrics {
 
 impl Metrics {
     /// Handles for every deployment id, in order.
-    pub fn for_deployments<'a>(&self, ids: impl Iterator<Item = &'a str>) -> Vec<DeploymentMetrics> {
+    pub(crate) fn for_deployments<'a>(&self, ids: impl Iterator<Item = &'a str>) -> Vec<DeploymentMetrics> {
         ids.map(|id| DeploymentMetrics {
             success: self.attempts.with_label_values(&[id, "success"]),
             latency: self.latency.with_label_values(&[id]),
@@ -86,20 +93,57 @@ impl Metrics {
         )?;
         let cooldown = gauge("llmroute_deployment_cooldown", "1 while the deployment cools down.", &["deployment"])?;
         let snapshot = gauge("llmroute_snapshot_info", "The applied snapshot version (value 1).", &["version"])?;
-        Ok(Self { registry, requests, attempts, failovers, latency, healthy, cooldown, snapshot })
+        let in_flight = gauge(
+            "llmroute_deployment_in_flight",
+            "Upstream attempts in flight per deployment (until the answer is relayed).",
+            &["deployment"],
+        )?;
+        let single = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let config_rejected = single(
+            "llmroute_config_rejected_total",
+            "Routing configs rejected on reload (the last good one kept serving).",
+        )?;
+        let snapshot_rejected = single(
+            "llmroute_snapshot_rejected_total",
+            "Snapshots that could not be applied (the previous one kept serving).",
+        )?;
+        let retry_budget_exhausted = single(
+            "llmroute_retry_budget_exhausted_total",
+            "Requests that failed fast because their group's retry budget was spent.",
+        )?;
+        Ok(Self {
+            registry,
+            requests,
+            attempts,
+            failovers,
+            latency,
+            config_rejected,
+            snapshot_rejected,
+            retry_budget_exhausted,
+            healthy,
+            cooldown,
+            in_flight,
+            snapshot,
+        })
     }
 
     /// Prometheus text format, gauges refreshed from `routing` at `now_ms`.
-    pub fn render(&self, routing: Option<&Routing>, now_ms: u64) -> String {
+    pub fn render(&self, routes: Option<&Routes>, now_ms: u64) -> String {
         self.healthy.reset();
         self.cooldown.reset();
+        self.in_flight.reset();
         self.snapshot.reset();
-        if let Some(r) = routing {
+        if let Some(r) = routes {
             self.snapshot.with_label_values(&[r.snapshot.version.as_str()]).set(1);
-            for (i, d) in r.table.deployments.iter().enumerate() {
+            for (i, d) in r.table.deployments().iter().enumerate() {
                 let s = r.state.get(i as u32);
-                let id = d.wire.id.as_str();
+                let id = d.id.as_str();
                 self.cooldown.with_label_values(&[id]).set(i64::from(s.in_cooldown(now_ms)));
+                self.in_flight.with_label_values(&[id]).set(i64::from(s.in_flight()));
                 if let Some(h) = s.health().filter(|h| h.is_fresh(now_ms)) {
                     self.healthy.with_label_values(&[id]).set(i64::from(h.healthy));
                 }

@@ -215,7 +215,12 @@ impl Pool {
         self.idle.lock().map_or(0, |idle| idle.get(origin).map_or(0, Vec::len))
     }
 
-    fn checked_out(self: &Arc<Self>, response: Response<Incoming>, origin: &Origin, sender: Sender) -> Response<PooledBody> {
+    fn checked_out(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        origin: &Origin,
+        sender: Sender,
+    ) -> Response<PooledBody> {
         let checkout = Checkout { pool: Arc::downgrade(self), origin: origin.key.clone(), sender };
         response.map(|inner| PooledBody { inner, checkout: Some(checkout) })
     }

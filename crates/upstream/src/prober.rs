@@ -144,7 +144,13 @@ impl Probe {
                 d.upstream_model.clone()
             };
             let body = json!({"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1});
-            match shape::request(&target, Endpoint::ChatCompletions, &model, Bytes::from(body.to_string()), &HeaderMap::new()) {
+            match shape::request(
+                &target,
+                Endpoint::ChatCompletions,
+                &model,
+                Bytes::from(body.to_string()),
+                &HeaderMap::new(),
+            ) {
                 Ok(r) => r,
                 Err(e) => return (false, e.to_string()),
             }

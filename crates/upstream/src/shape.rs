@@ -77,8 +77,9 @@ mod tests {
         let mut client = HeaderMap::new();
         client.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer client-token"));
         client.insert("x-llmroute-session-id", HeaderValue::from_static("s"));
-        let r = request(&target(v1::Provider::Openai, "sk-x"), Endpoint::ChatCompletions, "gpt-4o", Bytes::new(), &client)
-            .unwrap();
+        let r =
+            request(&target(v1::Provider::Openai, "sk-x"), Endpoint::ChatCompletions, "gpt-4o", Bytes::new(), &client)
+                .unwrap();
         assert_eq!(r.uri(), "/v1/chat/completions");
         assert_eq!(r.headers()[header::HOST], "example.test");
         assert_eq!(r.headers()[header::AUTHORIZATION], "Bearer sk-x");
@@ -87,12 +88,19 @@ mod tests {
 
     #[test]
     fn azure_shape() {
-        let r = request(&target(v1::Provider::Azure, "sk-x"), Endpoint::Embeddings, "emb", Bytes::new(), &HeaderMap::new())
-            .unwrap();
+        let r =
+            request(&target(v1::Provider::Azure, "sk-x"), Endpoint::Embeddings, "emb", Bytes::new(), &HeaderMap::new())
+                .unwrap();
         assert_eq!(r.uri(), "/v1/openai/deployments/emb/embeddings?api-version=2024-10-21");
         assert_eq!(r.headers()["api-key"], "sk-x");
         assert!(r.headers().get(header::AUTHORIZATION).is_none());
-        let bad = request(&target(v1::Provider::Azure, ""), Endpoint::Embeddings, "../../admin", Bytes::new(), &HeaderMap::new());
+        let bad = request(
+            &target(v1::Provider::Azure, ""),
+            Endpoint::Embeddings,
+            "../../admin",
+            Bytes::new(),
+            &HeaderMap::new(),
+        );
         assert!(bad.is_err());
     }
 

@@ -47,7 +47,9 @@ pub enum InvalidTarget {
 
 /// A model name that cannot be put in the upstream's URL path.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the model name {0:?} cannot be used in the upstream URL path (it holds '/', '..', '?', '#' or a control character)")]
+#[error(
+    "the model name {0:?} cannot be used in the upstream URL path (it holds '/', '..', '?', '#' or a control character)"
+)]
 pub struct InvalidModelName(pub String);
 
 /// Where an origin is and how to talk to it.
@@ -61,8 +63,23 @@ pub(crate) struct Origin {
 }
 
 /// Characters percent-encoded in a path segment (RFC 3986 pchar complement, plus '%').
-const SEGMENT: &AsciiSet =
-    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'/').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}').add(b'\\').add(b'^').add(b'|').add(b'[').add(b']');
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|')
+    .add(b'[')
+    .add(b']');
 /// Characters percent-encoded in a query value.
 const QUERY_VALUE: &AsciiSet = &SEGMENT.add(b'&').add(b'=').add(b'+');
 
@@ -109,7 +126,8 @@ impl TryFrom<&v1::Deployment> for Target {
             }
             Err(_) => return Err(InvalidTarget::Provider { id: d.id.clone(), value: d.provider }),
         };
-        let credential = credential(&provider, &d.api_key).map_err(|()| InvalidTarget::Credential { id: d.id.clone() })?;
+        let credential =
+            credential(&provider, &d.api_key).map_err(|()| InvalidTarget::Credential { id: d.id.clone() })?;
         Ok(Self {
             origin: Origin { key, host, port, tls },
             authority: HeaderValue::from_str(authority.as_str()).map_err(|_| bad_url())?,

@@ -148,7 +148,7 @@ fn list_sizes_are_bounded() {
 
 #[test]
 fn routing_policy_rules_apply_inside_team_model() {
-    let yaml = "team: a\npublicName: m\nmodelName: m\nrouting: {maxAttempts: 0, cooldown: {allowedFails: 0}}\n";
+    let yaml = "team: a\npublicName: m\nmodelName: m\nrouting: {maxAttempts: 0, cooldown: {allowedFails: 10001}}\n";
     let m = messages(validate_team_model(&tm(yaml)));
     assert!(m.iter().any(|m| m.contains("maxAttempts")), "{m:?}");
     assert!(m.iter().any(|m| m.contains("allowedFails")), "{m:?}");
@@ -183,7 +183,10 @@ mod routing_config {
 
     #[test]
     fn misspelt_fields_are_named() {
-        assert_eq!(RoutingConfig::parse("defaults: {maxAtempts: 3}\n"), Err(ConfigError::UnknownField("defaults.maxAtempts".into())));
+        assert_eq!(
+            RoutingConfig::parse("defaults: {maxAtempts: 3}\n"),
+            Err(ConfigError::UnknownField("defaults.maxAtempts".into()))
+        );
         assert!(error("modelGroups: {m: {cooldown: {secs: 1}}}\n").contains("modelGroups.m.cooldown.secs"));
         assert!(error("default: {}\n").contains("default"));
     }
@@ -206,7 +209,9 @@ mod routing_config {
 
     #[test]
     fn values_past_their_type_are_errors_not_crashes() {
-        for text in ["defaults: {maxAttempts: 99999999999999999999999}", "defaults: {maxAttempts: -1}", "defaults: [1]", ": :"] {
+        for text in
+            ["defaults: {maxAttempts: 99999999999999999999999}", "defaults: {maxAttempts: -1}", "defaults: [1]", ": :"]
+        {
             assert!(RoutingConfig::parse(text).is_err(), "{text}");
         }
     }

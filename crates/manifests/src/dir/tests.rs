@@ -73,6 +73,20 @@ fn a_deleted_file_removes_its_objects_at_once() {
 }
 
 #[test]
+fn a_directory_that_appears_later_is_read_when_it_does() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("later");
+    let mut source = ManifestDir::open(&dir, None, SETTLE).unwrap();
+    assert!(!source.listed());
+    assert!(!source.poll(Instant::now()));
+    fs::create_dir(&dir).unwrap();
+    fs::write(dir.join("a.yaml"), md("a", "ma")).unwrap();
+    assert!(source.poll(Instant::now()), "the first listing is a change");
+    assert!(source.listed());
+    assert_eq!(routes(&source), ["ma"], "files of the first listing are read at once");
+}
+
+#[test]
 fn an_invalid_config_at_start_is_an_error_naming_file_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");

@@ -28,7 +28,8 @@ async fn server(close_after: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
                             Ok(n) => seen.extend_from_slice(&buf[..n]),
                         }
                     }
-                    if socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() || close_after {
+                    if socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() || close_after
+                    {
                         return;
                     }
                 }
@@ -99,8 +100,7 @@ async fn idle_connections_are_capped_per_origin() {
     let config = PoolConfig { max_idle_per_origin: 2, ..PoolConfig::default() };
     let pool = Pool::new(config).unwrap();
     let t = target(addr);
-    let responses: Vec<_> =
-        futures_join(&pool, &t, 5).await.into_iter().map(|r| r.unwrap().into_body()).collect();
+    let responses: Vec<_> = futures_join(&pool, &t, 5).await.into_iter().map(|r| r.unwrap().into_body()).collect();
     assert_eq!(connections.load(Ordering::SeqCst), 5);
     for body in responses {
         body.collect().await.unwrap();

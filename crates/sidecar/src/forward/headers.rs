@@ -2,7 +2,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::routing::Routing;
+use crate::routes::Routes;
 
 const DEPLOYMENT: HeaderName = HeaderName::from_static("x-llmroute-deployment");
 const MODEL_GROUP: HeaderName = HeaderName::from_static("x-llmroute-model-group");
@@ -10,19 +10,19 @@ const SNAPSHOT: HeaderName = HeaderName::from_static("x-llmroute-snapshot");
 const ATTEMPTS: HeaderName = HeaderName::from_static("x-llmroute-attempts");
 
 /// Sets the `x-llmroute-*` response headers; `deployment` is an index into the table.
-pub fn llmroute_headers(
+pub(crate) fn llmroute_headers(
     headers: &mut HeaderMap,
-    routing: &Routing,
+    routes: &Routes,
     deployment: Option<u32>,
     group: &str,
     attempts: usize,
 ) {
-    if let Some(header) = deployment.and_then(|d| routing.deployment_headers.get(d as usize)) {
-        headers.insert(DEPLOYMENT, header.clone());
+    if let Some(d) = deployment {
+        headers.insert(DEPLOYMENT, routes.deployment_header(d).clone());
     }
     if let Ok(v) = HeaderValue::from_str(group) {
         headers.insert(MODEL_GROUP, v);
     }
-    headers.insert(SNAPSHOT, routing.version_header.clone());
+    headers.insert(SNAPSHOT, routes.version_header.clone());
     headers.insert(ATTEMPTS, HeaderValue::from(attempts));
 }

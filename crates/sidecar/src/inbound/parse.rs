@@ -3,50 +3,26 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
 use llmroute_router::{RequestKeys, unwrap_response_id};
+use llmroute_upstream::Endpoint;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::error::ApiError;
 
-/// The OpenAI endpoints the sidecar routes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `POST /v1/chat/completions`.
-    ChatCompletions,
-    /// `POST /v1/completions`.
-    Completions,
-    /// `POST /v1/embeddings`.
-    Embeddings,
-    /// `POST /v1/responses`.
-    Responses,
-}
-
-impl Endpoint {
-    /// The endpoint of a request path, if routed.
-    pub fn of_path(path: &str) -> Option<Self> {
-        match path.trim_end_matches('/') {
-            "/v1/chat/completions" => Some(Self::ChatCompletions),
-            "/v1/completions" => Some(Self::Completions),
-            "/v1/embeddings" => Some(Self::Embeddings),
-            "/v1/responses" => Some(Self::Responses),
-            _ => None,
-        }
-    }
-
-    /// Path below an OpenAI-style base URL.
-    pub fn openai_suffix(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "/chat/completions",
-            Self::Completions => "/completions",
-            Self::Embeddings => "/embeddings",
-            Self::Responses => "/responses",
-        }
-    }
+/// A request body read into memory, holding its share of the sidecar's body memory until
+/// the request is done.
+#[derive(Debug)]
+pub(crate) struct ReadBody {
+    /// The bytes.
+    pub bytes: Bytes,
+    /// The memory reservation (None when nothing had to be reserved).
+    pub reservation: Option<OwnedSemaphorePermit>,
 }
 
 /// A parsed client request.
-#[derive(Debug, Clone)]
-pub struct ClientRequest {
+#[derive(Debug)]
+pub(crate) struct ClientRequest {
     /// Which endpoint.
     pub endpoint: Endpoint,
     /// The body as sent (model and previous_response_id are rewritten per attempt when needed).
@@ -59,6 +35,8 @@ pub struct ClientRequest {
     pub keys: RequestKeys,
     /// The upstream id inside an llmroute `previous_response_id`.
     pub previous_upstream_id: Option<String>,
+    /// The body's memory reservation, released with the request.
+    pub _reservation: Option<OwnedSemaphorePermit>,
 }
 
 /// Rough prompt-size estimate: 4 bytes of request JSON per token.
@@ -66,7 +44,7 @@ const BYTES_PER_TOKEN: u64 = 4;
 
 /// The fields routing reads; everything else in the body is skipped without being built.
 #[derive(Deserialize)]
-struct Peek {
+pub(crate) struct Peek {
     model: Option<Value>,
     stream: Option<Value>,
     user: Option<Value>,
@@ -77,26 +55,28 @@ const SESSION: HeaderName = HeaderName::from_static("x-llmroute-session-id");
 const USER: HeaderName = HeaderName::from_static("x-llmroute-user");
 const MIN_TIER: HeaderName = HeaderName::from_static("x-llmroute-min-quality-tier");
 
-fn peek(body: &Bytes) -> Result<Peek, ApiError> {
+/// Reads the routing fields; everything else is skipped without being built.
+pub(crate) fn peek(body: &[u8]) -> Result<Peek, ApiError> {
     serde_json::from_slice::<Peek>(body).map_err(|e| {
         let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
         if is_json && !body.trim_ascii_start().starts_with(b"{") {
-            ApiError::bad_request("invalid_request", "The request body must be a JSON object.")
+            ApiError::InvalidRequest("The request body must be a JSON object.".into())
         } else if is_json {
-            ApiError::bad_request("invalid_request", format!("The request body is not a valid request: {e}"))
+            ApiError::InvalidRequest(format!("The request body is not a valid request: {e}"))
         } else {
-            ApiError::bad_request("invalid_json", format!("The request body is not valid JSON: {e}"))
+            ApiError::InvalidJson(e.to_string())
         }
     })
 }
 
 /// Parses the body and headers of a routed request.
-pub fn parse(endpoint: Endpoint, headers: &HeaderMap, body: &Bytes) -> Result<ClientRequest, ApiError> {
-    let peeked = peek(body)?;
+pub(crate) fn parse(endpoint: Endpoint, headers: &HeaderMap, body: ReadBody) -> Result<ClientRequest, ApiError> {
+    let ReadBody { bytes: body, reservation } = body;
+    let peeked = peek(&body)?;
     let model = match peeked.model {
         Some(Value::String(m)) if !m.is_empty() => m,
-        Some(_) => return Err(ApiError::bad_request("invalid_model", "`model` must be a non-empty string.")),
-        None => return Err(ApiError::bad_request("missing_model", "You must provide a model parameter.")),
+        Some(_) => return Err(ApiError::InvalidModel),
+        None => return Err(ApiError::MissingModel),
     };
     let stream = peeked.stream.as_ref().and_then(Value::as_bool).unwrap_or(false);
     let header = |name: &HeaderName| {
@@ -105,9 +85,12 @@ pub fn parse(endpoint: Endpoint, headers: &HeaderMap, body: &Bytes) -> Result<Cl
     let user = header(&USER).or_else(|| peeked.user.as_ref().and_then(Value::as_str).map(str::to_owned));
     let min_quality_tier = match header(&MIN_TIER) {
         None => 0,
-        Some(v) => v.trim().parse::<u32>().ok().filter(|t| (1..=5).contains(t)).ok_or_else(|| {
-            ApiError::bad_request("invalid_header", "x-llmroute-min-quality-tier must be an integer from 1 to 5.")
-        })?,
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|t| (1..=5).contains(t))
+            .ok_or(ApiError::InvalidHeader("x-llmroute-min-quality-tier must be an integer from 1 to 5."))?,
     };
     let previous = peeked.previous_response_id.as_ref().and_then(Value::as_str).and_then(unwrap_response_id);
     let (previous_deployment, previous_upstream_id) = match previous {
@@ -126,13 +109,14 @@ pub fn parse(endpoint: Endpoint, headers: &HeaderMap, body: &Bytes) -> Result<Cl
             min_quality_tier,
         },
         previous_upstream_id,
-        raw: body.clone(),
+        raw: body,
+        _reservation: reservation,
     })
 }
 
 /// The body sent to one upstream: the model replaced, an llmroute previous_response_id
 /// replaced by the upstream's own id. When neither changes, the client's bytes go as sent.
-pub fn upstream_body(request: &ClientRequest, upstream_model: &str) -> Bytes {
+pub(crate) fn upstream_body(request: &ClientRequest, upstream_model: &str) -> Bytes {
     if upstream_model == request.model && request.previous_upstream_id.is_none() {
         return request.raw.clone();
     }
@@ -153,7 +137,35 @@ mod tests {
         for (k, v) in headers {
             map.insert(*k, v.parse().unwrap());
         }
-        parse(Endpoint::ChatCompletions, &map, &Bytes::from(body.to_owned()))
+        parse(Endpoint::ChatCompletions, &map, ReadBody { bytes: Bytes::from(body.to_owned()), reservation: None })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 500, ..Default::default() })]
+
+        #[test]
+        fn arbitrary_bodies_and_headers_never_panic(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            session in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            tier in "[ -~]{0,8}",
+        ) {
+            let mut map = HeaderMap::new();
+            if let Ok(v) = http::HeaderValue::from_bytes(&session) {
+                map.insert("x-llmroute-session-id", v);
+            }
+            if let Ok(v) = http::HeaderValue::from_str(&tier) {
+                map.insert("x-llmroute-min-quality-tier", v);
+            }
+            let read = ReadBody { bytes: Bytes::from(body.clone()), reservation: None };
+            if let Ok(r) = parse(Endpoint::Responses, &map, read) {
+                proptest::prop_assert!(!r.model.is_empty());
+                proptest::prop_assert!(r.keys.min_quality_tier <= 5);
+                // A rewrite for another model stays valid JSON holding that model.
+                let rewritten: Value = serde_json::from_slice(&upstream_body(&r, "other")).unwrap();
+                proptest::prop_assert_eq!(&rewritten["model"], "other");
+            }
+            let _ = peek(&body);
+        }
     }
 
     #[test]
@@ -177,10 +189,10 @@ mod tests {
             (r#"{"model":1}"#, "invalid_model"),
         ] {
             let e = parse_str(body, &[]).unwrap_err();
-            assert_eq!((e.status.as_u16(), e.code), (400, code), "{body}");
+            assert_eq!((e.status().as_u16(), e.code()), (400, code), "{body}");
         }
         let e = parse_str(r#"{"model":"m"}"#, &[("x-llmroute-min-quality-tier", "9")]).unwrap_err();
-        assert_eq!(e.code, "invalid_header");
+        assert_eq!(e.code(), "invalid_header");
     }
 
     #[test]

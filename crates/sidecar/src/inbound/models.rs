@@ -3,11 +3,11 @@
 use http::{Response, header};
 use serde_json::json;
 
-use super::body::{Body, full};
-use crate::routing::Routing;
+use crate::body::{Body, full};
+use crate::routes::Routes;
 
 /// The OpenAI model list of this team's view (patterns included, as written).
-pub fn list(routing: &Routing) -> Response<Body> {
+pub(crate) fn list(routing: &Routes) -> Response<Body> {
     let mut names: Vec<&str> = routing.table.public_names().collect();
     let mut seen = std::collections::HashSet::new();
     names.retain(|n| seen.insert(*n));

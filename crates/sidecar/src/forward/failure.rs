@@ -1,0 +1,163 @@
+//! The answer when a plan ends without success: the upstream's own answer about the request
+//! (credential scrubbed), 400 context_length_exceeded, 429, 503, 504, or the last upstream
+//! status with every attempt named.
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use llmroute_router::{Attempt, Exhausted, ExhaustedReason};
+use serde_json::json;
+
+use super::attempt::Failure;
+use super::headers::llmroute_headers;
+use crate::body::{Body, full};
+use crate::context::Context;
+use crate::inbound::{ApiError, ClientRequest};
+use crate::routes::Routes;
+
+/// What replaces a deployment's credential in an echoed upstream body.
+const REDACTED: &[u8] = b"<redacted>";
+
+/// The last failed attempt, with the credential of its deployment.
+pub(crate) struct LastFailure {
+    pub failure: Failure,
+    pub deployment: u32,
+}
+
+fn attempts_json(attempts: &[Attempt]) -> serde_json::Value {
+    attempts
+        .iter()
+        .map(|a| json!({"deployment": a.deployment_id, "model_group": a.model_group, "outcome": a.outcome}))
+        .collect()
+}
+
+fn attempts_text(attempts: &[Attempt]) -> String {
+    attempts.iter().map(|a| format!("{} ({})", a.deployment_id, a.outcome)).collect::<Vec<_>>().join(", ")
+}
+
+/// `body` with every occurrence of `secret` replaced (an upstream may echo the key it got).
+pub(crate) fn scrub(body: Bytes, secret: &str) -> Bytes {
+    let secret = secret.as_bytes();
+    if secret.is_empty() || !body.windows(secret.len()).any(|w| w == secret) {
+        return body;
+    }
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body.as_ref();
+    while let Some(at) = rest.windows(secret.len()).position(|w| w == secret) {
+        out.extend_from_slice(&rest[..at]);
+        out.extend_from_slice(REDACTED);
+        rest = &rest[at + secret.len()..];
+    }
+    out.extend_from_slice(rest);
+    Bytes::from(out)
+}
+
+/// 504: the deadline passed before an upstream answered.
+pub(crate) fn deadline_exceeded<U>(
+    ctx: &Context<U>,
+    routes: &Routes,
+    request: &ClientRequest,
+    attempts: &[Attempt],
+) -> Response<Body> {
+    let message =
+        format!("The request deadline passed before an upstream answered. Attempts: {}", attempts_text(attempts));
+    let mut r = ApiError::DeadlineExceeded { message, attempts: attempts_json(attempts) }.response();
+    finish_headers(ctx, routes, request, &mut r, attempts);
+    r
+}
+
+/// An error of the request itself found while routing (no upstream was called for it).
+pub(crate) fn refused<U>(
+    ctx: &Context<U>,
+    routes: &Routes,
+    request: &ClientRequest,
+    attempts: &[Attempt],
+    error: ApiError,
+) -> Response<Body> {
+    let mut r = error.response();
+    finish_headers(ctx, routes, request, &mut r, attempts);
+    r
+}
+
+fn finish_headers<U>(
+    ctx: &Context<U>,
+    routes: &Routes,
+    request: &ClientRequest,
+    r: &mut Response<Body>,
+    attempts: &[Attempt],
+) {
+    let table = &routes.table;
+    let last = attempts.last();
+    // The group that served last, else the one the name resolves to (never the raw name).
+    let resolved = || table.resolve(&request.model).map(|r| table.route(r.route).public_name.as_str());
+    let group = last.map(|a| a.model_group.as_str()).or_else(resolved).unwrap_or_default();
+    let index = last.and_then(|a| table.deployment_index(&a.deployment_id));
+    llmroute_headers(r.headers_mut(), routes, index, group, attempts.len());
+    let code = r.status().as_u16().to_string();
+    let deployment = last.map_or("", |a| a.deployment_id.as_str());
+    ctx.metrics.requests.with_label_values(&[group, deployment, code.as_str()]).inc();
+}
+
+/// The answer when the plan ends without success.
+pub(crate) fn finish<U>(
+    ctx: &Context<U>,
+    routes: &Routes,
+    request: &ClientRequest,
+    exhausted: Exhausted,
+    last: Option<LastFailure>,
+) -> Response<Body> {
+    let attempts = &exhausted.attempts;
+    let model = request.model.clone();
+    let mut response = match (exhausted.reason, last) {
+        (
+            ExhaustedReason::ClientError | ExhaustedReason::ContextWindow,
+            Some(LastFailure { failure: Failure::Status { status, headers, body }, deployment }),
+        ) => {
+            // The upstream's own answer about the request itself: pass it on, key scrubbed.
+            let mut r = Response::new(full(scrub(body, routes.credential(deployment))));
+            *r.status_mut() = status;
+            if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
+                r.headers_mut().insert(http::header::CONTENT_TYPE, ct.clone());
+            }
+            r
+        }
+        (ExhaustedReason::ContextWindow, _) => {
+            ApiError::ContextLengthExceeded { model, tokens: request.keys.prompt_tokens }.response()
+        }
+        (ExhaustedReason::Limited, _) => ApiError::RateLimited(model).response(),
+        (ExhaustedReason::NoneEligible, _) => ApiError::NoneEligible(model).response(),
+        (reason, last) => {
+            if reason == ExhaustedReason::RetryBudget {
+                ctx.metrics.retry_budget_exhausted.inc();
+            }
+            let status = match last.as_ref().map(|l| &l.failure) {
+                Some(Failure::Status { status, .. }) => *status,
+                Some(Failure::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            let budget =
+                if reason == ExhaustedReason::RetryBudget { " (retry budget exhausted: failing fast)" } else { "" };
+            let message = format!(
+                "All {} upstream attempts for `{model}` failed{budget}: {}",
+                attempts.len(),
+                attempts_text(attempts)
+            );
+            ApiError::UpstreamFailed { status, message, attempts: attempts_json(attempts) }.response()
+        }
+    };
+    finish_headers(ctx, routes, request, &mut response, attempts);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_replaces_every_occurrence() {
+        let body = Bytes::from_static(b"{\"error\": \"bad key sk-123 (sk-123)\"}");
+        assert_eq!(scrub(body, "sk-123"), "{\"error\": \"bad key <redacted> (<redacted>)\"}");
+        let untouched = Bytes::from_static(b"nothing here");
+        assert_eq!(scrub(untouched.clone(), "sk-123").as_ptr(), untouched.as_ptr());
+        assert_eq!(scrub(Bytes::from_static(b"abc"), ""), "abc");
+    }
+}

@@ -1,0 +1,155 @@
+//! The attempt loop of one routed request: pick, call, classify, fail over or fall back; once
+//! an upstream answers 2xx with its first body bytes, commit: its head and body stream to the
+//! client as they come, and nothing is retried after that.
+
+mod attempt;
+mod failure;
+mod headers;
+mod relay;
+mod responses;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderName, Response};
+use http_body_util::BodyExt;
+use llmroute_router::{AttemptKind, Class, Pick, Planner};
+use llmroute_upstream::{Endpoint, shape};
+
+use self::attempt::{Answer, Failure};
+use self::failure::LastFailure;
+use self::headers::llmroute_headers;
+use self::relay::{Outcome, Relay, RelaySpec};
+use crate::body::Body;
+use crate::clock::now_ms;
+use crate::context::Context;
+use crate::inbound::{ApiError, ClientRequest, upstream_body};
+use crate::outbound::Upstream;
+use crate::routes::{InFlight, Routes};
+
+/// Headers never copied from an upstream answer.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    http::header::TRANSFER_ENCODING,
+    http::header::CONTENT_LENGTH,
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
+];
+
+/// Routes one parsed request to completion.
+pub(crate) async fn forward<U: Upstream>(
+    ctx: &Context<U>,
+    routes: Arc<Routes>,
+    request: ClientRequest,
+    headers: &HeaderMap,
+) -> Response<Body> {
+    let table = &routes.table;
+    let Some(mut planner) = Planner::new(table, &request.model, request.keys.clone()) else {
+        // Unknown names share one series: clients must not be able to grow the label set.
+        ctx.metrics.requests.with_label_values(&["", "", "404"]).inc();
+        return ApiError::ModelNotFound { model: request.model.clone(), team: ctx.team.clone() }.response();
+    };
+    // Policies are bounded (timeoutSeconds <= 86400): the sum cannot overflow.
+    let deadline = Instant::now() + Duration::from_millis(planner.timeout_ms());
+    let mut last: Option<LastFailure> = None;
+    let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(rand::Rng::next_u64(&mut rand::rng()));
+    loop {
+        let attempt_ms = now_ms();
+        let pick = match planner.next(&routes.state, attempt_ms, &mut rng) {
+            Ok(pick) => pick,
+            Err(exhausted) => return failure::finish(ctx, &routes, &request, exhausted, last),
+        };
+        if pick.kind != AttemptKind::First {
+            ctx.metrics.failovers.with_label_values(&[pick.kind.as_str()]).inc();
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return failure::deadline_exceeded(ctx, &routes, &request, planner.attempts());
+        }
+        let limit = ctx.limits.attempt_timeout.map_or(remaining, |t| t.min(remaining));
+        let target = routes.target(pick.deployment);
+        let body = upstream_body(&request, &pick.upstream_model);
+        let upstream_request = match shape::request(target, request.endpoint, &pick.upstream_model, body, headers) {
+            Ok(r) => r,
+            Err(e) => {
+                let error = ApiError::InvalidModelName(e.0);
+                return failure::refused(ctx, &routes, &request, planner.attempts(), error);
+            }
+        };
+        let guard = InFlight::start(routes.clone(), pick.deployment, request.keys.prompt_tokens, attempt_ms);
+        let started = Instant::now();
+        match attempt::exchange(ctx.upstream.send(target, upstream_request), started, limit).await {
+            Ok(answer) => {
+                let handles = routes.deployment_metrics(&ctx.metrics, pick.deployment);
+                handles.latency.observe(answer.latency.as_secs_f64());
+                handles.success.inc();
+                routes.state.get(pick.deployment).record_success(answer.latency.as_secs_f64() * 1000.0);
+                let outcome = format!("status {}", answer.parts.status.as_u16());
+                planner.record(&pick, Class::Success, outcome, &routes.state, now_ms());
+                let attempts = planner.attempts().len();
+                let spec = RelaySpec {
+                    deadline: deadline.into(),
+                    idle_timeout: ctx.limits.stream_idle_timeout,
+                    stream: request.stream,
+                };
+                return commit(ctx, &routes, &request, Committed { attempts, pick, answer, guard, spec });
+            }
+            Err(failure) => {
+                drop(guard);
+                let id = routes.table.deployment(pick.deployment).id.as_str();
+                tracing::debug!(deployment = id, outcome = %failure.describe(), "upstream attempt failed");
+                ctx.metrics.attempts.with_label_values(&[id, failure.label()]).inc();
+                let now = now_ms();
+                planner.record(&pick, failure.class(), failure.describe(), &routes.state, now);
+                if let Some(pause) = failure.retry_after_ms(std::time::SystemTime::now()) {
+                    planner.cool_down(&pick, pause, &routes.state, now);
+                }
+                let timed_out = matches!(failure, Failure::Timeout);
+                last = Some(LastFailure { failure, deployment: pick.deployment });
+                if timed_out && Instant::now() >= deadline {
+                    return failure::deadline_exceeded(ctx, &routes, &request, planner.attempts());
+                }
+            }
+        }
+    }
+}
+
+/// A 2xx answer about to be relayed.
+struct Committed {
+    attempts: usize,
+    pick: Pick,
+    answer: Answer,
+    guard: InFlight,
+    spec: RelaySpec,
+}
+
+/// Streams a 2xx answer to the client; nothing is retried after this.
+fn commit<U>(ctx: &Context<U>, routes: &Arc<Routes>, request: &ClientRequest, c: Committed) -> Response<Body> {
+    let Committed { attempts, pick, answer, guard, spec } = c;
+    let Answer { mut parts, first, rest, .. } = answer;
+    let deployment_id = routes.table.deployment(pick.deployment).id.clone();
+    let outcome = Outcome {
+        counter: ctx.metrics.requests.clone(),
+        group: pick.model_group.clone(),
+        deployment: deployment_id.clone(),
+        status: parts.status.as_u16(),
+    };
+    let relay = Relay::new(first, rest, spec, guard, outcome).boxed();
+    let body = if request.endpoint == Endpoint::Responses {
+        responses::rewrite(relay, deployment_id, request.stream)
+    } else {
+        relay
+    };
+    for name in &HOP_BY_HOP {
+        parts.headers.remove(name);
+    }
+    let mut out = Response::from_parts(parts, body);
+    llmroute_headers(out.headers_mut(), routes, Some(pick.deployment), &pick.model_group, attempts);
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,178 @@
+//! Relaying a committed answer to the client: the first frame (already read) then the rest,
+//! under the request's deadline and an idle timeout between frames. A stalled or broken
+//! upstream ends the client's response: a stream gets an SSE `error` event and is closed, a
+//! plain answer is cut (the client sees an incomplete body, never a hang). The request is
+//! counted in `llmroute_requests_total` when the relay ends, with the code that describes how:
+//! the upstream status when it completed, 502 when the upstream broke, 504 on a timeout, 499
+//! when the client left first. The in-flight slot is held until then.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use prometheus::IntCounterVec;
+use serde_json::json;
+use tokio::time::{Instant, Sleep};
+
+use crate::body::{Body, BoxError};
+use crate::routes::InFlight;
+
+/// Counts the request once, when the relay ends.
+pub(crate) struct Outcome {
+    /// `llmroute_requests_total`.
+    pub counter: IntCounterVec,
+    /// `model_group`, `deployment` labels.
+    pub group: String,
+    pub deployment: String,
+    /// The upstream's status, counted when the answer completes.
+    pub status: u16,
+}
+
+impl Outcome {
+    fn count(&self, code: &str) {
+        self.counter.with_label_values(&[self.group.as_str(), self.deployment.as_str(), code]).inc();
+    }
+}
+
+/// Why a relay ended early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cut {
+    Deadline,
+    Idle,
+    Broken,
+}
+
+/// The body of a committed answer.
+pub(crate) struct Relay {
+    first: Option<Bytes>,
+    inner: Body,
+    stream: bool,
+    deadline: Pin<Box<Sleep>>,
+    idle: Pin<Box<Sleep>>,
+    idle_timeout: Duration,
+    guard: Option<InFlight>,
+    outcome: Option<Outcome>,
+    done: bool,
+}
+
+/// Settings of one relay.
+pub(crate) struct RelaySpec {
+    /// The request's deadline.
+    pub deadline: Instant,
+    /// Longest pause between frames.
+    pub idle_timeout: Duration,
+    /// An SSE stream (cut with an error event rather than an aborted body).
+    pub stream: bool,
+}
+
+impl Relay {
+    pub fn new(first: Bytes, inner: Body, spec: RelaySpec, guard: InFlight, outcome: Outcome) -> Self {
+        Self {
+            first: Some(first),
+            inner,
+            stream: spec.stream,
+            deadline: Box::pin(tokio::time::sleep_until(spec.deadline)),
+            idle: Box::pin(tokio::time::sleep(spec.idle_timeout)),
+            idle_timeout: spec.idle_timeout,
+            guard: Some(guard),
+            outcome: Some(outcome),
+            done: false,
+        }
+    }
+
+    fn end(&mut self, code: &str) {
+        self.done = true;
+        self.guard = None;
+        if let Some(outcome) = self.outcome.take() {
+            outcome.count(code);
+        }
+    }
+
+    fn cut(&mut self, why: Cut, error: Option<BoxError>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let (code, kind, error_code, message) = match why {
+            Cut::Deadline => (
+                "504",
+                "timeout",
+                "deadline_exceeded",
+                "The request deadline passed while the answer was streaming.".to_owned(),
+            ),
+            Cut::Idle => (
+                "504",
+                "timeout",
+                "stream_idle_timeout",
+                format!("The upstream sent nothing for {} ms; the answer was cut.", self.idle_timeout.as_millis()),
+            ),
+            Cut::Broken => (
+                "502",
+                "upstream_error",
+                "upstream_stream_error",
+                format!(
+                    "The upstream's answer broke off: {}",
+                    error.as_ref().map(ToString::to_string).unwrap_or_default()
+                ),
+            ),
+        };
+        tracing::warn!(reason = error_code, "answer cut while relaying");
+        self.end(code);
+        if self.stream {
+            let event = json!({"error": {"message": message, "type": kind, "param": null, "code": error_code}});
+            let frame = format!("event: error\ndata: {event}\n\n");
+            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(frame)))));
+        }
+        Poll::Ready(Some(Err(error.unwrap_or_else(|| message.into()))))
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if !self.done {
+            // The client went away (or stopped reading) before the answer ended.
+            self.end("499");
+        }
+    }
+}
+
+impl HttpBody for Relay {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let next = Instant::now() + self.idle_timeout;
+                self.idle.as_mut().reset(next);
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            Poll::Ready(Some(Err(e))) => return self.cut(Cut::Broken, Some(e)),
+            Poll::Ready(None) => {
+                let code = self.outcome.as_ref().map_or(200, |o| o.status).to_string();
+                self.end(&code);
+                return Poll::Ready(None);
+            }
+            Poll::Pending => {}
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return self.cut(Cut::Deadline, None);
+        }
+        if self.idle.as_mut().poll(cx).is_ready() {
+            return self.cut(Cut::Idle, None);
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.first.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

@@ -1,0 +1,323 @@
+//! The attempt loop, failure answers and relay without processes: a scripted upstream behind
+//! the [`Upstream`] trait, paused time for stalls.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use llmroute_proto::v1;
+use llmroute_upstream::Target;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use super::*;
+use crate::body::BoxError;
+use crate::context::RequestLimits;
+use crate::inbound::{ReadBody, parse};
+use crate::metrics::Metrics;
+use crate::routes::RoutesHandle;
+
+/// How a fake origin answers.
+#[derive(Clone)]
+enum Script {
+    Answer(u16, &'static str),
+    AnswerWith(u16, &'static str, &'static str, &'static str),
+    Refused,
+    NoAnswer,
+    HeadThenStall,
+    FirstChunkThenStall(&'static str),
+    BrokenBody,
+    EmptyBody,
+    EchoKey,
+}
+
+#[derive(Default)]
+struct Fake {
+    scripts: HashMap<String, Script>,
+    calls: Mutex<Vec<(String, String)>>,
+}
+
+fn stream_of(frames: Vec<Result<Bytes, BoxError>>, then_stall: bool) -> Body {
+    let frames = futures_util::stream::iter(frames.into_iter().map(|f| f.map(Frame::data)));
+    if then_stall {
+        BodyExt::boxed(StreamBody::new(frames.chain(futures_util::stream::pending())))
+    } else {
+        BodyExt::boxed(StreamBody::new(frames))
+    }
+}
+
+fn respond(status: u16, body: Body) -> http::Response<Body> {
+    let mut r = http::Response::new(body);
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r
+}
+
+impl Upstream for Fake {
+    async fn send(&self, target: &Target, request: Request<Full<Bytes>>) -> Result<http::Response<Body>, BoxError> {
+        let key = request.headers().get(http::header::AUTHORIZATION).map(|v| v.to_str().unwrap().to_owned());
+        self.calls.lock().unwrap().push((target.origin().to_owned(), request.uri().to_string()));
+        let script = self.scripts.get(target.origin()).cloned().unwrap_or(Script::Answer(200, "{}"));
+        let body = |text: &'static str| stream_of(vec![Ok(Bytes::from_static(text.as_bytes()))], false);
+        match script {
+            Script::Answer(status, text) => Ok(respond(status, body(text))),
+            Script::AnswerWith(status, text, name, value) => {
+                let mut r = respond(status, body(text));
+                r.headers_mut().insert(http::HeaderName::from_static(name), value.parse().unwrap());
+                Ok(r)
+            }
+            Script::Refused => Err("connection refused".into()),
+            Script::NoAnswer => std::future::pending().await,
+            Script::HeadThenStall => Ok(respond(200, stream_of(vec![], true))),
+            Script::FirstChunkThenStall(text) => {
+                Ok(respond(200, stream_of(vec![Ok(Bytes::from_static(text.as_bytes()))], true)))
+            }
+            Script::BrokenBody => Ok(respond(200, stream_of(vec![Err("bad chunk size".into())], false))),
+            Script::EmptyBody => Ok(respond(200, stream_of(vec![], false))),
+            Script::EchoKey => {
+                let text = format!(
+                    "{{\"error\": {{\"message\": \"Incorrect API key provided: {}\"}}}}",
+                    key.unwrap_or_default()
+                );
+                Ok(respond(400, stream_of(vec![Ok(Bytes::from(text))], false)))
+            }
+        }
+    }
+}
+
+fn deployment(id: &str, provider: v1::Provider, context_window: u64) -> v1::Deployment {
+    v1::Deployment {
+        id: format!("ns/{id}"),
+        model_name: "m".into(),
+        provider: provider as i32,
+        base_url: format!("http://{id}.test/v1"),
+        api_key: format!("sk-{id}-secret"),
+        api_version: "2024-10-21".into(),
+        weight: 1,
+        order: 1,
+        quality_tier: 3,
+        context_window,
+        limits: Some(v1::Limits::default()),
+        spec_hash: format!("h-{id}"),
+        ..Default::default()
+    }
+}
+
+fn policy(max_attempts: u32) -> v1::RoutingPolicy {
+    v1::RoutingPolicy {
+        failover: true,
+        max_attempts,
+        cooldown: Some(v1::Cooldown { allowed_fails: 100, window_seconds: 60, seconds: 30 }),
+        health_routing: true,
+        timeout_seconds: 5,
+        ..Default::default()
+    }
+}
+
+fn context(deployments: Vec<v1::Deployment>, scripts: &[(&str, Script)], max_attempts: u32) -> Context<Fake> {
+    let ids: Vec<String> = deployments.iter().map(|d| d.id.clone()).collect();
+    let route = v1::Route {
+        public_name: "m".into(),
+        kind: v1::RouteKind::GlobalDeployment as i32,
+        deployment_ids: ids,
+        policy: Some(policy(max_attempts)),
+        ..Default::default()
+    };
+    let pattern = v1::Route { public_name: "az/*".into(), pattern: true, ..route.clone() };
+    let snapshot = v1::Snapshot {
+        version: "v1".into(),
+        team: "t".into(),
+        deployments,
+        routes: vec![route, pattern],
+        ..Default::default()
+    };
+    let routes = Arc::new(RoutesHandle::default());
+    routes.apply(snapshot).unwrap();
+    let scripts = scripts.iter().map(|(id, s)| (format!("http://{id}.test:80"), s.clone())).collect();
+    Context {
+        routes,
+        upstream: Fake { scripts, calls: Mutex::default() },
+        metrics: Metrics::new().unwrap(),
+        team: "t".into(),
+        limits: RequestLimits {
+            max_body_bytes: 1 << 20,
+            body_read_timeout: Duration::from_secs(5),
+            attempt_timeout: None,
+            stream_idle_timeout: Duration::from_secs(2),
+        },
+        body_memory: Arc::new(Semaphore::new(1 << 20)),
+    }
+}
+
+async fn call(ctx: &Context<Fake>, endpoint: Endpoint, body: Value) -> (StatusCode, HeaderMap, String) {
+    let bytes = Bytes::from(serde_json::to_vec(&body).unwrap());
+    let request = parse(endpoint, &HeaderMap::new(), ReadBody { bytes, reservation: None }).unwrap();
+    let response = forward(ctx, ctx.routes.load().unwrap(), request, &HeaderMap::new()).await;
+    let (parts, body) = response.into_parts();
+    let mut text = Vec::new();
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => text.extend_from_slice(frame.data_ref().map(|d| d.as_ref()).unwrap_or_default()),
+            Err(_) => {
+                text.extend_from_slice(b"<cut>");
+                break;
+            }
+        }
+    }
+    (parts.status, parts.headers, String::from_utf8(text).unwrap())
+}
+
+fn chat(stream: bool) -> Value {
+    json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+fn metric(ctx: &Context<Fake>, needle: &str) -> Option<f64> {
+    let text = ctx.metrics.render(None, 0);
+    text.lines().find(|l| l.starts_with(needle)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+}
+
+fn openai(id: &str) -> v1::Deployment {
+    deployment(id, v1::Provider::Openai, 0)
+}
+
+#[tokio::test]
+async fn a_failed_attempt_fails_over_and_names_every_attempt() {
+    let ctx = context(vec![openai("a"), openai("b")], &[("a", Script::Answer(500, "{}")), ("b", Script::Refused)], 3);
+    let (status, headers, body) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+    assert_eq!(headers["x-llmroute-attempts"], "2");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["code"], "upstream_failed");
+    let attempts = body["error"]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2);
+    let last = attempts[1]["deployment"].as_str().unwrap();
+    let expected = if last == "ns/a" { 500 } else { 502 };
+    assert_eq!(status, expected, "the last upstream status, 502 after a transport failure");
+}
+
+#[tokio::test]
+async fn malformed_or_empty_success_answers_are_upstream_failures() {
+    for bad in [Script::BrokenBody, Script::EmptyBody] {
+        let ctx = context(vec![openai("a"), openai("b")], &[("a", bad.clone()), ("b", bad)], 2);
+        let (status, _, body) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+        assert!(body.contains("malformed response"), "{body}");
+        assert_eq!(
+            metric(&ctx, "llmroute_upstream_attempts_total{deployment=\"ns/a\",outcome=\"malformed_response\"}"),
+            Some(1.0)
+        );
+        let text = ctx.metrics.render(None, 0);
+        assert!(!text.contains("code=\"200\""), "nothing that failed counts as 200: {text}");
+    }
+    let ctx = context(
+        vec![openai("a"), openai("b")],
+        &[("a", Script::BrokenBody), ("b", Script::Answer(200, "{\"ok\":1}"))],
+        2,
+    );
+    let (status, headers, body) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "{\"ok\":1}"));
+    assert_eq!(headers["x-llmroute-deployment"], "ns/b");
+}
+
+#[tokio::test(start_paused = true)]
+async fn headers_then_silence_is_a_504_within_the_deadline() {
+    let ctx = context(vec![openai("a")], &[("a", Script::HeadThenStall)], 1);
+    let started = tokio::time::Instant::now();
+    let (status, _, body) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert!(started.elapsed() <= Duration::from_secs(5) + Duration::from_millis(50));
+    let ctx = context(vec![openai("a")], &[("a", Script::NoAnswer)], 1);
+    let (status, _, _) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_stalls_gets_an_error_event_and_ends() {
+    let ctx = context(vec![openai("a")], &[("a", Script::FirstChunkThenStall("data: {\"x\":1}\n\n"))], 1);
+    let (status, _, body) = call(&ctx, Endpoint::ChatCompletions, chat(true)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with("data: {\"x\":1}\n\n"), "{body}");
+    assert!(body.contains("event: error\ndata: {\"error\""), "{body}");
+    assert!(body.contains("stream_idle_timeout"), "{body}");
+    assert_eq!(metric(&ctx, "llmroute_requests_total{code=\"504\",deployment=\"ns/a\",model_group=\"m\"}"), Some(1.0));
+    assert_eq!(metric(&ctx, "llmroute_requests_total{code=\"200\""), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plain_answer_that_stalls_midway_is_cut_not_hung() {
+    let ctx = context(vec![openai("a")], &[("a", Script::FirstChunkThenStall("{\"partial\":"))], 1);
+    let (status, _, body) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "{\"partial\":<cut>");
+}
+
+#[tokio::test]
+async fn an_echoed_credential_never_reaches_the_client() {
+    let ctx = context(vec![openai("a")], &[("a", Script::EchoKey)], 1);
+    let (status, _, body) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(!body.contains("sk-a-secret") && body.contains("<redacted>"), "{body}");
+}
+
+#[tokio::test]
+async fn a_prompt_no_window_takes_is_400_context_length_exceeded_without_a_call() {
+    let ctx = context(vec![deployment("a", v1::Provider::Openai, 10)], &[], 3);
+    let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(400)}]});
+    let (status, _, body) = call(&ctx, Endpoint::ChatCompletions, big).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], "context_length_exceeded");
+    assert!(ctx.upstream.calls.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_model_name_that_would_walk_an_azure_path_is_400_before_any_call() {
+    let mut d = deployment("a", v1::Provider::Azure, 0);
+    d.upstream_model = "*".into();
+    let ctx = context(vec![d], &[], 3);
+    for name in ["az/../../admin", "az/x?api-version=1", "az/a#b", "az/a\u{1}"] {
+        let (status, _, body) = call(&ctx, Endpoint::ChatCompletions, json!({"model": name, "messages": []})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {body}");
+        assert!(body.contains("invalid_model_name"), "{body}");
+    }
+    assert!(ctx.upstream.calls.lock().unwrap().is_empty());
+    let (status, _, _) = call(&ctx, Endpoint::ChatCompletions, json!({"model": "az/gpt 4", "messages": []})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        ctx.upstream.calls.lock().unwrap()[0].1,
+        "/v1/openai/deployments/gpt%204/chat/completions?api-version=2024-10-21"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_cools_the_deployment_for_its_period() {
+    let ctx = context(
+        vec![openai("a"), openai("b")],
+        &[
+            ("a", Script::AnswerWith(429, "{}", "retry-after", "120")),
+            ("b", Script::AnswerWith(429, "{}", "retry-after", "120")),
+        ],
+        2,
+    );
+    let (status, _, _) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let routes = ctx.routes.load().unwrap();
+    let now = now_ms();
+    for i in 0..2 {
+        let state = routes.state.get(i);
+        assert!(state.in_cooldown(now + 100_000) && !state.in_cooldown(now + 125_000), "cooled for 120 s");
+    }
+    let (status, _, body) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+}
+
+#[tokio::test]
+async fn responses_ids_are_wrapped_and_unwrapped() {
+    let ctx =
+        context(vec![openai("a")], &[("a", Script::Answer(200, "{\"id\":\"resp_9\",\"object\":\"response\"}"))], 1);
+    let (_, _, body) = call(&ctx, Endpoint::Responses, json!({"model": "m", "input": "hi"})).await;
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"].as_str().unwrap().to_owned();
+    assert_eq!(llmroute_router::unwrap_response_id(&id), Some(("ns/a".into(), "resp_9")));
+}

@@ -1,0 +1,56 @@
+//! The OpenAI-compatible API as clients see it: accept, read the request (bounded), parse
+//! what routing needs, dispatch; errors answered here are [`ApiError`]s.
+
+mod body;
+mod error;
+mod models;
+mod parse;
+mod serve;
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use llmroute_upstream::Endpoint;
+
+pub(crate) use error::ApiError;
+#[cfg(test)]
+pub(crate) use parse::ReadBody;
+pub(crate) use parse::{ClientRequest, parse, upstream_body};
+pub(crate) use serve::serve;
+
+use crate::body::Body;
+use crate::context::Context;
+use crate::outbound::Upstream;
+
+/// Handles one API request.
+pub(crate) async fn handle<U: Upstream>(ctx: Arc<Context<U>>, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path();
+    let method = request.method();
+    if method == Method::GET && path.trim_end_matches('/') == "/v1/models" {
+        return match ctx.routes.load() {
+            Some(r) => models::list(&r),
+            None => ApiError::NoSnapshot.response(),
+        };
+    }
+    let Some(endpoint) = Endpoint::of_path(path) else {
+        // The path is echoed back in the message: cap it so a hostile URL stays small.
+        let shown: String = path.chars().take(256).collect();
+        return ApiError::UnknownUrl { method: method.to_string(), path: shown }.response();
+    };
+    if method != Method::POST {
+        return ApiError::MethodNotAllowed(path.to_owned()).response();
+    }
+    let (parts, body) = request.into_parts();
+    let limits = &ctx.limits;
+    let body = match body::read(body, limits.max_body_bytes, limits.body_read_timeout, &ctx.body_memory).await {
+        Ok(body) => body,
+        Err(e) => return e.response(),
+    };
+    // The routes are taken after the body is read: a request routes on the newest view.
+    let Some(routes) = ctx.routes.load() else { return ApiError::NoSnapshot.response() };
+    match parse(endpoint, &parts.headers, body) {
+        Ok(parsed) => crate::forward::forward(&ctx, routes, parsed, &parts.headers).await,
+        Err(e) => e.response(),
+    }
+}

@@ -1,0 +1,125 @@
+//! The routing "watch" value: the last good table, its live state and each deployment's
+//! upstream target, swapped whole on every applied snapshot. Requests load it lock-free; a
+//! rejected snapshot leaves it untouched.
+
+mod inflight;
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwapOption;
+use http::HeaderValue;
+use llmroute_proto::v1;
+use llmroute_router::{DeploymentIdx, InvalidSnapshot, LiveState, RouteTable};
+use llmroute_upstream::{InvalidTarget, Target};
+
+pub(crate) use inflight::InFlight;
+
+use crate::metrics::{DeploymentMetrics, Metrics};
+
+/// Why a snapshot cannot be applied (the previous one keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApplyError {
+    /// The view is inconsistent.
+    #[error(transparent)]
+    Table(#[from] InvalidSnapshot),
+    /// A deployment's upstream cannot be used.
+    #[error(transparent)]
+    Target(#[from] InvalidTarget),
+}
+
+/// One applied snapshot.
+#[derive(Debug)]
+pub(crate) struct Routes {
+    /// The wire view (for /debug/snapshot and credentials), aligned with `table`.
+    pub snapshot: v1::Snapshot,
+    /// The indexed table.
+    pub table: RouteTable,
+    /// Live state aligned with `table`.
+    pub state: LiveState,
+    /// Upstream of every deployment, aligned with `table`, computed once per snapshot.
+    targets: Vec<Target>,
+    /// `x-llmroute-snapshot` value.
+    pub version_header: HeaderValue,
+    /// `x-llmroute-deployment` value of every deployment, aligned with `table`.
+    deployment_headers: Vec<HeaderValue>,
+    /// Metric handles of every deployment, aligned with `table`, resolved on first use.
+    metrics: OnceLock<Vec<DeploymentMetrics>>,
+}
+
+impl Routes {
+    /// The upstream of deployment `idx`.
+    pub fn target(&self, idx: DeploymentIdx) -> &Target {
+        &self.targets[idx as usize]
+    }
+
+    /// The credential of deployment `idx` ("" when none), to scrub it from echoed bodies.
+    pub fn credential(&self, idx: DeploymentIdx) -> &str {
+        &self.snapshot.deployments[idx as usize].api_key
+    }
+
+    /// The `x-llmroute-deployment` header value of deployment `idx`.
+    pub fn deployment_header(&self, idx: DeploymentIdx) -> &HeaderValue {
+        &self.deployment_headers[idx as usize]
+    }
+
+    /// The metric handles of deployment `idx`.
+    pub fn deployment_metrics(&self, metrics: &Metrics, idx: DeploymentIdx) -> &DeploymentMetrics {
+        let all = self
+            .metrics
+            .get_or_init(|| metrics.for_deployments(self.table.deployments().iter().map(|d| d.id.as_str())));
+        &all[idx as usize]
+    }
+}
+
+/// The current routes, shared by every request.
+#[derive(Debug, Default)]
+pub(crate) struct RoutesHandle {
+    current: ArcSwapOption<Routes>,
+    /// Latest health table, re-applied to every new state.
+    health: Mutex<Vec<v1::HealthEntry>>,
+}
+
+impl RoutesHandle {
+    /// The routes in force, `None` before the first snapshot.
+    pub fn load(&self) -> Option<Arc<Routes>> {
+        self.current.load_full()
+    }
+
+    /// Applies a whole snapshot, keeping live state of unchanged deployments. Returns `false`
+    /// when the version is already applied.
+    pub fn apply(&self, snapshot: v1::Snapshot) -> Result<bool, ApplyError> {
+        let previous = self.load();
+        if previous.as_ref().is_some_and(|p| p.snapshot.version == snapshot.version) {
+            return Ok(false);
+        }
+        let table = RouteTable::try_from(&snapshot)?;
+        let targets = snapshot.deployments.iter().map(Target::try_from).collect::<Result<Vec<_>, _>>()?;
+        let state = LiveState::for_table(&table, previous.as_ref().map(|p| &p.state));
+        if let Ok(health) = self.health.lock() {
+            state.apply_health(&health);
+        }
+        let header = |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        let version_header = header(&snapshot.version);
+        let deployment_headers = table.deployments().iter().map(|d| header(&d.id)).collect();
+        self.current.store(Some(Arc::new(Routes {
+            snapshot,
+            table,
+            state,
+            targets,
+            version_header,
+            deployment_headers,
+            metrics: OnceLock::new(),
+        })));
+        Ok(true)
+    }
+
+    /// Applies a full health table to the current state and remembers it for the next ones.
+    pub fn apply_health(&self, entries: Vec<v1::HealthEntry>) {
+        if let Some(routes) = self.load() {
+            routes.state.apply_health(&entries);
+        }
+        if let Ok(mut health) = self.health.lock() {
+            *health = entries;
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Standalone mode: the manifests directory (shared `llmroute-manifests` source) compiled
+//! here with `llmroute-snapshot`, exactly as the operator does, and applied whole.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use llmroute_manifests::ManifestDir;
+use llmroute_snapshot::compile;
+use llmroute_upstream::Prober;
+
+use crate::metrics::Metrics;
+use crate::routes::RoutesHandle;
+
+/// What the watch loop works with.
+pub(crate) struct Standalone {
+    pub source: ManifestDir,
+    pub team: String,
+    pub routes: Arc<RoutesHandle>,
+    pub prober: Prober,
+    pub metrics: Metrics,
+    /// Rejections already logged, by object.
+    reported: BTreeMap<String, String>,
+}
+
+impl Standalone {
+    pub fn new(source: ManifestDir, team: String, routes: Arc<RoutesHandle>, prober: Prober, metrics: Metrics) -> Self {
+        Self { source, team, routes, prober, metrics, reported: BTreeMap::new() }
+    }
+
+    /// Compiles the store in force and applies this team's view; logs new rejections. Nothing
+    /// is applied before the directory has been listed (the sidecar stays not ready).
+    pub fn apply(&mut self) {
+        if !self.source.listed() {
+            return;
+        }
+        let compiled = compile(self.source.store());
+        let mut now_reported = BTreeMap::new();
+        for d in compiled.diagnostics().iter().filter(|d| !d.accepted()) {
+            let id = format!("{} {}", d.kind, d.key);
+            let line = format!("{}: {}", d.reason, d.message);
+            if self.reported.get(&id) != Some(&line) {
+                tracing::warn!(object = %id, reason = %d.reason, message = %d.message, "object rejected and excluded");
+            }
+            now_reported.insert(id, line);
+        }
+        self.reported = now_reported;
+        let snapshot = compiled.view(&self.team);
+        let version = snapshot.version.clone();
+        let deployments = snapshot.deployments.clone();
+        match self.routes.apply(snapshot) {
+            Ok(true) => {
+                tracing::info!(%version, deployments = deployments.len(), "snapshot applied");
+                self.prober.reconcile(&deployments);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                self.metrics.snapshot_rejected.inc();
+                tracing::error!(error = %e, %version, "snapshot rejected; the previous one keeps serving");
+            }
+        }
+    }
+
+    /// Polls the directory every `interval` and applies every change, forever.
+    pub async fn run(mut self, interval: Duration) {
+        self.apply();
+        loop {
+            tokio::time::sleep(interval).await;
+            let rejected = self.source.config_rejections();
+            let changed = self.source.poll(Instant::now());
+            self.metrics.config_rejected.inc_by(self.source.config_rejections() - rejected);
+            if changed {
+                self.apply();
+            }
+        }
+    }
+}
