@@ -225,6 +225,26 @@ impl Env {
         self.stats(instance).await["requests"].as_u64().unwrap_or(0)
     }
 
+    /// The value of the sample whose line starts with `prefix` (name and labels as rendered).
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+    }
+
+    /// Path of a file in the manifests directory.
+    pub fn manifest_path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join("manifests").join(name)
+    }
+
+    /// `text` with `{instance}` placeholders filled in.
+    pub fn fill(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for (name, addr) in &self.addrs {
+            text = text.replace(&format!("{{{name}}}"), &addr.to_string());
+        }
+        text
+    }
+
     /// The sidecar's metrics text.
     pub async fn metrics(&self) -> String {
         get(&format!("{}/metrics", self.admin)).await.expect("metrics").text()

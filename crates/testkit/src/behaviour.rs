@@ -15,6 +15,14 @@ pub enum Mode {
     CloseMidStream,
     /// Reads the request and never answers.
     Hang,
+    /// Sends a 200 head, then nothing: no body byte ever comes.
+    StallAfterHeaders,
+    /// Sends a 200 head and the first body bytes (first SSE event), then nothing.
+    StallAfterFirstChunk,
+    /// Sends a 200 head announcing a chunked body, then bytes that are not chunk framing.
+    BadChunk,
+    /// Answers 400 with an error body that echoes the credential it received.
+    EchoKey,
 }
 
 /// Behaviour of one instance; every field can be changed at run time (partial updates).
@@ -38,6 +46,11 @@ pub struct Behaviour {
     pub chunk_delay_ms: u64,
     /// Transport-level behaviour.
     pub mode: Mode,
+    /// When > 0, a successful answer is about this many bytes: a JSON answer padded with a
+    /// `padding` string, or (streamed) one SSE event that large. Sent in 64 KiB chunks.
+    pub huge_bytes: u64,
+    /// `Retry-After` value sent with error statuses ("" = none).
+    pub retry_after: String,
 }
 
 impl Default for Behaviour {
@@ -51,6 +64,8 @@ impl Default for Behaviour {
             stream_chunks: 3,
             chunk_delay_ms: 0,
             mode: Mode::Normal,
+            huge_bytes: 0,
+            retry_after: String::new(),
         }
     }
 }

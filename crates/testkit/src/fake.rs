@@ -106,10 +106,22 @@ async fn accept_api(listener: TcpListener, instance: Arc<Instance>, tls: Option<
             continue;
         }
         tokio::spawn(async move {
-            if instance.behaviour().mode == Mode::Garbage {
+            let raw: Option<&[u8]> = match instance.behaviour().mode {
+                Mode::Garbage => Some(b"\x00\x01 THIS IS NOT HTTP \xff\r\n\r\n"),
+                Mode::BadChunk => Some(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nZZ-not-a-size\r\n{}\r\n",
+                ),
+                _ => None,
+            };
+            if let Some(answer) = raw {
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf).await;
-                let _ = stream.write_all(b"\x00\x01 THIS IS NOT HTTP \xff\r\n\r\n").await;
+                if let Ok(mut s) = instance.stats.lock() {
+                    s.requests += 1;
+                }
+                let _ = stream.write_all(answer).await;
+                // Keep the connection open a moment so the client reads what was sent.
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 return;
             }
             let service = service_fn(move |req| {
@@ -257,9 +269,40 @@ async fn api_handler(instance: &Instance, req: Request<Incoming>) -> Response<Bo
     if fail.unwrap_or(false) {
         return openai_error(StatusCode::INTERNAL_SERVER_ERROR, "injected failure", "server_error", "internal_error");
     }
+    if behaviour.mode == Mode::EchoKey {
+        let message = format!(
+            "Incorrect API key provided: {}. You can find your API key at ...",
+            instance.stats.lock().map(|s| s.last_credential.clone()).unwrap_or_default()
+        );
+        return openai_error(StatusCode::BAD_REQUEST, &message, "invalid_request_error", "invalid_api_key");
+    }
     if behaviour.status != 200 {
         let status = StatusCode::from_u16(behaviour.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return openai_error(status, &format!("injected status {}", behaviour.status), "server_error", "injected");
+        let mut r = openai_error(status, &format!("injected status {}", behaviour.status), "server_error", "injected");
+        if let Ok(v) = http::HeaderValue::from_str(&behaviour.retry_after)
+            && !behaviour.retry_after.is_empty()
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    match behaviour.mode {
+        Mode::StallAfterHeaders => return stalled(None),
+        Mode::StallAfterFirstChunk if stream => {
+            return stalled(Some(format!(
+                "data: {}\n\n",
+                json!({"id": "x", "object": "chat.completion.chunk", "choices": []})
+            )));
+        }
+        Mode::StallAfterFirstChunk => return stalled(Some("{\"id\": \"partial".to_owned())),
+        _ => {}
+    }
+    if behaviour.huge_bytes > 0 {
+        let id = match api {
+            Api::Responses => format!("resp_{}_huge", instance.name),
+            _ => format!("chatcmpl-{}-huge", instance.name),
+        };
+        return huge(&id, behaviour.huge_bytes, stream);
     }
     if behaviour.context_window > 0 && body.len() as u64 / 4 > behaviour.context_window {
         let message = format!(
@@ -361,6 +404,39 @@ fn response_events(name: &str, n: u64, model: &str, text: &str, previous: &str, 
         json!({"type": "response.completed", "sequence_number": chunks + 1, "response": done})
     ));
     out
+}
+
+/// A 200 whose body sends `first` (if any) and then nothing, ever.
+fn stalled(first: Option<String>) -> Response<Body> {
+    let first = futures_util::stream::iter(first.map(|f| Ok::<_, BoxError>(Frame::data(Bytes::from(f)))));
+    let body = StreamBody::new(first.chain(futures_util::stream::pending()));
+    let mut r = Response::new(BodyExt::boxed(body));
+    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r
+}
+
+/// A 200 of about `bytes` bytes: a JSON object with `id` first and a long `padding`, or one
+/// SSE `response.completed` event that large, streamed in 64 KiB chunks without holding it.
+fn huge(id: &str, bytes: u64, stream: bool) -> Response<Body> {
+    const CHUNK: usize = 64 * 1024;
+    let head = if stream {
+        format!(
+            "event: response.completed\ndata: {{\"type\":\"response.completed\",\"response\":{{\"id\":\"{id}\",\"object\":\"response\",\"padding\":\""
+        )
+    } else {
+        format!("{{\"id\":\"{id}\",\"object\":\"response\",\"padding\":\"")
+    };
+    let tail = if stream { "\"}}\n\ndata: [DONE]\n\n" } else { "\"}" };
+    let chunks = (bytes as usize).div_ceil(CHUNK).max(1);
+    let pad = Bytes::from(vec![b'x'; CHUNK]);
+    let parts = std::iter::once(Bytes::from(head))
+        .chain(std::iter::repeat_n(pad, chunks))
+        .chain(std::iter::once(Bytes::from_static(tail.as_bytes())));
+    let body = StreamBody::new(futures_util::stream::iter(parts.map(|b| Ok::<_, BoxError>(Frame::data(b)))));
+    let mut r = Response::new(BodyExt::boxed(body));
+    let kind = if stream { "text/event-stream" } else { "application/json" };
+    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(kind));
+    r
 }
 
 fn sse(events: Vec<String>, delay_ms: u64, close_mid_stream: bool) -> Response<Body> {

@@ -12,12 +12,14 @@
 
 #![forbid(unsafe_code)]
 
+mod body;
 mod endpoint;
 mod pool;
 mod prober;
 pub mod shape;
 mod target;
 
+pub use body::RequestBody;
 pub use endpoint::Endpoint;
 pub use pool::{Pool, PoolConfig, PoolError, PooledBody};
 pub use prober::{HealthSink, Prober};

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -22,10 +21,10 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
-use crate::Target;
 use crate::target::Origin;
+use crate::{RequestBody, Target};
 
-type Sender = SendRequest<Full<Bytes>>;
+type Sender = SendRequest<RequestBody>;
 
 /// Why a request could not be sent (retryable on another deployment).
 #[derive(Debug, thiserror::Error)]
@@ -188,7 +187,7 @@ impl Pool {
     pub async fn send(
         self: &Arc<Self>,
         target: &Target,
-        request: Request<Full<Bytes>>,
+        request: Request<RequestBody>,
     ) -> Result<Response<PooledBody>, PoolError> {
         let origin = &target.origin;
         let mut request = request;

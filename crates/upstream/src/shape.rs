@@ -3,9 +3,8 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, header};
-use http_body_util::Full;
 
-use crate::{Endpoint, InvalidModelName, Target};
+use crate::{Endpoint, InvalidModelName, RequestBody, Target};
 
 /// Client headers passed on upstream (everything else, Authorization included, is dropped).
 const FORWARDED: [HeaderName; 5] = [
@@ -23,7 +22,7 @@ pub fn request(
     model: &str,
     body: Bytes,
     client_headers: &HeaderMap,
-) -> Result<Request<Full<Bytes>>, InvalidModelName> {
+) -> Result<Request<RequestBody>, InvalidModelName> {
     let path = target.path(endpoint, model)?;
     let mut request = origin_form(target, Method::POST, &path, body);
     let headers = request.headers_mut();
@@ -37,12 +36,12 @@ pub fn request(
 }
 
 /// `GET` of the models listing with the credential (the `models` health probe).
-pub fn models_request(target: &Target) -> Request<Full<Bytes>> {
+pub fn models_request(target: &Target) -> Request<RequestBody> {
     origin_form(target, Method::GET, &target.models_path(), Bytes::new())
 }
 
-fn origin_form(target: &Target, method: Method, path: &str, body: Bytes) -> Request<Full<Bytes>> {
-    let mut request = Request::new(Full::new(body));
+fn origin_form(target: &Target, method: Method, path: &str, body: Bytes) -> Request<RequestBody> {
+    let mut request = Request::new(RequestBody::new(body));
     *request.method_mut() = method;
     // Paths are built from validated parts; a failure here would be a bug, answered by "/".
     *request.uri_mut() = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));

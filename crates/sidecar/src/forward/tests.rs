@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use llmroute_proto::v1;
-use llmroute_upstream::Target;
+use llmroute_upstream::{RequestBody, Target};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -57,7 +57,7 @@ fn respond(status: u16, body: Body) -> http::Response<Body> {
 }
 
 impl Upstream for Fake {
-    async fn send(&self, target: &Target, request: Request<Full<Bytes>>) -> Result<http::Response<Body>, BoxError> {
+    async fn send(&self, target: &Target, request: Request<RequestBody>) -> Result<http::Response<Body>, BoxError> {
         let key = request.headers().get(http::header::AUTHORIZATION).map(|v| v.to_str().unwrap().to_owned());
         self.calls.lock().unwrap().push((target.origin().to_owned(), request.uri().to_string()));
         let script = self.scripts.get(target.origin()).cloned().unwrap_or(Script::Answer(200, "{}"));

@@ -44,21 +44,33 @@ where
     };
     // One contiguous buffer of the declared size: no growth, no fragments left behind.
     let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(max_bytes).min(max_bytes));
-    reserve(capacity, &mut reservation)?;
-    let mut buffer = BytesMut::with_capacity(capacity);
+    // Without memory to hold it, the body is still read (and dropped) so that the client,
+    // still sending, reads a clean 503 rather than a reset connection.
+    let mut overloaded = reserve(capacity, &mut reservation).is_err();
+    let mut buffer = BytesMut::with_capacity(if overloaded { 0 } else { capacity });
     let collect = async {
         let mut body = body;
+        let mut seen = 0usize;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| ApiError::InvalidBody(e.to_string()))?;
             let Ok(data) = frame.into_data() else { continue };
-            if buffer.len() + data.len() > max_bytes {
+            seen += data.len();
+            if seen > max_bytes {
                 return Err(ApiError::BodyTooLarge(max_bytes));
             }
-            let beyond = (buffer.len() + data.len()).saturating_sub(capacity.max(buffer.len()));
-            reserve(beyond, &mut reservation)?;
+            if overloaded {
+                continue;
+            }
+            let beyond = seen.saturating_sub(capacity.max(buffer.len()));
+            if reserve(beyond, &mut reservation).is_err() {
+                overloaded = true;
+                buffer = BytesMut::new();
+                reservation = None;
+                continue;
+            }
             buffer.extend_from_slice(&data);
         }
-        Ok(())
+        if overloaded { Err(ApiError::Overloaded) } else { Ok(()) }
     };
     match tokio::time::timeout(timeout, collect).await {
         Err(_) => Err(ApiError::BodyTimeout),

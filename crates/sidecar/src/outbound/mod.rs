@@ -5,10 +5,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
-use llmroute_upstream::{Pool, Target};
+use http_body_util::BodyExt;
+use llmroute_upstream::{Pool, RequestBody, Target};
 
 use crate::body::{Body, BoxError};
 
@@ -18,12 +17,12 @@ pub(crate) trait Upstream: Send + Sync + 'static {
     fn send(
         &self,
         target: &Target,
-        request: Request<Full<Bytes>>,
+        request: Request<RequestBody>,
     ) -> impl Future<Output = Result<Response<Body>, BoxError>> + Send;
 }
 
 impl Upstream for Arc<Pool> {
-    async fn send(&self, target: &Target, request: Request<Full<Bytes>>) -> Result<Response<Body>, BoxError> {
+    async fn send(&self, target: &Target, request: Request<RequestBody>) -> Result<Response<Body>, BoxError> {
         let response = Pool::send(self, target, request).await?;
         Ok(response.map(|body| body.map_err(BoxError::from).boxed()))
     }
