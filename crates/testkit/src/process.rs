@@ -74,7 +74,10 @@ impl Proc {
     pub fn wait_log_line(&self, needle: &str, timeout: Duration) -> Option<String> {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if let Some(line) = self.logs().lines().find(|l| l.contains(needle)) {
+            // Whole lines only: a line still being written is not read half.
+            let logs = self.logs();
+            let complete = logs.rfind('\n').map_or("", |end| &logs[..end]);
+            if let Some(line) = complete.lines().find(|l| l.contains(needle)) {
                 return Some(line.to_owned());
             }
             std::thread::sleep(Duration::from_millis(10));
