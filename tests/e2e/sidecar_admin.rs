@@ -28,10 +28,11 @@ async fn metrics_are_prometheus_text_with_the_contract_names() {
     env.behaviour("a", json!({"fail_next": 1})).await;
     assert_eq!(env.chat("m", &[]).await.status, 200);
     assert_eq!(env.chat("nope", &[]).await.status, 404);
-    llmroute_testkit::process::eventually(std::time::Duration::from_secs(3), || async {
+    let probed = llmroute_testkit::process::eventually(std::time::Duration::from_secs(3), || async {
         env.metrics().await.contains("llmroute_deployment_healthy")
     })
     .await;
+    assert!(probed, "the probe result reached the metrics: {}", env.metrics().await);
     let text = env.metrics().await;
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text format");

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use llmroute_e2e::{Env, Options, md, tm};
 use llmroute_testkit::http_client::get;
+use llmroute_testkit::process::eventually;
 use serde_json::json;
 
 fn teams() -> String {
@@ -98,16 +99,18 @@ async fn broken_yaml_or_config_keeps_the_last_good_snapshot() {
     let env = Env::start(Options { instances: &["a"], manifests: md("a", "m", "a", ""), ..Default::default() }).await;
     let version = env.version().await;
     env.write_file("zz-broken.yaml", "kind: [unclosed\n");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reported =
+        eventually(Duration::from_secs(5), || async { env.sidecar.logs().contains("zz-broken.yaml:2:") }).await;
+    assert!(reported, "{}", env.sidecar.logs());
     assert_eq!(env.served_by("m", &[]).await, "llm/a");
+    assert_eq!(env.version().await, version, "a file that never parsed changes nothing");
     env.write_manifests(&md("a", "m", "a", "  weight: [not, a, number]"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let r = env.chat("m", &[]).await;
-    assert_eq!(r.status, 404, "the unreadable deployment is excluded, reported on its name");
+    let excluded = eventually(Duration::from_secs(5), || async { env.chat("m", &[]).await.status == 404 }).await;
+    assert!(excluded, "the unreadable deployment is excluded, reported on its name");
     assert!(env.sidecar.logs().contains("spec.weight"));
     env.write_manifests(&md("a", "m", "a", ""));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(env.version().await, version, "same content, same version");
+    let back = eventually(Duration::from_secs(5), || async { env.version().await == version }).await;
+    assert!(back, "same content, same version");
     assert_eq!(env.served_by("m", &[]).await, "llm/a");
 }
 
