@@ -23,8 +23,7 @@ pub fn request(
     body: Bytes,
     client_headers: &HeaderMap,
 ) -> Result<Request<RequestBody>, InvalidModelName> {
-    let path = target.path(endpoint, model)?;
-    let mut request = origin_form(target, Method::POST, &path, body);
+    let mut request = origin_form(target, Method::POST, target.uri(endpoint, model)?, body);
     let headers = request.headers_mut();
     for name in &FORWARDED {
         if let Some(v) = client_headers.get(name) {
@@ -37,14 +36,15 @@ pub fn request(
 
 /// `GET` of the models listing with the credential (the `models` health probe).
 pub fn models_request(target: &Target) -> Request<RequestBody> {
-    origin_form(target, Method::GET, &target.models_path(), Bytes::new())
+    // Built from validated parts; a failure here would be a bug, answered by "/".
+    let uri = target.models_path().parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+    origin_form(target, Method::GET, uri, Bytes::new())
 }
 
-fn origin_form(target: &Target, method: Method, path: &str, body: Bytes) -> Request<RequestBody> {
+fn origin_form(target: &Target, method: Method, uri: http::Uri, body: Bytes) -> Request<RequestBody> {
     let mut request = Request::new(RequestBody::new(body));
     *request.method_mut() = method;
-    // Paths are built from validated parts; a failure here would be a bug, answered by "/".
-    *request.uri_mut() = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
+    *request.uri_mut() = uri;
     let headers = request.headers_mut();
     headers.insert(header::HOST, target.authority.clone());
     if let Some((name, value)) = &target.credential {

@@ -96,6 +96,20 @@ pub struct Target {
     provider: Provider,
     /// Credential header, marked sensitive (never printed by `http`'s Debug).
     pub(crate) credential: Option<(HeaderName, HeaderValue)>,
+    /// Origin-form URI of each endpoint whose path does not hold the model, built once.
+    fixed: [Option<Uri>; 4],
+}
+
+const ENDPOINTS: [Endpoint; 4] =
+    [Endpoint::ChatCompletions, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Responses];
+
+fn slot(endpoint: Endpoint) -> usize {
+    match endpoint {
+        Endpoint::ChatCompletions => 0,
+        Endpoint::Completions => 1,
+        Endpoint::Embeddings => 2,
+        Endpoint::Responses => 3,
+    }
 }
 
 impl TryFrom<&v1::Deployment> for Target {
@@ -128,13 +142,21 @@ impl TryFrom<&v1::Deployment> for Target {
         };
         let credential =
             credential(&provider, &d.api_key).map_err(|()| InvalidTarget::Credential { id: d.id.clone() })?;
-        Ok(Self {
+        let mut target = Self {
             origin: Origin { key, host, port, tls },
             authority: HeaderValue::from_str(authority.as_str()).map_err(|_| bad_url())?,
             base_path: uri.path().trim_end_matches('/').to_owned(),
             provider,
             credential,
-        })
+            fixed: Default::default(),
+        };
+        for endpoint in ENDPOINTS {
+            if !target.model_in_path_of(endpoint) {
+                let path = target.path(endpoint, "").map_err(|_| bad_url())?;
+                target.fixed[slot(endpoint)] = Some(path.parse().map_err(|_| bad_url())?);
+            }
+        }
+        Ok(target)
     }
 }
 
@@ -167,9 +189,20 @@ impl Target {
         &self.origin.key
     }
 
-    /// Whether the model name is part of the URL path (it must then be one clean segment).
-    pub fn model_in_path(&self) -> bool {
-        matches!(self.provider, Provider::Azure { .. })
+    /// Whether the model name is part of `endpoint`'s URL path (it must then be one clean
+    /// segment).
+    pub fn model_in_path_of(&self, endpoint: Endpoint) -> bool {
+        matches!(self.provider, Provider::Azure { .. }) && endpoint != Endpoint::Responses
+    }
+
+    /// Origin-form URI of `endpoint` for `model`: built once per snapshot unless the model is
+    /// part of the path.
+    pub fn uri(&self, endpoint: Endpoint, model: &str) -> Result<Uri, InvalidModelName> {
+        if let Some(uri) = &self.fixed[slot(endpoint)] {
+            return Ok(uri.clone());
+        }
+        // Segments are percent-encoded: the path always parses.
+        self.path(endpoint, model)?.parse().map_err(|_| InvalidModelName(model.to_owned()))
     }
 
     /// Origin-form path and query of `endpoint` for `model`.

@@ -44,13 +44,21 @@ enum Cut {
     Broken,
 }
 
+/// The relay's timers, armed only when the upstream first makes it wait.
+struct Timers {
+    deadline: Pin<Box<Sleep>>,
+    idle: Pin<Box<Sleep>>,
+}
+
 /// The body of a committed answer.
 pub(crate) struct Relay {
     first: Option<Bytes>,
     inner: Body,
     stream: bool,
-    deadline: Pin<Box<Sleep>>,
-    idle: Pin<Box<Sleep>>,
+    deadline: Instant,
+    /// The deadline and idle timers, armed only once the upstream makes the relay wait (an
+    /// answer that is already complete never touches the timer wheel).
+    timers: Option<Timers>,
     idle_timeout: Duration,
     guard: Option<InFlight>,
     outcome: Option<Outcome>,
@@ -73,8 +81,8 @@ impl Relay {
             first: Some(first),
             inner,
             stream: spec.stream,
-            deadline: Box::pin(tokio::time::sleep_until(spec.deadline)),
-            idle: Box::pin(tokio::time::sleep(spec.idle_timeout)),
+            deadline: spec.deadline,
+            timers: None,
             idle_timeout: spec.idle_timeout,
             guard: Some(guard),
             outcome: Some(outcome),
@@ -125,6 +133,33 @@ impl Relay {
     }
 }
 
+impl Relay {
+    /// Counts the answer as completed.
+    fn end_completed(&mut self) {
+        let code = self.outcome.as_ref().map_or(200, |o| o.status).to_string();
+        self.end(&code);
+    }
+
+    /// Ends at once when the upstream's body has nothing more to send, so the server can finish
+    /// the answer without polling again.
+    fn end_if_complete(&mut self) {
+        if self.inner.is_end_stream() {
+            self.end_completed();
+        }
+    }
+}
+
+/// `rest` plus `first` bytes before it. (Upper first: `SizeHint` refuses a lower bound above
+/// its upper one, even for a moment.)
+fn with_first(rest: &SizeHint, first: u64) -> SizeHint {
+    let mut hint = SizeHint::new();
+    if let Some(upper) = rest.upper() {
+        hint.set_upper(upper.saturating_add(first));
+    }
+    hint.set_lower(rest.lower().saturating_add(first));
+    hint
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
         if !self.done {
@@ -140,6 +175,7 @@ impl HttpBody for Relay {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(first) = self.first.take() {
+            self.end_if_complete();
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
         if self.done {
@@ -148,21 +184,30 @@ impl HttpBody for Relay {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 let next = Instant::now() + self.idle_timeout;
-                self.idle.as_mut().reset(next);
+                if let Some(timers) = self.timers.as_mut() {
+                    timers.idle.as_mut().reset(next);
+                }
+                self.end_if_complete();
                 return Poll::Ready(Some(Ok(frame)));
             }
             Poll::Ready(Some(Err(e))) => return self.cut(Cut::Broken, Some(e)),
             Poll::Ready(None) => {
-                let code = self.outcome.as_ref().map_or(200, |o| o.status).to_string();
-                self.end(&code);
+                self.end_completed();
                 return Poll::Ready(None);
             }
             Poll::Pending => {}
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
+        let (deadline, idle) = (self.deadline, Instant::now() + self.idle_timeout);
+        let timers = self.timers.get_or_insert_with(|| Timers {
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            idle: Box::pin(tokio::time::sleep_until(idle)),
+        });
+        let (deadline_passed, idle_passed) =
+            (timers.deadline.as_mut().poll(cx).is_ready(), timers.idle.as_mut().poll(cx).is_ready());
+        if deadline_passed {
             return self.cut(Cut::Deadline, None);
         }
-        if self.idle.as_mut().poll(cx).is_ready() {
+        if idle_passed {
             return self.cut(Cut::Idle, None);
         }
         Poll::Pending
@@ -173,6 +218,9 @@ impl HttpBody for Relay {
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+        // With the first bytes in hand and the rest's length known, the client gets a
+        // Content-Length answer (no chunked framing, no extra write for its end).
+        let rest = if self.done { SizeHint::with_exact(0) } else { self.inner.size_hint() };
+        with_first(&rest, self.first.as_ref().map_or(0, |f| f.len() as u64))
     }
 }

@@ -25,6 +25,8 @@ use crate::routes::RoutesHandle;
 #[derive(Clone)]
 enum Script {
     Answer(u16, &'static str),
+    /// An answer whose length is known up front (as with Content-Length).
+    Sized(&'static str),
     AnswerWith(u16, &'static str, &'static str, &'static str),
     Refused,
     NoAnswer,
@@ -64,6 +66,10 @@ impl Upstream for Fake {
         let body = |text: &'static str| stream_of(vec![Ok(Bytes::from_static(text.as_bytes()))], false);
         match script {
             Script::Answer(status, text) => Ok(respond(status, body(text))),
+            Script::Sized(text) => {
+                let full = http_body_util::Full::new(Bytes::from_static(text.as_bytes()));
+                Ok(respond(200, BodyExt::boxed(full.map_err(|never| match never {}))))
+            }
             Script::AnswerWith(status, text, name, value) => {
                 let mut r = respond(status, body(text));
                 r.headers_mut().insert(http::HeaderName::from_static(name), value.parse().unwrap());
@@ -320,4 +326,16 @@ async fn responses_ids_are_wrapped_and_unwrapped() {
     let (_, _, body) = call(&ctx, Endpoint::Responses, json!({"model": "m", "input": "hi"})).await;
     let id = serde_json::from_str::<Value>(&body).unwrap()["id"].as_str().unwrap().to_owned();
     assert_eq!(llmroute_router::unwrap_response_id(&id), Some(("ns/a".into(), "resp_9")));
+}
+
+#[tokio::test]
+async fn an_answer_of_known_length_keeps_it_and_is_counted_at_once() {
+    let ctx = context(vec![openai("a")], &[("a", Script::Sized("{\"ok\":true}"))], 1);
+    let bytes = Bytes::from(serde_json::to_vec(&chat(false)).unwrap());
+    let request = parse(Endpoint::ChatCompletions, &HeaderMap::new(), ReadBody { bytes, reservation: None }).unwrap();
+    let response = forward(&ctx, ctx.routes.load().unwrap(), request, &HeaderMap::new()).await;
+    let body = response.into_body();
+    assert_eq!(hyper::body::Body::size_hint(&body).exact(), Some(11), "Content-Length for the client");
+    assert_eq!(body.collect().await.unwrap().to_bytes(), "{\"ok\":true}");
+    assert_eq!(metric(&ctx, "llmroute_requests_total{code=\"200\",deployment=\"ns/a\",model_group=\"m\"}"), Some(1.0));
 }
