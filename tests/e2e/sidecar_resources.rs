@@ -129,3 +129,29 @@ async fn routing_config_changes_apply_live() {
     .await;
     assert!(ok, "fallback from the new config never applied");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_routes_on_the_view_in_force_when_its_body_is_complete() {
+    use std::io::{Read, Write};
+    let env =
+        Env::start(Options { instances: &["a", "b"], manifests: md("old", "m", "a", ""), ..Default::default() }).await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let (first, rest) = body.split_at(10);
+    let addr = env.api.trim_start_matches("http://").to_owned();
+    let mut socket = std::net::TcpStream::connect(&addr).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).unwrap();
+    socket.write_all(first.as_bytes()).unwrap();
+    // The body is still arriving when the view changes: `m` moves to another deployment.
+    env.change_manifests(&md("new", "m", "b", "")).await;
+    socket.write_all(rest.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = socket.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.to_ascii_lowercase().contains("x-llmroute-deployment: llm/new"), "{answer}");
+    assert_eq!(env.requests("a").await, 0, "the old view was not used");
+}
