@@ -1,0 +1,44 @@
+//! `llmroute-operator --check`: the verdicts GitOps users read in CI, through the real binary.
+
+use std::path::Path;
+use std::process::Command;
+
+use llmroute_testkit::process::bin;
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin("llmroute-operator")).args(args).output().expect("operator runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_examples_check_clean() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let manifests = examples.join("manifests");
+    let config = examples.join("routing-config.yaml");
+    let (code, out) =
+        run(&["--manifests", &manifests.to_string_lossy(), "--config", &config.to_string_lossy(), "--check"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("KIND\tNAMESPACE/NAME\tACCEPTED\tREASON\tMESSAGE\n"));
+    assert!(out.lines().filter(|l| l.contains("\tTrue\tAccepted\t")).count() >= 12, "{out}");
+    assert!(out.lines().any(|l| l.starts_with("config\t") && l.ends_with("\taccepted")), "{out}");
+}
+
+#[test]
+fn a_rejected_object_or_config_exits_1_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("m");
+    std::fs::create_dir(&manifests).unwrap();
+    std::fs::write(
+        manifests.join("a.yaml"),
+        "apiVersion: llmroute.dev/v1alpha1\nkind: TeamModel\nmetadata: {name: t, namespace: llm}\n\
+         spec: {team: a, publicName: x, deployments: [ghost]}\n",
+    )
+    .unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "defaults: {timeoutSeconds: 0}\n").unwrap();
+    let (code, out) =
+        run(&["--manifests", &manifests.to_string_lossy(), "--config", &config.to_string_lossy(), "--check"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("TeamModel\tllm/t\tFalse\tDeploymentNotFound\t"), "{out}");
+    assert!(out.contains("config\t") && out.contains("rejected") && out.contains("defaults.timeoutSeconds"), "{out}");
+}
