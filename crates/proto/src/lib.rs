@@ -5,6 +5,7 @@
 
 mod name_pattern;
 mod redact;
+pub mod view;
 
 pub use name_pattern::{NamePattern, substitute};
 

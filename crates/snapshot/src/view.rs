@@ -30,6 +30,11 @@ impl Part {
     fn empty() -> Self {
         Self::new(Vec::new(), Vec::new())
     }
+
+    /// The part as its wire message (its encoding has this part's digest).
+    pub fn wire(&self) -> v1::Part {
+        v1::Part { deployments: self.deployments.clone(), routes: self.routes.clone() }
+    }
 }
 
 /// Everything one compile produced.
@@ -67,30 +72,18 @@ impl Compiled {
 
     /// The whole view of `team`: every global entry plus the team's own.
     pub fn view(&self, team: &str) -> v1::Snapshot {
-        let own = self.own(team);
-        v1::Snapshot {
-            version: self.version(team),
-            generation: 0,
-            team: team.to_owned(),
-            deployments: merge_by_id(&self.global.deployments, &own.deployments),
-            routes: own.routes.iter().chain(&self.global.routes).cloned().collect(),
-        }
+        let (global, own) = (self.global.wire(), self.own(team).wire());
+        llmroute_proto::view::assemble(self.version(team), team, &global, &own)
     }
-}
 
-fn merge_by_id(a: &[v1::Deployment], b: &[v1::Deployment]) -> Vec<v1::Deployment> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        if a[i].id <= b[j].id {
-            out.push(a[i].clone());
-            i += 1;
-        } else {
-            out.push(b[j].clone());
-            j += 1;
-        }
+    /// The global part, shared by every team's view, and its digest (hex).
+    pub fn global_part(&self) -> (String, v1::Part) {
+        (hex::encode(self.global.digest), self.global.wire())
     }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
+
+    /// `team`'s own part (empty for a team with no entries of its own) and its digest (hex).
+    pub fn team_part(&self, team: &str) -> (String, v1::Part) {
+        let own = self.own(team);
+        (hex::encode(own.digest), own.wire())
+    }
 }

@@ -284,3 +284,19 @@ fn deleting_removes_everything_of_the_object() {
     s.delete_team_model(&key("t"));
     assert!(compile(&s).diagnostics().is_empty());
 }
+
+#[test]
+fn a_view_is_its_two_parts_and_their_digests_are_of_the_parts_encoding() {
+    use prost::Message;
+    let mut s = store();
+    s.apply_model_deployment(md("g", "m"));
+    s.apply_model_deployment(private_md("p", "own", "t"));
+    let c = compile(&s);
+    let (global_digest, global) = c.global_part();
+    let (own_digest, own) = c.team_part("t");
+    let digest =
+        |part: &llmroute_proto::v1::Part| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(part.encode_to_vec()));
+    assert_eq!((digest(&global), digest(&own)), (global_digest, own_digest));
+    assert_eq!(llmroute_proto::view::assemble(c.version("t"), "t", &global, &own), c.view("t"));
+    assert!(c.team_part("nobody").1.deployments.is_empty());
+}
