@@ -6,3 +6,4 @@
 
 pub mod check;
 pub mod flags;
+pub mod hub;

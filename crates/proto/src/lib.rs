@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod name_pattern;
+pub mod part;
 mod redact;
 pub mod view;
 

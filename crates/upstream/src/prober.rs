@@ -113,6 +113,7 @@ impl Probe {
                     observed_at_unix_ms: i64::try_from((self.clock)()).unwrap_or(i64::MAX),
                     interval_seconds,
                     message,
+                    age_ms: 0,
                 };
                 let entries = match table.lock() {
                     Ok(mut t) => {
