@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(grpc)
         // Deployment carries a credential: its Debug is written by hand, redacted.
         .skip_debug(["llmroute.v1.Deployment"])
+        // A part's compressed bytes are shared by every subscriber, not copied per stream.
+        .bytes(".llmroute.v1.EncodedPart.gzip")
         .compile_fds(descriptors)?;
     Ok(())
 }

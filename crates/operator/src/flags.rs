@@ -19,4 +19,16 @@ pub struct Flags {
     /// 0 when everything is accepted, 1 otherwise (for CI before `kubectl apply`).
     #[arg(long)]
     pub check: bool,
+    /// Address of the gRPC snapshot stream.
+    #[arg(long, default_value = "127.0.0.1:50051", env = "LLMROUTE_GRPC_LISTEN")]
+    pub grpc_listen: std::net::SocketAddr,
+    /// Address of /healthz, /readyz, /metrics, /status.
+    #[arg(long, default_value = "127.0.0.1:9090", env = "LLMROUTE_ADMIN_LISTEN")]
+    pub admin_listen: std::net::SocketAddr,
+    /// How often the manifests directory is checked, milliseconds.
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(5..=60_000))]
+    pub poll_interval_ms: u64,
+    /// A changed file is read once unchanged this long, milliseconds.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub settle_ms: u64,
 }

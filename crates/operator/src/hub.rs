@@ -40,6 +40,8 @@ pub struct TeamView {
 pub struct Built {
     /// Increases with every build: a sidecar never moves to a lower one.
     pub watermark: u64,
+    /// When the change behind this build was first detected (for propagation latency).
+    pub detected: std::time::Instant,
     /// The compile the views come from (diagnostics, versions).
     pub compiled: Arc<Compiled>,
     global: Arc<EncodedPart>,
@@ -49,7 +51,7 @@ pub struct Built {
 
 impl Built {
     /// Encodes `compiled`'s parts, re-using those of `previous` whose digest is unchanged.
-    pub fn new(compiled: Compiled, watermark: u64, previous: Option<&Built>) -> Self {
+    pub fn new(compiled: Compiled, watermark: u64, detected: std::time::Instant, previous: Option<&Built>) -> Self {
         let reuse = |digest: &str, part: &dyn Fn() -> v1::Part| -> Arc<EncodedPart> {
             previous
                 .and_then(|p| p.find(digest))
@@ -66,7 +68,7 @@ impl Built {
                 (team.to_owned(), reuse(&digest, &|| part.clone()))
             })
             .collect();
-        Self { watermark, compiled: Arc::new(compiled), global, overlays, empty }
+        Self { watermark, detected, compiled: Arc::new(compiled), global, overlays, empty }
     }
 
     fn find(&self, digest: &str) -> Option<Arc<EncodedPart>> {

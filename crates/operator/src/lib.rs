@@ -4,6 +4,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod check;
+pub mod clock;
 pub mod flags;
 pub mod hub;
+pub mod metrics;
+pub mod registry;
+pub mod serve;
+pub mod state;
+pub mod status;
+pub mod stream;

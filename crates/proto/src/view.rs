@@ -43,8 +43,7 @@ mod tests {
     #[test]
     fn deployments_merge_by_id_and_overlay_routes_come_first() {
         let global = Part { deployments: vec![dep("a"), dep("c")], routes: vec![Default::default()] };
-        let mut own_route = crate::v1::Route::default();
-        own_route.public_name = "own".into();
+        let own_route = crate::v1::Route { public_name: "own".into(), ..Default::default() };
         let overlay = Part { deployments: vec![dep("b")], routes: vec![own_route] };
         let view = assemble("v".into(), "t", &global, &overlay);
         let ids: Vec<&str> = view.deployments.iter().map(|d| d.id.as_str()).collect();

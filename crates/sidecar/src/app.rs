@@ -31,13 +31,14 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let source = match (&flags.manifests, &flags.operator) {
-        (Some(dir), _) => ManifestDir::open(dir, flags.config.as_deref(), Duration::from_millis(flags.settle_ms))
-            .map_err(|e| ConfigurationError(e.to_string()))?,
+        (Some(dir), _) => Some(
+            ManifestDir::open(dir, flags.config.as_deref(), Duration::from_millis(flags.settle_ms))
+                .map_err(|e| ConfigurationError(e.to_string()))?,
+        ),
         (None, Some(operator)) => {
-            return Err(ConfigurationError(format!(
-                "--operator {operator}: the operator-fed mode is not built yet; use --manifests DIR"
-            ))
-            .into());
+            tonic::transport::Endpoint::from_shared(operator.clone())
+                .map_err(|e| ConfigurationError(format!("--operator {operator}: {e}")))?;
+            None
         }
         (None, None) => {
             return Err(ConfigurationError("either --manifests DIR or --operator URL is required".into()).into());
@@ -69,9 +70,24 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         },
         body_memory: Arc::new(Semaphore::new(usize::try_from(flags.max_buffered_body_bytes).unwrap_or(usize::MAX))),
     });
-    let prober = crate::health::prober(pool, routes.clone());
-    let standalone = Standalone::new(source, flags.team.clone(), routes, prober, metrics);
-    tokio::spawn(standalone.run(flags.poll_interval()));
+    match source {
+        Some(source) => {
+            let prober = crate::health::prober(pool, routes.clone());
+            let standalone = Standalone::new(source, flags.team.clone(), routes, prober, metrics);
+            tokio::spawn(standalone.run(flags.poll_interval()));
+        }
+        None => {
+            let identity = crate::operator::Identity {
+                team: flags.team.clone(),
+                pod: flags.pod_name.clone(),
+                namespace: flags.namespace.clone(),
+            };
+            let url = flags.operator.clone().unwrap_or_default();
+            let cache = flags.snapshot_cache.clone();
+            let source = crate::operator::OperatorSource { url, identity, routes, metrics, cache };
+            tokio::spawn(source.run());
+        }
+    }
     let (listen, admin_listen) = (api.local_addr()?, admin.local_addr()?);
     tracing::info!(%listen, admin = %admin_listen, team = %flags.team, "llmroute-sidecar serving");
     let header_timeout = Duration::from_millis(flags.header_read_timeout_ms);

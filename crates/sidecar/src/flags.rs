@@ -23,6 +23,10 @@ pub struct Flags {
     /// Routing config file (`defaults`, `modelGroups`), standalone mode.
     #[arg(long, env = "LLMROUTE_CONFIG", requires = "manifests")]
     pub config: Option<PathBuf>,
+    /// Operator mode: the last applied view is kept in this file (mode 0600, it holds
+    /// credentials) and served at start before the operator answers.
+    #[arg(long, env = "LLMROUTE_SNAPSHOT_CACHE", requires = "operator")]
+    pub snapshot_cache: Option<PathBuf>,
     /// Address of the OpenAI-compatible API.
     #[arg(long, default_value = "127.0.0.1:4000", env = "LLMROUTE_LISTEN")]
     pub listen: SocketAddr,

@@ -18,6 +18,7 @@ mod forward;
 mod health;
 mod inbound;
 mod metrics;
+mod operator;
 mod outbound;
 mod routes;
 mod standalone;

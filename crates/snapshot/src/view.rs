@@ -76,6 +76,11 @@ impl Compiled {
         llmroute_proto::view::assemble(self.version(team), team, &global, &own)
     }
 
+    /// Digest (hex) of the global part.
+    pub fn global_digest(&self) -> String {
+        hex::encode(self.global.digest)
+    }
+
     /// The global part, shared by every team's view, and its digest (hex).
     pub fn global_part(&self) -> (String, v1::Part) {
         (hex::encode(self.global.digest), self.global.wire())

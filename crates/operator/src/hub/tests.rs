@@ -22,7 +22,8 @@ fn md(name: &str, team: Option<&str>) -> String {
 
 #[test]
 fn parts_are_encoded_once_and_reused_while_their_digest_holds() {
-    let first = Built::new(compile(&store(&(md("g", None) + &md("a", Some("team-a"))))), 1, None);
+    let first =
+        Built::new(compile(&store(&(md("g", None) + &md("a", Some("team-a"))))), 1, std::time::Instant::now(), None);
     let view = first.view("team-a");
     let decoded = llmroute_proto::part::decompress(&view.overlay.gzip, 1 << 20).unwrap();
     assert_eq!(decoded.deployments[0].id, "llm/a");
@@ -30,6 +31,7 @@ fn parts_are_encoded_once_and_reused_while_their_digest_holds() {
     let second = Built::new(
         compile(&store(&(md("g", None) + &md("a", Some("team-a")) + &md("b", Some("team-b"))))),
         2,
+        std::time::Instant::now(),
         Some(&first),
     );
     assert!(Arc::ptr_eq(&first.view("team-a").global, &second.view("team-a").global));
@@ -40,7 +42,8 @@ fn parts_are_encoded_once_and_reused_while_their_digest_holds() {
 
 #[test]
 fn a_team_without_entries_sees_the_global_part_and_no_other_teams() {
-    let built = Built::new(compile(&store(&(md("g", None) + &md("a", Some("team-a"))))), 1, None);
+    let built =
+        Built::new(compile(&store(&(md("g", None) + &md("a", Some("team-a"))))), 1, std::time::Instant::now(), None);
     let view = built.view("nobody");
     let overlay = llmroute_proto::part::decompress(&view.overlay.gzip, 1 << 20).unwrap();
     assert!(overlay.deployments.is_empty() && overlay.routes.is_empty());

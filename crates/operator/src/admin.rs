@@ -1,0 +1,55 @@
+//! Admin endpoints: `/healthz`, `/readyz` (200 once the first build is served), `/metrics`,
+//! `/status` (JSON).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::state::Shared;
+
+/// Serves the admin endpoints on `listener` forever.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(&shared, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn handle(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match request.uri().path() {
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => match shared.built() {
+            Some(b) => text(StatusCode::OK, "text/plain", format!("ready watermark {}\n", b.watermark)),
+            None => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no build yet\n".into()),
+        },
+        "/metrics" => {
+            text(StatusCode::OK, "text/plain; version=0.0.4", shared.metrics.render(&shared.registry.teams()))
+        }
+        "/status" => {
+            let body = serde_json::to_string_pretty(&shared.status()).unwrap_or_default();
+            text(StatusCode::OK, "application/json", body)
+        }
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+fn text(status: StatusCode, kind: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(kind));
+    r
+}

@@ -1,0 +1,116 @@
+//! Who is subscribed, for which team, and what each has applied: the operator's knowledge of
+//! the fleet, read by `/status` and the metrics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One connected sidecar stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subscriber {
+    /// Its team.
+    pub team: String,
+    /// `namespace/pod` it said it was.
+    pub pod: String,
+    /// Version acknowledged last.
+    pub acked: Option<String>,
+    /// The last rejected version and why.
+    pub nacked: Option<(String, String)>,
+}
+
+/// Per team: connected streams and how many acknowledged each version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TeamCounts {
+    /// Streams connected.
+    pub connected: u64,
+    /// Acknowledgements by version.
+    pub acked: BTreeMap<String, u64>,
+    /// Rejections: pod, version, error.
+    pub nacks: Vec<(String, String, String)>,
+}
+
+/// Every connected stream.
+#[derive(Debug, Default)]
+pub struct Registry {
+    next: AtomicU64,
+    streams: Mutex<HashMap<u64, Subscriber>>,
+}
+
+impl Registry {
+    /// Adds a stream; its id.
+    pub fn register(&self, team: &str, pod: String) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let subscriber = Subscriber { team: team.to_owned(), pod, ..Subscriber::default() };
+        if let Ok(mut streams) = self.streams.lock() {
+            streams.insert(id, subscriber);
+        }
+        id
+    }
+
+    /// A stream acknowledged `version`.
+    pub fn ack(&self, id: u64, version: &str) {
+        self.update(id, |s| {
+            s.acked = Some(version.to_owned());
+            s.nacked = None;
+        });
+    }
+
+    /// A stream rejected `version`.
+    pub fn nack(&self, id: u64, version: &str, error: &str) {
+        self.update(id, |s| s.nacked = Some((version.to_owned(), error.to_owned())));
+    }
+
+    /// A stream ended.
+    pub fn remove(&self, id: u64) {
+        if let Ok(mut streams) = self.streams.lock() {
+            streams.remove(&id);
+        }
+    }
+
+    fn update(&self, id: u64, change: impl FnOnce(&mut Subscriber)) {
+        if let Ok(mut streams) = self.streams.lock()
+            && let Some(s) = streams.get_mut(&id)
+        {
+            change(s);
+        }
+    }
+
+    /// Counts per team.
+    pub fn teams(&self) -> BTreeMap<String, TeamCounts> {
+        let mut teams: BTreeMap<String, TeamCounts> = BTreeMap::new();
+        let Ok(streams) = self.streams.lock() else { return teams };
+        for s in streams.values() {
+            let counts = teams.entry(s.team.clone()).or_default();
+            counts.connected += 1;
+            if let Some(v) = &s.acked {
+                *counts.acked.entry(v.clone()).or_default() += 1;
+            }
+            if let Some((version, error)) = &s.nacked {
+                counts.nacks.push((s.pod.clone(), version.clone(), error.clone()));
+            }
+        }
+        teams
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_follow_acks_nacks_and_disconnects() {
+        let r = Registry::default();
+        let a = r.register("t", "ns/a".into());
+        let b = r.register("t", "ns/b".into());
+        r.ack(a, "v1");
+        r.nack(b, "v1", "bad");
+        let t = &r.teams()["t"];
+        assert_eq!((t.connected, t.acked.get("v1").copied()), (2, Some(1)));
+        assert_eq!(t.nacks, vec![("ns/b".to_string(), "v1".to_string(), "bad".to_string())]);
+        r.ack(b, "v2");
+        assert!(r.teams()["t"].nacks.is_empty(), "an ack clears the rejection");
+        r.remove(a);
+        r.remove(b);
+        assert!(r.teams().is_empty());
+    }
+}

@@ -1,0 +1,50 @@
+//! What the operator's parts share: the views in force, the health table, the fleet registry,
+//! the metrics and the config's verdict.
+
+use std::sync::{Arc, Mutex};
+
+use llmroute_proto::v1;
+use tokio::sync::watch;
+
+use crate::hub::Built;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+/// Shared state.
+pub struct Shared {
+    /// The latest build (None before the first).
+    pub views: watch::Sender<Option<Arc<Built>>>,
+    /// The latest health table.
+    pub health: watch::Sender<Arc<Vec<v1::HealthEntry>>>,
+    /// Connected streams.
+    pub registry: Registry,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Why the newest routing config is not in force, if it is not.
+    pub config_problem: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Empty state.
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            views: watch::Sender::new(None),
+            health: watch::Sender::new(Arc::new(Vec::new())),
+            registry: Registry::default(),
+            metrics,
+            config_problem: Mutex::new(None),
+        }
+    }
+
+    /// The latest build.
+    pub fn built(&self) -> Option<Arc<Built>> {
+        self.views.borrow().clone()
+    }
+
+    /// The `/status` document.
+    pub fn status(&self) -> serde_json::Value {
+        let problem = self.config_problem.lock().ok().and_then(|p| p.clone());
+        let health = self.health.borrow().clone();
+        crate::status::status(self.built().as_deref(), &self.registry.teams(), &health, problem)
+    }
+}

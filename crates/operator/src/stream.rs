@@ -1,0 +1,231 @@
+//! The `RoutingDiscovery` service: one bidirectional stream per sidecar. Hello first; then the
+//! team's view (unless the sidecar holds it), a new full view on every change, health tables
+//! separately. ACK/NACK by version and nonce, xDS-style: a NACKed version is never resent;
+//! the subscriber is parked until the view's content changes. Latest wins per subscriber:
+//! a slow one is sent the newest view when it is ready again, with no queue behind it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use llmroute_proto::v1;
+use llmroute_proto::v1::routing_discovery_server::RoutingDiscovery;
+use llmroute_proto::v1::{control_message, sidecar_message};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::hub::{Built, TeamView};
+use crate::state::Shared;
+
+/// Time a sidecar has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest team name accepted (a DNS label).
+const MAX_TEAM: usize = 63;
+
+/// The service.
+pub struct Discovery {
+    shared: Arc<Shared>,
+}
+
+impl Discovery {
+    /// A service serving the views and health of `shared`.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+type Outbound = mpsc::Sender<Result<v1::ControlMessage, Status>>;
+
+#[tonic::async_trait]
+impl RoutingDiscovery for Discovery {
+    type StreamRoutesStream = ReceiverStream<Result<v1::ControlMessage, Status>>;
+
+    async fn stream_routes(
+        &self,
+        request: Request<Streaming<v1::SidecarMessage>>,
+    ) -> Result<Response<Self::StreamRoutesStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))??;
+        let Some(v1::SidecarMessage { kind: Some(sidecar_message::Kind::Hello(hello)) }) = first else {
+            return Err(Status::invalid_argument("the first message must be a hello"));
+        };
+        let valid_team = !hello.team.is_empty()
+            && hello.team.len() <= MAX_TEAM
+            && hello.team.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid_team {
+            return Err(Status::invalid_argument("hello.team must be a DNS label"));
+        }
+        if hello.protocol < v1::Protocol::V1 as i32 {
+            return Err(Status::failed_precondition("this operator speaks protocol v1 or later; upgrade the sidecar"));
+        }
+        let (tx, rx) = mpsc::channel(1);
+        let subscriber = Subscription::new(hello, self.shared.clone());
+        let (views, health) = (self.shared.views.subscribe(), self.shared.health.subscribe());
+        tokio::spawn(subscriber.run(inbound, tx, views, health));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// A push not acknowledged yet.
+#[derive(Clone, Debug)]
+struct InFlight {
+    nonce: String,
+    version: String,
+    watermark: u64,
+    parts: [String; 2],
+    /// When the change behind this view was detected.
+    detected: std::time::Instant,
+}
+
+/// One subscriber's state.
+struct Subscription {
+    id: u64,
+    team: String,
+    shared: Arc<Shared>,
+    /// Version and watermark applied by the sidecar.
+    applied: (String, u64),
+    /// Part digests the sidecar holds.
+    held: HashSet<String>,
+    /// A version the sidecar rejected: not sent again.
+    parked: Option<String>,
+    pending: Option<InFlight>,
+    nonce: u64,
+    health_sent: bool,
+}
+
+impl Subscription {
+    fn new(hello: v1::Hello, shared: Arc<Shared>) -> Self {
+        let pod = format!("{}/{}", hello.namespace, hello.pod);
+        let id = shared.registry.register(&hello.team, pod);
+        Self {
+            id,
+            team: hello.team,
+            shared,
+            applied: (hello.last_applied_version, hello.last_applied_watermark),
+            held: hello.held_parts.into_iter().take(4).collect(),
+            parked: None,
+            pending: None,
+            nonce: 0,
+            health_sent: false,
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut inbound: Streaming<v1::SidecarMessage>,
+        tx: Outbound,
+        mut views: watch::Receiver<Option<Arc<Built>>>,
+        mut health: watch::Receiver<Arc<Vec<v1::HealthEntry>>>,
+    ) {
+        let mut last_health: Arc<Vec<v1::HealthEntry>> = Arc::new(Vec::new());
+        loop {
+            let built = views.borrow_and_update().clone();
+            if let Some(push) = built.and_then(|b| self.next_push(&b))
+                && tx.send(Ok(push)).await.is_err()
+            {
+                break;
+            }
+            let table = health.borrow_and_update().clone();
+            if let Some(push) = self.health_push(&last_health, &table) {
+                if tx.send(Ok(push)).await.is_err() {
+                    break;
+                }
+                last_health = table;
+            }
+            tokio::select! {
+                changed = views.changed() => if changed.is_err() { break },
+                changed = health.changed() => if changed.is_err() { break },
+                message = inbound.message() => match message {
+                    Ok(Some(message)) => self.receive(message),
+                    Ok(None) | Err(_) => break,
+                },
+            }
+        }
+        self.shared.registry.remove(self.id);
+    }
+
+    /// The view to send now, if any: not what the sidecar applied, not a rejected version,
+    /// not what is already on its way, never older than what it holds.
+    fn next_push(&mut self, built: &Built) -> Option<v1::ControlMessage> {
+        let view: TeamView = built.view(&self.team);
+        let fresh = view.version != self.applied.0
+            && self.parked.as_ref() != Some(&view.version)
+            && self.pending.as_ref().is_none_or(|p| p.version != view.version)
+            && built.watermark >= self.applied.1;
+        if !fresh {
+            return None;
+        }
+        self.nonce += 1;
+        let part = |p: &crate::hub::EncodedPart| v1::EncodedPart {
+            digest: p.digest.clone(),
+            gzip: if self.held.contains(&p.digest) { Default::default() } else { p.gzip.clone() },
+        };
+        let push = v1::ViewPush {
+            nonce: self.nonce.to_string(),
+            version: view.version.clone(),
+            team: self.team.clone(),
+            watermark: built.watermark,
+            global: Some(part(&view.global)),
+            overlay: Some(part(&view.overlay)),
+        };
+        self.pending = Some(InFlight {
+            nonce: push.nonce.clone(),
+            version: view.version,
+            watermark: built.watermark,
+            parts: [view.global.digest.clone(), view.overlay.digest.clone()],
+            detected: built.detected,
+        });
+        Some(v1::ControlMessage { kind: Some(control_message::Kind::View(push)) })
+    }
+
+    fn receive(&mut self, message: v1::SidecarMessage) {
+        match message.kind {
+            Some(sidecar_message::Kind::Ack(ack)) => {
+                let Some(pending) = self.pending.take_if(|p| p.nonce == ack.nonce) else { return };
+                self.applied = (pending.version.clone(), pending.watermark);
+                self.held = pending.parts.into_iter().collect();
+                self.parked = None;
+                self.shared.registry.ack(self.id, &pending.version);
+                self.shared.metrics.acks.with_label_values(&[self.team.as_str()]).inc();
+                self.shared.metrics.propagation.observe(pending.detected.elapsed().as_secs_f64());
+            }
+            Some(sidecar_message::Kind::Nack(nack)) => {
+                let Some(pending) = self.pending.take_if(|p| p.nonce == nack.nonce) else { return };
+                tracing::warn!(team = %self.team, version = %pending.version, error = %nack.error, "view rejected by a sidecar; parked until the view changes");
+                self.shared.registry.nack(self.id, &pending.version, &nack.error);
+                self.shared.metrics.nacks.with_label_values(&[self.team.as_str()]).inc();
+                self.parked = Some(pending.version);
+            }
+            Some(sidecar_message::Kind::Hello(_)) | None => {}
+        }
+    }
+
+    /// The health table to send: the whole table first, then only changed entries.
+    fn health_push(
+        &mut self,
+        sent: &[v1::HealthEntry],
+        table: &Arc<Vec<v1::HealthEntry>>,
+    ) -> Option<v1::ControlMessage> {
+        let full = !self.health_sent;
+        let entries: Vec<v1::HealthEntry> =
+            if full { table.to_vec() } else { table.iter().filter(|e| !sent.contains(e)).cloned().collect() };
+        if !full && entries.is_empty() {
+            return None;
+        }
+        self.health_sent = true;
+        self.nonce += 1;
+        let now = crate::clock::now_ms();
+        let entries = entries
+            .into_iter()
+            .map(|mut e| {
+                e.age_ms = now.saturating_sub(u64::try_from(e.observed_at_unix_ms).unwrap_or(0));
+                e
+            })
+            .collect();
+        let push = v1::HealthPush { nonce: self.nonce.to_string(), table: Some(v1::HealthTable { entries }), full };
+        Some(v1::ControlMessage { kind: Some(control_message::Kind::Health(push)) })
+    }
+}

@@ -1,0 +1,254 @@
+//! Operator mode: one bidirectional stream to the operator. Each view arrives in two parts
+//! (the shared global part and this team's overlay), is assembled and applied whole, then
+//! acknowledged; a view that cannot be applied is NACKed and the old one keeps serving. The
+//! stream reconnects with jittered exponential backoff and the last good view keeps serving
+//! meanwhile; with `--snapshot-cache` the last applied view is kept on disk (mode 0600: it
+//! holds credentials) and served at start before the operator answers.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use llmroute_proto::v1;
+use llmroute_proto::v1::routing_discovery_client::RoutingDiscoveryClient;
+use llmroute_proto::v1::{control_message, sidecar_message};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::clock::now_ms;
+use crate::metrics::Metrics;
+use crate::routes::RoutesHandle;
+
+/// Largest part accepted once decompressed.
+const PART_LIMIT: u64 = 256 * 1024 * 1024;
+/// Reconnect backoff: first wait and cap.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// Who this sidecar is.
+#[derive(Clone, Debug)]
+pub(crate) struct Identity {
+    pub team: String,
+    pub pod: String,
+    pub namespace: String,
+}
+
+/// A part held, with the bytes it came in (for the cache).
+#[derive(Clone, Debug)]
+struct HeldPart {
+    digest: String,
+    gzip: Bytes,
+    part: v1::Part,
+}
+
+/// What is applied.
+#[derive(Debug, Default)]
+struct Applied {
+    version: String,
+    watermark: u64,
+    global: Option<HeldPart>,
+    overlay: Option<HeldPart>,
+}
+
+impl Applied {
+    fn held(&self, digest: &str) -> Option<&HeldPart> {
+        [&self.global, &self.overlay].into_iter().flatten().find(|p| p.digest == digest)
+    }
+}
+
+/// The operator source.
+pub(crate) struct OperatorSource {
+    pub url: String,
+    pub identity: Identity,
+    pub routes: Arc<RoutesHandle>,
+    pub metrics: Metrics,
+    pub cache: Option<PathBuf>,
+}
+
+impl OperatorSource {
+    /// Serves the cache (if any), then follows the operator forever.
+    pub async fn run(self) {
+        let mut applied = Applied::default();
+        let mut health: HashMap<(String, String), v1::HealthEntry> = HashMap::new();
+        if let Some(push) = self.read_cache() {
+            match self.apply(&push, &mut applied) {
+                Ok(()) => {
+                    tracing::info!(version = %applied.version, "serving the cached view until the operator answers")
+                }
+                Err(e) => tracing::warn!(error = %e, "snapshot cache ignored"),
+            }
+        }
+        let mut backoff = BACKOFF_START;
+        loop {
+            match self.session(&mut applied, &mut health, &mut backoff).await {
+                Ok(()) => tracing::warn!("operator stream ended; reconnecting"),
+                Err(e) => tracing::warn!(error = %e, "operator stream failed; reconnecting"),
+            }
+            let jitter = rand::random_range(0.5..1.0);
+            tokio::time::sleep(backoff.mul_f64(jitter)).await;
+            backoff = (backoff * 2).min(BACKOFF_CAP);
+        }
+    }
+
+    async fn session(
+        &self,
+        applied: &mut Applied,
+        health: &mut HashMap<(String, String), v1::HealthEntry>,
+        backoff: &mut Duration,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let channel = tonic::transport::Endpoint::from_shared(self.url.clone())?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .connect()
+            .await?;
+        let mut client = RoutingDiscoveryClient::new(channel).max_decoding_message_size(PART_LIMIT as usize);
+        let (tx, rx) = mpsc::channel(8);
+        let held_parts = [&applied.global, &applied.overlay].into_iter().flatten().map(|p| p.digest.clone()).collect();
+        let hello = v1::Hello {
+            team: self.identity.team.clone(),
+            pod: self.identity.pod.clone(),
+            namespace: self.identity.namespace.clone(),
+            last_applied_version: applied.version.clone(),
+            last_applied_watermark: applied.watermark,
+            protocol: v1::Protocol::V1 as i32,
+            held_parts,
+        };
+        tx.send(message(sidecar_message::Kind::Hello(hello))).await?;
+        let mut inbound = client.stream_routes(ReceiverStream::new(rx)).await?.into_inner();
+        tracing::info!(operator = %self.url, "connected to the operator");
+        *backoff = BACKOFF_START;
+        while let Some(control) = inbound.message().await? {
+            match control.kind {
+                Some(control_message::Kind::View(push)) => {
+                    let reply = match self.apply(&push, applied) {
+                        Ok(()) => {
+                            self.write_cache(applied, &push);
+                            sidecar_message::Kind::Ack(v1::Ack {
+                                version: push.version.clone(),
+                                nonce: push.nonce.clone(),
+                            })
+                        }
+                        Err(error) => {
+                            self.metrics.snapshot_rejected.inc();
+                            tracing::error!(%error, version = %push.version, "view rejected; the previous one keeps serving");
+                            sidecar_message::Kind::Nack(v1::Nack {
+                                version: push.version.clone(),
+                                nonce: push.nonce.clone(),
+                                error,
+                                applied_version: applied.version.clone(),
+                            })
+                        }
+                    };
+                    tx.send(message(reply)).await?;
+                }
+                Some(control_message::Kind::Health(push)) => self.apply_health(push, health),
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Assembles and applies a pushed view; the error says why not.
+    fn apply(&self, push: &v1::ViewPush, applied: &mut Applied) -> Result<(), String> {
+        if push.team != self.identity.team {
+            return Err(format!("view of team {:?}, this sidecar serves {:?}", push.team, self.identity.team));
+        }
+        if push.watermark < applied.watermark {
+            return Err(format!("view watermark {} is older than the applied {}", push.watermark, applied.watermark));
+        }
+        let part = |encoded: &Option<v1::EncodedPart>| -> Result<HeldPart, String> {
+            let encoded = encoded.as_ref().ok_or("a part is missing")?;
+            if encoded.gzip.is_empty() {
+                return applied
+                    .held(&encoded.digest)
+                    .cloned()
+                    .ok_or_else(|| format!("part {} is not held", encoded.digest));
+            }
+            let part = llmroute_proto::part::decompress_checked(&encoded.gzip, PART_LIMIT, &encoded.digest)
+                .map_err(|e| e.to_string())?;
+            Ok(HeldPart { digest: encoded.digest.clone(), gzip: encoded.gzip.clone(), part })
+        };
+        let (global, overlay) = (part(&push.global)?, part(&push.overlay)?);
+        let view = llmroute_proto::view::assemble(push.version.clone(), &push.team, &global.part, &overlay.part);
+        match self.routes.apply(view) {
+            Ok(_) => {
+                *applied = Applied {
+                    version: push.version.clone(),
+                    watermark: push.watermark,
+                    global: Some(global),
+                    overlay: Some(overlay),
+                };
+                tracing::info!(version = %push.version, watermark = push.watermark, "view applied");
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn apply_health(&self, push: v1::HealthPush, table: &mut HashMap<(String, String), v1::HealthEntry>) {
+        if push.full {
+            table.clear();
+        }
+        let now = now_ms();
+        for mut entry in push.table.map(|t| t.entries).unwrap_or_default() {
+            // Dated by this sidecar's clock from the age it was sent with.
+            entry.observed_at_unix_ms = i64::try_from(now.saturating_sub(entry.age_ms)).unwrap_or(0);
+            table.insert((entry.deployment_id.clone(), entry.spec_hash.clone()), entry);
+        }
+        self.routes.apply_health(table.values().cloned().collect());
+    }
+
+    fn read_cache(&self) -> Option<v1::ViewPush> {
+        let path = self.cache.as_ref()?;
+        let bytes = std::fs::read(path).ok()?;
+        match v1::ViewPush::decode(bytes.as_slice()) {
+            Ok(push) => Some(push),
+            Err(e) => {
+                tracing::warn!(cache = %path.display(), error = %e, "snapshot cache is corrupt; ignored");
+                None
+            }
+        }
+    }
+
+    /// Writes the applied view (both parts, whole) atomically, mode 0600.
+    fn write_cache(&self, applied: &Applied, push: &v1::ViewPush) {
+        let Some(path) = &self.cache else { return };
+        let encoded = |p: &Option<HeldPart>| {
+            p.as_ref().map(|p| v1::EncodedPart { digest: p.digest.clone(), gzip: p.gzip.clone() })
+        };
+        let whole = v1::ViewPush {
+            nonce: String::new(),
+            version: push.version.clone(),
+            team: push.team.clone(),
+            watermark: push.watermark,
+            global: encoded(&applied.global),
+            overlay: encoded(&applied.overlay),
+        };
+        if let Err(e) = write_private(path, &whole.encode_to_vec()) {
+            tracing::warn!(cache = %path.display(), error = %e, "snapshot cache not written");
+        }
+    }
+}
+
+fn message(kind: sidecar_message::Kind) -> v1::SidecarMessage {
+    v1::SidecarMessage { kind: Some(kind) }
+}
+
+/// Writes `bytes` to `path` through a temporary file created mode 0600, then renamed.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
