@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fleet;
 pub mod stream;
 
 use std::collections::BTreeMap;

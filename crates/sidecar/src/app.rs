@@ -84,7 +84,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             };
             let url = flags.operator.clone().unwrap_or_default();
             let cache = flags.snapshot_cache.clone();
-            let source = crate::operator::OperatorSource { url, identity, routes, metrics, cache };
+            let max_part_bytes = flags.max_view_bytes;
+            let source = crate::operator::OperatorSource { url, identity, routes, metrics, cache, max_part_bytes };
             tokio::spawn(source.run());
         }
     }

@@ -27,6 +27,10 @@ pub struct Flags {
     /// credentials) and served at start before the operator answers.
     #[arg(long, env = "LLMROUTE_SNAPSHOT_CACHE", requires = "operator")]
     pub snapshot_cache: Option<PathBuf>,
+    /// Operator mode: largest part of a view (global part or team overlay) accepted once
+    /// decompressed, bytes; a larger view is rejected (NACKed) and the old one keeps serving.
+    #[arg(long, default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=1 << 32))]
+    pub max_view_bytes: u64,
     /// Address of the OpenAI-compatible API.
     #[arg(long, default_value = "127.0.0.1:4000", env = "LLMROUTE_LISTEN")]
     pub listen: SocketAddr,

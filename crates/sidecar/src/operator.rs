@@ -22,8 +22,6 @@ use crate::clock::now_ms;
 use crate::metrics::Metrics;
 use crate::routes::RoutesHandle;
 
-/// Largest part accepted once decompressed.
-const PART_LIMIT: u64 = 256 * 1024 * 1024;
 /// Reconnect backoff: first wait and cap.
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
@@ -66,6 +64,8 @@ pub(crate) struct OperatorSource {
     pub routes: Arc<RoutesHandle>,
     pub metrics: Metrics,
     pub cache: Option<PathBuf>,
+    /// Largest view part accepted once decompressed, bytes (`--max-view-bytes`).
+    pub max_part_bytes: u64,
 }
 
 impl OperatorSource {
@@ -106,7 +106,8 @@ impl OperatorSource {
             .keep_alive_timeout(Duration::from_secs(10))
             .connect()
             .await?;
-        let mut client = RoutingDiscoveryClient::new(channel).max_decoding_message_size(PART_LIMIT as usize);
+        let limit = usize::try_from(self.max_part_bytes.saturating_mul(2)).unwrap_or(usize::MAX);
+        let mut client = RoutingDiscoveryClient::new(channel).max_decoding_message_size(limit);
         let (tx, rx) = mpsc::channel(8);
         let held_parts = [&applied.global, &applied.overlay].into_iter().flatten().map(|p| p.digest.clone()).collect();
         let hello = v1::Hello {
@@ -169,7 +170,7 @@ impl OperatorSource {
                     .cloned()
                     .ok_or_else(|| format!("part {} is not held", encoded.digest));
             }
-            let part = llmroute_proto::part::decompress_checked(&encoded.gzip, PART_LIMIT, &encoded.digest)
+            let part = llmroute_proto::part::decompress_checked(&encoded.gzip, self.max_part_bytes, &encoded.digest)
                 .map_err(|e| e.to_string())?;
             Ok(HeldPart { digest: encoded.digest.clone(), gzip: encoded.gzip.clone(), part })
         };

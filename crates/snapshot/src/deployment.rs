@@ -19,6 +19,7 @@ pub(crate) fn compile_deployment(
     secrets: &BTreeMap<ObjectKey, SecretData>,
 ) -> Result<v1::Deployment, Rejection> {
     let spec = &md.spec;
+    check_port(&spec.upstream.base_url)?;
     let api_key = match &spec.upstream.api_key_secret_ref {
         None => String::new(),
         Some(r) => resolve_secret(&ObjectKey::new(&key.namespace, &r.name), &r.key, secrets)?,
@@ -87,6 +88,18 @@ fn resolve_secret(
         return Err(unusable());
     }
     Ok(text.to_owned())
+}
+
+/// The port of a schema-checked `http(s)://host[:port]/...` URL, when given, is 1..65535.
+fn check_port(base_url: &str) -> Result<(), Rejection> {
+    let rest = base_url.split_once("://").map_or(base_url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_end = authority.rfind(']').map_or(0, |i| i + 1);
+    let Some((_, port)) = authority[host_end..].rsplit_once(':') else { return Ok(()) };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err((Reason::Invalid, format!("upstream.baseUrl: port {port:?} is not a number from 1 to 65535"))),
+    }
 }
 
 /// A schema-checked decimal string ("2.50") as a number.

@@ -300,3 +300,26 @@ fn a_view_is_its_two_parts_and_their_digests_are_of_the_parts_encoding() {
     assert_eq!(llmroute_proto::view::assemble(c.version("t"), "t", &global, &own), c.view("t"));
     assert!(c.team_part("nobody").1.deployments.is_empty());
 }
+
+#[test]
+fn a_base_url_port_outside_1_to_65535_is_invalid() {
+    let mut s = store();
+    for (name, url) in [
+        ("big", "http://127.0.0.1:99999/v1"),
+        ("zero", "http://h:0"),
+        ("v6", "http://[::1]:8080/v1"),
+        ("plain", "https://h/v1"),
+    ] {
+        let mut d = md(name, "m");
+        d.spec.upstream.base_url = url.into();
+        s.apply_model_deployment(d);
+    }
+    let c = compile(&s);
+    for name in ["big", "zero"] {
+        let d = diagnostic(&c, Kind::ModelDeployment, name);
+        assert_eq!(d.reason, Reason::Invalid, "{name}");
+        assert!(d.message.contains("port"), "{}", d.message);
+    }
+    assert!(diagnostic(&c, Kind::ModelDeployment, "v6").accepted());
+    assert!(diagnostic(&c, Kind::ModelDeployment, "plain").accepted());
+}

@@ -131,7 +131,14 @@ impl TryFrom<&v1::Deployment> for Target {
         if host.is_empty() {
             return Err(bad_url());
         }
-        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        // A port that is not 1..65535 is refused, never replaced by the default.
+        let text = authority.as_str();
+        let after_host = &text[text.rfind(']').map_or(0, |i| i + 1)..];
+        let port = match after_host.rsplit_once(':') {
+            Some((_, port)) => port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad_url)?,
+            None if tls => 443,
+            None => 80,
+        };
         let key = format!("{}://{}:{port}", if tls { "https" } else { "http" }, authority.host());
         let provider = match v1::Provider::try_from(d.provider) {
             Ok(v1::Provider::Openai) => Provider::OpenAi,

@@ -1,0 +1,233 @@
+//! One operator feeding sidecars of two teams over gRPC, through the real binaries.
+
+use std::time::Duration;
+
+use llmroute_e2e::fleet::{Fakes, FedSidecar, Operator, write_atomic};
+use llmroute_e2e::{md, tm};
+use llmroute_testkit::process::eventually;
+use prost::Message;
+
+struct Fleet {
+    fakes: Fakes,
+    dir: tempfile::TempDir,
+    operator: Operator,
+    a: FedSidecar,
+    b: FedSidecar,
+}
+
+fn private(name: &str, model: &str, instance: &str, team: &str, key: &str) -> String {
+    md(name, model, instance, &format!("  team: {team}\n  upstream: {{baseUrl: 'http://{{{instance}}}/v1', apiKeySecretRef: {{name: {name}-key, key: k}}}}"))
+        .replace(&format!("  upstream: {{baseUrl: 'http://{{{instance}}}/v1'}}\n"), "")
+        + &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-key, namespace: llm}}\nstringData: {{k: {key}}}\n---\n")
+}
+
+fn manifests() -> String {
+    md("shared", "m", "x", "")
+        + &private("a-own", "own", "x", "team-a", "sk-team-a-secret")
+        + &private("b-own", "own", "y", "team-b", "sk-team-b-secret")
+        + &tm("a-alias", "team-a", "alias", "modelName: m", "")
+}
+
+impl Fleet {
+    async fn start() -> Fleet {
+        let fakes = Fakes::start(&["x", "y", "z"]);
+        let dir = tempfile::tempdir().unwrap();
+        let manifests_dir = dir.path().join("manifests");
+        std::fs::create_dir(&manifests_dir).unwrap();
+        write_atomic(&manifests_dir.join("all.yaml"), &fakes.fill(&manifests()));
+        std::fs::write(dir.path().join("config.yaml"), "").unwrap();
+        let operator = Operator::start(&manifests_dir, &dir.path().join("config.yaml"), "127.0.0.1:0");
+        let a = FedSidecar::start("team-a", operator.grpc, dir.path().join("a.cache"));
+        let b = FedSidecar::start("team-b", operator.grpc, dir.path().join("b.cache"));
+        let fleet = Fleet { fakes, dir, operator, a, b };
+        assert!(fleet.operator.converged("team-a", 1).await, "{}", fleet.operator.status().await);
+        assert!(fleet.operator.converged("team-b", 1).await, "{}", fleet.operator.status().await);
+        fleet
+    }
+
+    fn write(&self, text: &str) {
+        write_atomic(&self.dir.path().join("manifests/all.yaml"), &self.fakes.fill(text));
+    }
+}
+
+fn cached(sidecar: &FedSidecar) -> (Vec<String>, Vec<String>) {
+    let bytes = std::fs::read(&sidecar.cache).expect("cache written");
+    let push = llmroute_proto::v1::ViewPush::decode(bytes.as_slice()).expect("cache decodes");
+    let mut ids = Vec::new();
+    let mut keys = Vec::new();
+    for part in [push.global, push.overlay].into_iter().flatten() {
+        let part = llmroute_proto::part::decompress_checked(&part.gzip, 1 << 24, &part.digest).expect("part");
+        ids.extend(part.deployments.iter().map(|d| d.id.clone()));
+        keys.extend(part.deployments.iter().map(|d| d.api_key.clone()).filter(|k| !k.is_empty()));
+    }
+    (ids, keys)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_reaches_every_sidecar_and_is_acknowledged() {
+    let fleet = Fleet::start().await;
+    assert_eq!(fleet.a.served_by("m").await, "llm/shared");
+    assert_eq!(fleet.b.served_by("m").await, "llm/shared");
+    assert_eq!(fleet.a.served_by("alias").await, "llm/shared");
+    let (va, vb) = (fleet.a.version().await, fleet.b.version().await);
+    // A global change: both views change.
+    fleet.write(&(manifests() + &md("more", "m2", "z", "")));
+    let both = eventually(Duration::from_secs(10), || async {
+        fleet.a.served_by("m2").await == "llm/more" && fleet.b.served_by("m2").await == "llm/more"
+    })
+    .await;
+    assert!(both, "{}", fleet.operator.status().await);
+    assert!(fleet.operator.converged("team-a", 1).await && fleet.operator.converged("team-b", 1).await);
+    assert_ne!(fleet.a.version().await, va);
+    assert_ne!(fleet.b.version().await, vb);
+    let status = fleet.operator.status().await;
+    let object = status["objects"].as_array().unwrap().iter().find(|o| o["name"] == "more").unwrap().clone();
+    let ready = object["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!(ready["status"], "True", "{object}");
+    assert_eq!(object["sidecars"], serde_json::json!({"acknowledged": 2, "connected": 2}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_sidecar_receives_another_teams_private_entries_or_credentials() {
+    let fleet = Fleet::start().await;
+    assert_eq!(fleet.a.served_by("own").await, "llm/a-own");
+    assert_eq!(fleet.b.served_by("own").await, "llm/b-own");
+    assert_eq!(fleet.b.served_by("alias").await, "404", "team-a's TeamModel is not team-b's");
+    let (ids, keys) = cached(&fleet.a);
+    assert!(ids.contains(&"llm/a-own".to_string()) && !ids.contains(&"llm/b-own".to_string()), "{ids:?}");
+    assert_eq!(keys, ["sk-team-a-secret"]);
+    let (ids, keys) = cached(&fleet.b);
+    assert!(!ids.contains(&"llm/a-own".to_string()), "{ids:?}");
+    assert_eq!(keys, ["sk-team-b-secret"]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&fleet.a.cache).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the cache holds credentials");
+    }
+    let logs = fleet.operator.proc.logs() + &fleet.a.proc.logs() + &fleet.b.proc.logs();
+    assert!(!logs.contains("sk-team-"), "no credential in any log");
+    assert!(!fleet.operator.status().await.to_string().contains("sk-team-"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_keep_serving_without_the_operator_and_converge_when_it_returns() {
+    let mut fleet = Fleet::start().await;
+    let grpc = fleet.operator.grpc;
+    fleet.operator.proc.terminate();
+    fleet.operator.proc.wait_exit(Duration::from_secs(5));
+    for _ in 0..5 {
+        assert_eq!(fleet.a.served_by("m").await, "llm/shared");
+        assert_eq!(fleet.b.served_by("own").await, "llm/b-own");
+    }
+    // Changed while the operator was away; it comes back on the same address.
+    fleet.write(&(manifests() + &md("later", "m3", "z", "")));
+    let dir = fleet.dir.path().to_owned();
+    fleet.operator = Operator::start(&dir.join("manifests"), &dir.join("config.yaml"), &grpc.to_string());
+    let converged = eventually(Duration::from_secs(15), || async {
+        fleet.a.served_by("m3").await == "llm/later" && fleet.b.served_by("m3").await == "llm/later"
+    })
+    .await;
+    assert!(converged, "{}", fleet.a.proc.logs());
+    assert!(fleet.operator.converged("team-a", 1).await && fleet.operator.converged("team-b", 1).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_routing_config_keeps_the_last_good_one_and_status_names_the_field() {
+    let fleet = Fleet::start().await;
+    std::fs::write(fleet.dir.path().join("config.yaml"), "defaults: {maxAtempts: 2}\n").unwrap();
+    let named = eventually(Duration::from_secs(10), || async {
+        let config = &fleet.operator.status().await["config"];
+        config["accepted"] == false && config["message"].as_str().is_some_and(|m| m.contains("defaults.maxAtempts"))
+    })
+    .await;
+    assert!(named, "{}", fleet.operator.status().await);
+    assert_eq!(fleet.a.served_by("m").await, "llm/shared");
+    let metrics =
+        llmroute_testkit::http_client::get(&format!("{}/metrics", fleet.operator.admin)).await.unwrap().text();
+    assert!(metrics.contains("llmroute_config_rejected_total 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_a_sidecar_rejects_is_a_nack_in_status_and_the_old_view_serves() {
+    let mut fleet = Fleet::start().await;
+    // A sidecar that holds views of at most 4 KiB per part: the operator's next view is larger.
+    fleet.a = FedSidecar::start_with(
+        "team-a",
+        fleet.operator.grpc,
+        fleet.dir.path().join("a2.cache"),
+        &["--max-view-bytes", "4096"],
+    );
+    assert!(fleet.operator.converged("team-a", 1).await, "{}", fleet.operator.status().await);
+    let before = fleet.a.version().await;
+    let many: String = (0..30).map(|i| md(&format!("bulk{i}"), &format!("bulk-model-{i}"), "z", "")).collect();
+    fleet.write(&(manifests() + &many));
+    let nacked = eventually(Duration::from_secs(10), || async {
+        fleet.operator.team("team-a").await["nacks"].as_array().is_some_and(|n| !n.is_empty())
+    })
+    .await;
+    assert!(nacked, "{}", fleet.operator.status().await);
+    let nack = fleet.operator.team("team-a").await["nacks"][0].clone();
+    assert!(nack["error"].as_str().unwrap_or_default().contains("larger than 4096 bytes"), "{nack}");
+    assert_eq!(fleet.a.version().await, before, "the old view keeps serving");
+    assert_eq!(fleet.a.served_by("m").await, "llm/shared");
+    // Parked: the rejected version is not sent again in a loop.
+    let nacks = || async {
+        let text =
+            llmroute_testkit::http_client::get(&format!("{}/metrics", fleet.operator.admin)).await.unwrap().text();
+        text.lines().find(|l| l.starts_with("llmroute_operator_nacks_total{team=\"team-a\"}")).map(str::to_owned)
+    };
+    let first = nacks().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(nacks().await, first, "one NACK per rejected version");
+    // A fix is a new version: applied.
+    fleet.write(&manifests());
+    assert!(fleet.operator.converged("team-a", 1).await, "{}", fleet.operator.status().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_sidecar_serves_from_its_cache_before_the_operator_answers() {
+    let mut fleet = Fleet::start().await;
+    let cache = fleet.a.cache.clone();
+    fleet.operator.proc.terminate();
+    fleet.operator.proc.wait_exit(Duration::from_secs(5));
+    fleet.a.proc.terminate();
+    fleet.a.proc.wait_exit(Duration::from_secs(5));
+    let restarted = FedSidecar::start("team-a", fleet.operator.grpc, cache.clone());
+    let ready = eventually(Duration::from_secs(5), || async { restarted.version().await.is_some() }).await;
+    assert!(ready, "{}", restarted.proc.logs());
+    assert_eq!(restarted.served_by("own").await, "llm/a-own");
+    // A corrupt cache is ignored with a warning, never a crash.
+    drop(restarted);
+    std::fs::write(&cache, b"\x00garbage").unwrap();
+    let mut corrupt = FedSidecar::start("team-a", fleet.operator.grpc, cache);
+    let warned = corrupt.proc.wait_log_line("snapshot cache", Duration::from_secs(5));
+    assert!(warned.is_some_and(|l| l.contains("ignored") || l.contains("corrupt")), "{}", corrupt.proc.logs());
+    assert!(corrupt.proc.is_running());
+    assert_eq!(corrupt.version().await, None, "not ready without a view");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_fails_while_views_change_under_load() {
+    let fleet = Fleet::start().await;
+    let writer = async {
+        for i in 0..10 {
+            fleet.write(&(manifests() + &md(&format!("extra{i}"), &format!("e{i}"), "z", "")));
+            tokio::time::sleep(Duration::from_millis(120)).await;
+        }
+    };
+    let load = async {
+        let mut failures = Vec::new();
+        for _ in 0..150 {
+            for (s, model) in [(&fleet.a, "own"), (&fleet.b, "m")] {
+                let who = s.served_by(model).await;
+                if !who.starts_with("llm/") {
+                    failures.push(who);
+                }
+            }
+        }
+        failures
+    };
+    let ((), failures) = tokio::join!(writer, load);
+    assert!(failures.is_empty(), "{failures:?}");
+}
