@@ -128,6 +128,7 @@ pub struct Fakes {
     pub proc: Proc,
     /// Addresses by instance.
     pub addrs: BTreeMap<String, SocketAddr>,
+    control: SocketAddr,
 }
 
 impl Fakes {
@@ -147,7 +148,20 @@ impl Fakes {
                 m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().parse().expect("addr"))).collect()
             })
             .unwrap_or_default();
-        Fakes { proc, addrs }
+        let control = announced["fake_upstream"]["control"].as_str().unwrap_or_default().parse().expect("control");
+        Fakes { proc, addrs, control }
+    }
+
+    /// Sets behaviour fields of an instance.
+    pub async fn behaviour(&self, instance: &str, update: Value) {
+        let url = format!("http://{}/{instance}/behaviour", self.control);
+        let r = llmroute_testkit::http_client::post_json(&url, &update, &[]).await.expect("control");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+
+    /// What an instance has seen.
+    pub async fn stats(&self, instance: &str) -> Value {
+        get(&format!("http://{}/{instance}/stats", self.control)).await.expect("stats").json()
     }
 
     /// `text` with `{instance}` placeholders filled in.

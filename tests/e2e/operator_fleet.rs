@@ -231,3 +231,28 @@ async fn no_request_fails_while_views_change_under_load() {
     let ((), failures) = tokio::join!(writer, load);
     assert!(failures.is_empty(), "{failures:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_probes_once_and_sidecars_route_on_its_health_table() {
+    let fleet = Fleet::start().await;
+    let probed = md("sick", "p", "y", "  order: 1\n  healthCheck: {mode: models, intervalSeconds: 1}")
+        + &md("well", "p", "z", "  order: 2");
+    fleet.write(&(manifests() + &probed));
+    let applied = eventually(Duration::from_secs(10), || async { fleet.a.served_by("p").await == "llm/sick" }).await;
+    assert!(applied, "healthy and preferred (order 1)");
+    fleet.fakes.behaviour("y", serde_json::json!({"healthy": false})).await;
+    let avoided = eventually(Duration::from_secs(10), || async {
+        fleet.a.served_by("p").await == "llm/well" && fleet.b.served_by("p").await == "llm/well"
+    })
+    .await;
+    assert!(avoided, "{}", fleet.operator.status().await);
+    let status = fleet.operator.status().await;
+    let sick = status["objects"].as_array().unwrap().iter().find(|o| o["name"] == "sick").unwrap().clone();
+    let healthy = sick["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Healthy").unwrap().clone();
+    assert_eq!(healthy["status"], "False", "{sick}");
+    let probes = fleet.fakes.stats("y").await["probes"].as_u64().unwrap_or(0);
+    assert!(probes >= 1, "the operator probed");
+    let sidecar_metrics =
+        llmroute_testkit::http_client::get(&format!("{}/metrics", fleet.a.admin)).await.unwrap().text();
+    assert!(sidecar_metrics.contains("llmroute_deployment_healthy{deployment=\"llm/sick\"} 0"), "{sidecar_metrics}");
+}
