@@ -30,5 +30,5 @@ pub use resolve::Resolved;
 pub use response_id::{unwrap_response_id, wrap_response_id};
 pub use state::{DeploymentState, HealthObservation, LiveState, RetryBudgetState};
 pub use table::{
-    Deployment, DeploymentIdx, HealthMode, InvalidSnapshot, Limits, Provider, Route, RouteIdx, RouteTable,
+    Deployment, DeploymentIdx, HealthMode, InvalidSnapshot, Limits, Provider, Route, RouteIdx, RouteTable, degrade,
 };

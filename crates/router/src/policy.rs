@@ -95,23 +95,25 @@ impl TryFrom<&v1::RoutingPolicy> for Policy {
     type Error = InvalidSnapshot;
 
     fn try_from(p: &v1::RoutingPolicy) -> Result<Self, Self::Error> {
+        // A strategy this build does not know degrades to weighted; an unknown affinity kind
+        // is not honoured: the route still serves.
         let strategy = match v1::Strategy::try_from(p.strategy) {
-            Ok(v1::Strategy::Weighted) => StrategyKind::Weighted,
             Ok(v1::Strategy::LeastBusy) => StrategyKind::LeastBusy,
             Ok(v1::Strategy::Latency) => StrategyKind::Latency,
             Ok(v1::Strategy::Cost) => StrategyKind::Cost,
             Ok(v1::Strategy::Adaptive) => StrategyKind::Adaptive,
-            Err(_) => return Err(InvalidSnapshot::UnknownEnum("strategy", p.strategy)),
+            Ok(v1::Strategy::Weighted | v1::Strategy::Unspecified) | Err(_) => StrategyKind::Weighted,
         };
-        let mut kinds = Vec::new();
-        for a in &p.affinity {
-            kinds.push(match v1::Affinity::try_from(*a) {
-                Ok(v1::Affinity::Session) => AffinityKind::Session,
-                Ok(v1::Affinity::User) => AffinityKind::User,
-                Ok(v1::Affinity::Responses) => AffinityKind::Responses,
-                Err(_) => return Err(InvalidSnapshot::UnknownEnum("affinity", *a)),
-            });
-        }
+        let kinds: Vec<AffinityKind> = p
+            .affinity
+            .iter()
+            .filter_map(|a| match v1::Affinity::try_from(*a) {
+                Ok(v1::Affinity::Session) => Some(AffinityKind::Session),
+                Ok(v1::Affinity::User) => Some(AffinityKind::User),
+                Ok(v1::Affinity::Responses) => Some(AffinityKind::Responses),
+                Ok(v1::Affinity::Unspecified) | Err(_) => None,
+            })
+            .collect();
         if !(1..=MAX_ATTEMPTS).contains(&p.max_attempts) {
             return Err(InvalidSnapshot::Policy(format!("max_attempts must be between 1 and {MAX_ATTEMPTS}")));
         }

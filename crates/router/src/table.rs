@@ -203,7 +203,7 @@ impl TryFrom<&v1::Snapshot> for RouteTable {
         for r in &snapshot.routes {
             let route = route(r, &table)?;
             let idx = table.routes.len() as RouteIdx;
-            let tier = route.kind as usize;
+            let tier = tier(route.kind);
             if r.pattern || r.public_name.contains('*') {
                 table.patterns[tier].0.push((route.public_name.clone(), idx));
             } else {
@@ -222,18 +222,55 @@ impl TryFrom<&v1::Snapshot> for RouteTable {
     }
 }
 
+/// Index of a resolution tier (team model, team deployment, global).
+fn tier(kind: v1::RouteKind) -> usize {
+    match kind {
+        v1::RouteKind::TeamModel | v1::RouteKind::Unspecified => 0,
+        v1::RouteKind::TeamDeployment => 1,
+        v1::RouteKind::GlobalDeployment => 2,
+    }
+}
+
+/// What a newer sender put in a view that this build does not know, degraded entry by entry:
+/// a deployment of an unknown provider and a route of an unknown kind are left out (a route
+/// left with no deployment too); every other entry stays. Returns the view and what was left
+/// out, for the log.
+pub fn degrade(mut snapshot: v1::Snapshot) -> (v1::Snapshot, Vec<String>) {
+    let mut notes = Vec::new();
+    let known = |p: i32| matches!(v1::Provider::try_from(p), Ok(v1::Provider::Openai | v1::Provider::Azure));
+    let mut dropped = std::collections::HashSet::new();
+    snapshot.deployments.retain(|d| {
+        let keep = known(d.provider);
+        if !keep {
+            notes.push(format!("deployment {} left out: unknown provider {}", d.id, d.provider));
+            dropped.insert(d.id.clone());
+        }
+        keep
+    });
+    snapshot.routes.retain_mut(|r| {
+        r.deployment_ids.retain(|id| !dropped.contains(id));
+        let kind_known = matches!(v1::RouteKind::try_from(r.kind), Ok(k) if k != v1::RouteKind::Unspecified);
+        if !kind_known {
+            notes.push(format!("route {:?} left out: unknown kind {}", r.public_name, r.kind));
+        } else if r.deployment_ids.is_empty() {
+            notes.push(format!("route {:?} left out: none of its deployments is usable", r.public_name));
+        }
+        kind_known && !r.deployment_ids.is_empty()
+    });
+    (snapshot, notes)
+}
+
 fn deployment(d: &v1::Deployment) -> Result<Deployment, InvalidSnapshot> {
     let provider = match v1::Provider::try_from(d.provider) {
         Ok(v1::Provider::Openai) => Provider::OpenAi,
         Ok(v1::Provider::Azure) => Provider::Azure,
-        Err(_) => return Err(InvalidSnapshot::UnknownEnum("provider", d.provider)),
+        Ok(v1::Provider::Unspecified) | Err(_) => return Err(InvalidSnapshot::UnknownEnum("provider", d.provider)),
     };
-    let check = d.health_check.unwrap_or_default();
-    let health = match v1::HealthCheckMode::try_from(check.mode) {
-        Ok(v1::HealthCheckMode::None) => HealthMode::None,
-        Ok(v1::HealthCheckMode::Models) => HealthMode::Models,
-        Ok(v1::HealthCheckMode::Completion) => HealthMode::Completion,
-        Err(_) => return Err(InvalidSnapshot::UnknownEnum("health check mode", check.mode)),
+    // A probe mode this build does not know is not probed here (the operator probes anyway).
+    let health = match d.health_check.and_then(|c| v1::HealthCheckMode::try_from(c.mode).ok()) {
+        Some(v1::HealthCheckMode::Models) => HealthMode::Models,
+        Some(v1::HealthCheckMode::Completion) => HealthMode::Completion,
+        _ => HealthMode::None,
     };
     if d.order == 0 {
         return Err(InvalidSnapshot::Deployment(d.id.clone(), "order must be >= 1".into()));
@@ -263,7 +300,10 @@ fn deployment(d: &v1::Deployment) -> Result<Deployment, InvalidSnapshot> {
 }
 
 fn route(r: &v1::Route, table: &RouteTable) -> Result<Route, InvalidSnapshot> {
-    let kind = v1::RouteKind::try_from(r.kind).map_err(|_| InvalidSnapshot::UnknownEnum("route kind", r.kind))?;
+    let kind = match v1::RouteKind::try_from(r.kind) {
+        Ok(v1::RouteKind::Unspecified) | Err(_) => return Err(InvalidSnapshot::UnknownEnum("route kind", r.kind)),
+        Ok(kind) => kind,
+    };
     let policy = r.policy.as_ref().map(Policy::try_from).transpose()?;
     let policy = policy.ok_or_else(|| InvalidSnapshot::Policy(format!("route {:?} has no policy", r.public_name)))?;
     let mut deployments = Vec::with_capacity(r.deployment_ids.len());

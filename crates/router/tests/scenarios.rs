@@ -530,3 +530,33 @@ fn policies_past_their_bounds_are_rejected_whole() {
         assert!(RouteTable::try_from(&snapshot).is_err(), "{max_attempts} {timeout_seconds}");
     }
 }
+
+#[test]
+fn values_this_build_does_not_know_degrade_one_entry_not_the_view() {
+    let mut unknown = dep("future", "m", 1, 1);
+    unknown.provider = 99;
+    let mut p = policy();
+    p.strategy = 42;
+    p.affinity = vec![v1::Affinity::Session as i32, 77];
+    let mut odd_kind = global("odd", &["a"]);
+    odd_kind.kind = 9;
+    let snapshot = v1::Snapshot {
+        version: "v".into(),
+        deployments: vec![dep("a", "m", 1, 1), unknown],
+        routes: vec![
+            route("m", v1::RouteKind::GlobalDeployment, &["a", "future"], p),
+            global("only-future", &["future"]),
+            odd_kind,
+        ],
+        ..Default::default()
+    };
+    assert!(RouteTable::try_from(&snapshot).is_err(), "strict without degrading");
+    let (degraded, notes) = llmroute_router::degrade(snapshot);
+    assert_eq!(notes.len(), 3, "{notes:?}");
+    let t = RouteTable::try_from(&degraded).expect("the rest applies");
+    let s = LiveState::for_table(&t, None);
+    let (_, result) =
+        run(&t, &s, "m", RequestKeys { session: Some("k".into()), ..Default::default() }, |_| Class::Success);
+    assert_eq!(result.unwrap(), "a", "an unknown strategy serves as weighted, the known affinity still applies");
+    assert!(t.resolve("only-future").is_none() && t.resolve("odd").is_none());
+}

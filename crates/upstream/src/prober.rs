@@ -50,7 +50,10 @@ impl Prober {
     pub fn reconcile(&self, deployments: &[v1::Deployment]) {
         let wanted: HashMap<Key, &v1::Deployment> = deployments
             .iter()
-            .filter(|d| d.health_check.is_some_and(|h| h.mode != v1::HealthCheckMode::None as i32))
+            .filter(|d| {
+                let mode = d.health_check.map(|h| h.mode);
+                mode == Some(v1::HealthCheckMode::Models as i32) || mode == Some(v1::HealthCheckMode::Completion as i32)
+            })
             .map(|d| ((d.id.clone(), d.spec_hash.clone()), d))
             .collect();
         let Ok(mut tasks) = self.tasks.lock() else { return };

@@ -145,7 +145,9 @@ impl TryFrom<&v1::Deployment> for Target {
             Ok(v1::Provider::Azure) => {
                 Provider::Azure { api_version: utf8_percent_encode(&d.api_version, QUERY_VALUE).to_string() }
             }
-            Err(_) => return Err(InvalidTarget::Provider { id: d.id.clone(), value: d.provider }),
+            Ok(v1::Provider::Unspecified) | Err(_) => {
+                return Err(InvalidTarget::Provider { id: d.id.clone(), value: d.provider });
+            }
         };
         let credential =
             credential(&provider, &d.api_key).map_err(|()| InvalidTarget::Credential { id: d.id.clone() })?;

@@ -12,6 +12,7 @@ pub fn dep(id: &str, model: &str, order: u32, weight: u32) -> v1::Deployment {
         id: id.into(),
         model_name: model.into(),
         base_url: "http://127.0.0.1:1".into(),
+        provider: v1::Provider::Openai as i32,
         weight,
         order,
         quality_tier: 3,

@@ -92,6 +92,10 @@ impl RoutesHandle {
         if previous.as_ref().is_some_and(|p| p.snapshot.version == snapshot.version) {
             return Ok(false);
         }
+        let (snapshot, degraded) = llmroute_router::degrade(snapshot);
+        for note in &degraded {
+            tracing::warn!(version = %snapshot.version, "{note}");
+        }
         let table = RouteTable::try_from(&snapshot)?;
         let targets = snapshot.deployments.iter().map(Target::try_from).collect::<Result<Vec<_>, _>>()?;
         let state = LiveState::for_table(&table, previous.as_ref().map(|p| &p.state));

@@ -40,7 +40,12 @@ async fn server(close_after: bool) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
 }
 
 fn target(addr: std::net::SocketAddr) -> Target {
-    let d = v1::Deployment { id: "ns/d".into(), base_url: format!("http://{addr}/v1"), ..Default::default() };
+    let d = v1::Deployment {
+        id: "ns/d".into(),
+        base_url: format!("http://{addr}/v1"),
+        provider: v1::Provider::Openai as i32,
+        ..Default::default()
+    };
     Target::try_from(&d).unwrap()
 }
 
