@@ -30,12 +30,18 @@ crds:
 
 ## Benchmarks (numbers go in the README): criterion for compile and routing, then the proxy hop
 ## against nginx with wrk (both installed from apt when missing).
-bench: bench-criterion bench-proxy
+bench: bench-criterion bench-proxy bench-fleet
 
 .PHONY: bench-criterion bench-proxy bench-tools
 bench-criterion:
 	$(CARGO) bench --locked -p llmroute-snapshot --bench compile
 	$(CARGO) bench --locked -p llmroute-router --bench decision
+
+## Propagation to 1,000 and 10,000 subscribed streams (operator release build, its own process).
+.PHONY: bench-fleet
+bench-fleet:
+	$(CARGO) build --locked --release -p llmroute-operator
+	LLMROUTE_RELEASE_DIR=$(abspath $(TARGET_DIR))/release $(CARGO) bench --locked -p llmroute-operator --bench propagation
 
 bench-tools:
 	@command -v nginx >/dev/null && command -v wrk >/dev/null || \
