@@ -56,7 +56,7 @@ fn manifests(dir: &Path, revision: usize, team_changed: Option<usize>, global_re
 
 fn operator(bin: &Path, dir: &Path) -> (Child, String) {
     let log = dir.parent().unwrap_or(dir).join("operator.log");
-    let child = Command::new(bin)
+    let mut child = Command::new(bin)
         .args(["--manifests", &dir.to_string_lossy(), "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .env("LLMROUTE_LOG", "warn,llmroute_operator::serve=info")
         .stdout(Stdio::null())
@@ -72,6 +72,8 @@ fn operator(bin: &Path, dir: &Path) -> (Child, String) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("operator did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
 }
 
@@ -208,8 +210,8 @@ fn main() {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release"));
     let bin = dir.join("llmroute-operator");
     assert!(bin.exists(), "{} is not built: cargo build --release -p llmroute-operator", bin.display());
-    let sizes: Vec<usize> = std::env::var("FLEET_STREAMS")
-        .ok()
+    let sizes: Vec<usize> = std::env::var_os("FLEET_STREAMS")
+        .and_then(|v| v.into_string().ok())
         .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_else(|| vec![1_000, 10_000]);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
