@@ -1,16 +1,18 @@
-"""llmroute demo: fake upstreams on loopback + a standalone sidecar on deploy/examples, then a
-walk through the features with real requests from the official OpenAI client. No cluster, no
-internet. Ends by itself."""
+"""llmroute demo: fake upstreams on loopback, one operator on (a copy of) deploy/examples
+feeding two sidecars of different teams over gRPC, a walk through the features with real
+requests from the official OpenAI client, a change reaching both sidecars, and the standalone
+mode (a sidecar with no operator). No cluster, no internet. Ends by itself."""
 
 from __future__ import annotations
 
 import collections
+import shutil
 import sys
 import time
 
 import openai
 
-from llmroute_local import ROOT, Fakes, Sidecar, http, temp_dir, wait_until
+from llmroute_local import ROOT, Fakes, Operator, Sidecar, http, temp_dir, wait_until
 
 # The example manifests point at these loopback ports.
 INSTANCES = {
@@ -30,14 +32,58 @@ def chat(client: openai.OpenAI, model: str, **headers: str):
     return raw.headers["x-llmroute-deployment"], int(raw.headers["x-llmroute-attempts"]), raw
 
 
+NEW_GLOBAL = """apiVersion: llmroute.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: demo-new, namespace: llm}
+spec: {modelName: gpt-4o-new, upstream: {baseUrl: 'http://127.0.0.1:18103/v1'}}
+"""
+
+
+def change_reaches_both(operator: Operator, manifests, client_a: openai.OpenAI, client_b: openai.OpenAI) -> None:
+    title("A change reaches every sidecar: a new global deployment, gpt-4o-new, is added to the manifests")
+    (manifests / "50-demo-new.yaml").write_text(NEW_GLOBAL)
+    started = time.monotonic()
+
+    def served(client: openai.OpenAI) -> bool:
+        try:
+            return chat(client, "gpt-4o-new")[0] == "llm/demo-new"
+        except openai.NotFoundError:
+            return False
+
+    wait_until(lambda: served(client_a) and served(client_b), timeout=10, what="the new view on both sidecars")
+    print(f"  team-a and team-b both serve gpt-4o-new after {(time.monotonic() - started) * 1000:.0f} ms")
+    teams = {t["team"]: t for t in operator.status()["teams"]}
+    for team in ("team-a", "team-b"):
+        t = teams[team]
+        print(f"  /status {team}: version {t['version']}, {t['acknowledged']} of {t['connected']} sidecars acknowledged")
+
+
+def standalone(work, fakes: Fakes) -> None:
+    title("Standalone mode: a sidecar with no operator compiles the manifests itself")
+    sidecar = Sidecar("team-b", ROOT / "deploy/examples/manifests", ROOT / "deploy/examples/routing-config.yaml",
+                      work / "standalone.log")
+    try:
+        client = openai.OpenAI(base_url=sidecar.base_url, api_key="not-forwarded", max_retries=0)
+        counts = collections.Counter(chat(client, "gpt-4o", **{"x-llmroute-session-id": f"x{i}"})[0] for i in range(50))
+        print(f"  team-b, standalone: 50 requests for gpt-4o -> {dict(sorted(counts.items()))}")
+    finally:
+        sidecar.stop()
+
+
 def main() -> int:
     work = temp_dir()
     fakes = Fakes(INSTANCES, 18100, work / "fakes.log")
-    sidecar = Sidecar("team-a", ROOT / "deploy/examples/manifests", ROOT / "deploy/examples/routing-config.yaml", work / "sidecar.log")
+    manifests = work / "manifests"
+    shutil.copytree(ROOT / "deploy/examples/manifests", manifests)
+    operator = Operator(manifests, ROOT / "deploy/examples/routing-config.yaml", work / "operator.log")
+    sidecar = Sidecar("team-a", None, None, work / "sidecar.log", operator=operator.grpc)
+    sidecar_b = Sidecar("team-b", None, None, work / "sidecar-b.log", operator=operator.grpc)
     client = openai.OpenAI(base_url=sidecar.base_url, api_key="not-forwarded", max_retries=0)
+    client_b = openai.OpenAI(base_url=sidecar_b.base_url, api_key="not-forwarded", max_retries=0)
     try:
-        print(f"llmroute sidecar for team-a on {sidecar.base_url} (admin {sidecar.admin}), "
-              f"snapshot {http('GET', sidecar.admin + '/readyz')[1].decode().split()[1]}")
+        print(f"llmroute-operator on {operator.grpc} (admin {operator.admin}) feeding two sidecars:")
+        print(f"  team-a sidecar on {sidecar.base_url}, view {http('GET', sidecar.admin + '/readyz')[1].decode().split()[1]}")
+        print(f"  team-b sidecar on {sidecar_b.base_url}, view {http('GET', sidecar_b.admin + '/readyz')[1].decode().split()[1]}")
 
         title("Weighted split: gpt-4o = gpt4o-east (weight 80) + gpt4o-west (weight 20), 200 requests")
         counts = collections.Counter(chat(client, "gpt-4o", **{"x-llmroute-session-id": f"s{i}"})[0] for i in range(200))
@@ -99,7 +145,7 @@ def main() -> int:
             print(f"  follow-up {i + 1} -> {follow.headers['x-llmroute-deployment']}")
             response = follow.parse()
 
-        title("Health check: gpt4o-east goes down; its probe takes it out of rotation")
+        title("Health check: gpt4o-east goes down; the operator's probe takes it out of every sidecar's rotation")
         fakes.behaviour("gpt4o-east", healthy=False)
         wait_until(lambda: b'llmroute_deployment_healthy{deployment="llm/gpt4o-east"} 0'
                    in http("GET", sidecar.admin + "/metrics")[1], timeout=10, what="the probe")
@@ -108,13 +154,20 @@ def main() -> int:
         print(f"  50 requests -> {dict(counts)}")
         fakes.behaviour("gpt4o-east", healthy=True)
 
-        print("\nDone. Every answer above came through the sidecar on loopback; see README.md for more.")
+        change_reaches_both(operator, manifests, client, client_b)
+        standalone(work, fakes)
+
+        print("\nDone. Every answer above came through a sidecar on loopback; see README.md for more.")
         return 0
     except Exception as e:  # the demo must end with a clear message, never a hang
-        print(f"\ndemo failed: {e}\n--- sidecar log ---\n{(work / 'sidecar.log').read_text()}", file=sys.stderr)
+        logs = "".join(f"--- {name} ---\n{(work / name).read_text()}" for name in ("operator.log", "sidecar.log")
+                       if (work / name).exists())
+        print(f"\ndemo failed: {e}\n{logs}", file=sys.stderr)
         return 1
     finally:
         sidecar.stop()
+        sidecar_b.stop()
+        operator.stop()
         fakes.stop()
 
 

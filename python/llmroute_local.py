@@ -84,13 +84,43 @@ class Fakes:
         self.proc.wait(5)
 
 
-class Sidecar:
-    """A standalone llmroute-sidecar on free ports."""
+class Operator:
+    """An llmroute-operator on a manifests directory, on free ports."""
 
-    def __init__(self, team: str, manifests: Path, config: Path | None, log: Path, extra: list[str] | None = None):
-        args = [str(bin_dir() / "llmroute-sidecar"), "--team", team, "--manifests", str(manifests),
-                "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--poll-interval-ms", "100"]
+    def __init__(self, manifests: Path, config: Path | None, log: Path):
+        args = [str(bin_dir() / "llmroute-operator"), "--manifests", str(manifests),
+                "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
         if config:
+            args += ["--config", str(config)]
+        self.log = log
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+                                     env={**os.environ, "LLMROUTE_LOG": "info"})
+        line = announced(log, "llmroute-operator serving")
+        fields = dict(word.split("=", 1) for word in line.split() if "=" in word)
+        self.grpc = f"http://{fields['grpc']}"
+        self.admin = f"http://{fields['admin']}"
+        wait_until(lambda: http("GET", self.admin + "/readyz")[0] == 200, what="operator readiness")
+
+    def status(self) -> dict:
+        return json.loads(http("GET", self.admin + "/status")[1])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(5)
+
+
+class Sidecar:
+    """An llmroute-sidecar on free ports: standalone on `manifests`, or fed by `operator`."""
+
+    def __init__(self, team: str, manifests: Path | None, config: Path | None, log: Path,
+                 extra: list[str] | None = None, operator: str | None = None):
+        args = [str(bin_dir() / "llmroute-sidecar"), "--team", team,
+                "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]
+        if operator:
+            args += ["--operator", operator, "--pod-name", f"{team}-demo", "--namespace", team]
+        else:
+            args += ["--manifests", str(manifests), "--poll-interval-ms", "100"]
+        if config and not operator:
             args += ["--config", str(config)]
         self.log = log
         self.proc = subprocess.Popen(args + (extra or []), stdout=subprocess.DEVNULL, stderr=open(log, "w"),
