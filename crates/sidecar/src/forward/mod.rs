@@ -5,6 +5,7 @@
 mod attempt;
 mod failure;
 mod headers;
+mod mask;
 mod relay;
 mod responses;
 
@@ -137,7 +138,9 @@ fn commit<U>(ctx: &Context<U>, routes: &Arc<Routes>, request: &ClientRequest, c:
         deployment: deployment_id.clone(),
         status: parts.status.as_u16(),
     };
-    let relay = Relay::new(first, rest, spec, guard, outcome).boxed();
+    let secret = routes.credential(pick.deployment);
+    let relay = mask::mask(Relay::new(first, rest, spec, guard, outcome).boxed(), secret);
+    mask::scrub_headers(&mut parts.headers, secret);
     let body = if request.endpoint == Endpoint::Responses {
         responses::rewrite(relay, deployment_id, request.stream)
     } else {

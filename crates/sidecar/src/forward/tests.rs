@@ -35,6 +35,8 @@ enum Script {
     BrokenBody,
     EmptyBody,
     EchoKey,
+    /// A 200 that echoes the key in a header and, split across two chunks, in its body.
+    EchoKeyInSuccess,
 }
 
 #[derive(Default)]
@@ -83,6 +85,14 @@ impl Upstream for Fake {
             }
             Script::BrokenBody => Ok(respond(200, stream_of(vec![Err("bad chunk size".into())], false))),
             Script::EmptyBody => Ok(respond(200, stream_of(vec![], false))),
+            Script::EchoKeyInSuccess => {
+                let key = key.unwrap_or_default().trim_start_matches("Bearer ").to_owned();
+                let (left, right) = key.split_at(5);
+                let frames = vec![Ok(Bytes::from(format!("{{\"debug\": \"{left}"))), Ok(Bytes::from(format!("{right}\"}}")))];
+                let mut r = respond(200, stream_of(frames, false));
+                r.headers_mut().insert("x-echo", http::HeaderValue::from_str(&format!("key={key}")).unwrap());
+                Ok(r)
+            }
             Script::EchoKey => {
                 let text = format!(
                     "{{\"error\": {{\"message\": \"Incorrect API key provided: {}\"}}}}",
@@ -338,4 +348,14 @@ async fn an_answer_of_known_length_keeps_it_and_is_counted_at_once() {
     assert_eq!(hyper::body::Body::size_hint(&body).exact(), Some(11), "Content-Length for the client");
     assert_eq!(body.collect().await.unwrap().to_bytes(), "{\"ok\":true}");
     assert_eq!(metric(&ctx, "llmroute_requests_total{code=\"200\",deployment=\"ns/a\",model_group=\"m\"}"), Some(1.0));
+}
+
+#[tokio::test]
+async fn a_success_echoing_the_key_in_headers_or_body_is_masked() {
+    let ctx = context(vec![openai("a")], &[("a", Script::EchoKeyInSuccess)], 1);
+    let (status, headers, body) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-echo"], "<redacted>");
+    assert!(!body.contains("sk-a-secret"), "{body}");
+    assert_eq!(body, format!("{{\"debug\": \"{}\"}}", "*".repeat("sk-a-secret".len())));
 }

@@ -1,0 +1,192 @@
+//! An upstream may echo the credential it was sent (in a header, in an error, in a debug field
+//! of a success). Nothing the client receives may hold it: header values holding it are
+//! replaced, and bodies are relayed with every occurrence masked by `*` of the same length, as
+//! they stream (the length, hence `Content-Length`, is unchanged; only a tail that could be
+//! the start of the credential is held back until the next chunk).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue};
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use memchr::memmem::Finder;
+
+use crate::body::{Body, BoxError};
+
+/// Replaces every header value that holds `secret`.
+pub(crate) fn scrub_headers(headers: &mut HeaderMap, secret: &str) {
+    if secret.is_empty() {
+        return;
+    }
+    let finder = Finder::new(secret.as_bytes());
+    for value in headers.values_mut() {
+        if finder.find(value.as_bytes()).is_some() {
+            *value = HeaderValue::from_static("<redacted>");
+        }
+    }
+}
+
+/// Masks `secret` in a stream of chunks.
+pub(crate) struct Masker {
+    finder: Finder<'static>,
+    carry: BytesMut,
+}
+
+impl Masker {
+    /// A masker of `secret` (not empty).
+    pub fn new(secret: &str) -> Self {
+        Self { finder: Finder::new(secret.as_bytes()).into_owned(), carry: BytesMut::new() }
+    }
+
+    fn needle(&self) -> &[u8] {
+        self.finder.needle()
+    }
+
+    /// The bytes of `chunk` that can be sent now, masked.
+    pub fn feed(&mut self, chunk: Bytes) -> Bytes {
+        if self.carry.is_empty() && self.finder.find(&chunk).is_none() && self.partial_tail(&chunk) == 0 {
+            return chunk;
+        }
+        let mut buf = std::mem::take(&mut self.carry);
+        buf.extend_from_slice(&chunk);
+        let len = self.needle().len();
+        let mut at = 0;
+        while let Some(found) = self.finder.find(&buf[at..]) {
+            let start = at + found;
+            buf[start..start + len].fill(b'*');
+            at = start + len;
+        }
+        let keep = self.partial_tail(&buf);
+        self.carry = buf.split_off(buf.len() - keep);
+        buf.freeze()
+    }
+
+    /// What is held back at the end of the body (no credential can follow).
+    pub fn finish(&mut self) -> Bytes {
+        std::mem::take(&mut self.carry).freeze()
+    }
+
+    /// Length of the longest proper suffix of `buf` that starts the credential.
+    fn partial_tail(&self, buf: &[u8]) -> usize {
+        let needle = self.needle();
+        (1..needle.len().min(buf.len() + 1)).rev().find(|n| buf.ends_with(&needle[..*n])).unwrap_or(0)
+    }
+}
+
+struct Masked {
+    inner: Body,
+    masker: Masker,
+    done: bool,
+}
+
+impl HttpBody for Masked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    let out = self.masker.feed(data);
+                    Poll::Ready(Some(Ok(Frame::data(out))))
+                }
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            Poll::Ready(None) => {
+                self.done = true;
+                let rest = self.masker.finish();
+                Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || (self.inner.is_end_stream() && self.masker.carry.is_empty())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        // Masking keeps the length.
+        let inner = self.inner.size_hint();
+        let carry = self.masker.carry.len() as u64;
+        let mut hint = SizeHint::new();
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + carry);
+        }
+        hint.set_lower(inner.lower() + carry);
+        hint
+    }
+}
+
+/// `body` with `secret` masked; `body` itself when there is no secret.
+pub(crate) fn mask(body: Body, secret: &str) -> Body {
+    if secret.is_empty() {
+        return body;
+    }
+    Masked { inner: body, masker: Masker::new(secret), done: false }.boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn run(secret: &str, chunks: &[&[u8]]) -> Vec<u8> {
+        let mut m = Masker::new(secret);
+        let mut out = Vec::new();
+        for c in chunks {
+            out.extend_from_slice(&m.feed(Bytes::copy_from_slice(c)));
+        }
+        out.extend_from_slice(&m.finish());
+        out
+    }
+
+    #[test]
+    fn masks_in_and_across_chunks_keeping_the_length() {
+        assert_eq!(run("sk-123", &[b"key sk-123 and sk-1", b"23!"]), b"key ****** and ******!");
+        assert_eq!(run("sk-123", &[b"sk", b"-", b"12", b"3"]), b"******");
+        assert_eq!(run("sk-123", &[b"sk-12 no"]), b"sk-12 no");
+    }
+
+    #[test]
+    fn a_chunk_ending_an_sse_event_is_not_held_back() {
+        let mut m = Masker::new("sk-123");
+        let chunk = Bytes::from_static(b"data: {\"x\":1}\n\n");
+        assert_eq!(m.feed(chunk.clone()).as_ptr(), chunk.as_ptr(), "passed through untouched, nothing held");
+    }
+
+    #[test]
+    fn header_values_holding_the_secret_are_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("x-echo", HeaderValue::from_static("got sk-123"));
+        h.insert("x-fine", HeaderValue::from_static("ok"));
+        scrub_headers(&mut h, "sk-123");
+        assert_eq!((h["x-echo"].to_str().unwrap(), h["x-fine"].to_str().unwrap()), ("<redacted>", "ok"));
+    }
+
+    proptest! {
+        #[test]
+        fn never_leaks_and_keeps_length(body in "[a-z -]{0,80}", cuts in prop::collection::vec(1..10usize, 1..8)) {
+            let secret = "sk-ab";
+            let text = format!("{body}sk-ab{body}sk-sk-ab");
+            let mut chunks = Vec::new();
+            let mut rest = text.as_bytes();
+            let mut i = 0;
+            while !rest.is_empty() {
+                let n = cuts[i % cuts.len()].min(rest.len());
+                chunks.push(&rest[..n]);
+                rest = &rest[n..];
+                i += 1;
+            }
+            let out = run(secret, &chunks);
+            prop_assert_eq!(out.len(), text.len());
+            prop_assert!(!out.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        }
+    }
+}
