@@ -185,3 +185,24 @@ async fn skipped_paths_are_logged_once() {
     assert_eq!(env.sidecar.log_count("skipping manifest path"), 2, "{}", env.sidecar.logs());
     assert_eq!(env.served_by("m", &[]).await, "llm/a");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_directory_change_never_stalls_serving() {
+    let env = Env::start(Options { instances: &["a"], manifests: md("a", "m", "a", ""), ..Default::default() }).await;
+    let many: String = (0..2_000).map(|i| md(&format!("bulk-{i}"), &format!("bulk-{}", i % 50), "a", "")).collect();
+    env.write_file("bulk.yaml", &env.fill(&many));
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut applied = false;
+    while started.elapsed() < Duration::from_secs(60) && !applied {
+        let asked = std::time::Instant::now();
+        let health = llmroute_testkit::http_client::get(&format!("{}/healthz", env.admin)).await;
+        assert!(health.is_ok_and(|r| r.status == 200), "healthz answers while the directory compiles");
+        assert_eq!(env.chat("m", &[]).await.status, 200, "requests are served meanwhile");
+        slowest = slowest.max(asked.elapsed());
+        applied = env.chat("bulk-7", &[]).await.status == 200;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(applied, "the large change applied");
+    assert!(slowest < Duration::from_secs(1), "slowest health check + request while compiling: {slowest:?}");
+}

@@ -47,7 +47,17 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         }),
         crate::clock::now_ms,
     );
-    tokio::spawn(watch_source(source, shared.clone(), prober, Duration::from_millis(flags.poll_interval_ms)));
+    // Reading, admitting and compiling run on a thread of their own, never on the runtime that
+    // serves the streams.
+    let (source_shared, interval, runtime) =
+        (shared.clone(), Duration::from_millis(flags.poll_interval_ms), tokio::runtime::Handle::current());
+    std::thread::Builder::new()
+        .name("llmroute-manifests".into())
+        .spawn(move || {
+            let _entered = runtime.enter();
+            watch_source(source, source_shared, prober, interval);
+        })
+        .context("starting the manifests thread")?;
     tokio::spawn(crate::admin::serve(admin, shared.clone()));
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "llmroute-operator serving");
     let service = llmroute_proto::v1::routing_discovery_server::RoutingDiscoveryServer::new(
@@ -67,7 +77,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
 }
 
 /// Polls the source, debounces changes (50 ms quiet, 1 s at most) and publishes builds.
-async fn watch_source(mut source: ManifestDir, shared: Arc<Shared>, prober: Prober, interval: Duration) {
+fn watch_source(mut source: ManifestDir, shared: Arc<Shared>, prober: Prober, interval: Duration) {
     let mut watermark = 0u64;
     let publish = |source: &ManifestDir, detected: Instant, watermark: &mut u64| {
         let started = Instant::now();
@@ -97,7 +107,7 @@ async fn watch_source(mut source: ManifestDir, shared: Arc<Shared>, prober: Prob
     }
     let mut pending: Option<(Instant, Instant)> = None;
     loop {
-        tokio::time::sleep(interval).await;
+        std::thread::sleep(interval);
         let now = Instant::now();
         let rejected = source.config_rejections();
         if source.poll(now) {

@@ -74,7 +74,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         Some(source) => {
             let prober = crate::health::prober(pool, routes.clone());
             let standalone = Standalone::new(source, flags.team.clone(), routes, prober, metrics);
-            tokio::spawn(standalone.run(flags.poll_interval()));
+            standalone.spawn(flags.poll_interval(), tokio::runtime::Handle::current()).context("starting the manifests thread")?;
         }
         None => {
             let identity = crate::operator::Identity {

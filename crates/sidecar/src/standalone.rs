@@ -61,11 +61,21 @@ impl Standalone {
         }
     }
 
-    /// Polls the directory every `interval` and applies every change, forever.
-    pub async fn run(mut self, interval: Duration) {
+    /// Polls the directory every `interval` and applies every change, forever, on a thread of
+    /// its own: reading, admitting and compiling a large directory never stalls the serving
+    /// thread (requests, `/healthz`). `runtime` runs the probes.
+    pub fn spawn(self, interval: Duration, runtime: tokio::runtime::Handle) -> std::io::Result<()> {
+        std::thread::Builder::new().name("llmroute-manifests".into()).spawn(move || {
+            let _entered = runtime.enter();
+            self.run(interval);
+        })?;
+        Ok(())
+    }
+
+    fn run(mut self, interval: Duration) {
         self.apply();
         loop {
-            tokio::time::sleep(interval).await;
+            std::thread::sleep(interval);
             let rejected = self.source.config_rejections();
             let changed = self.source.poll(Instant::now());
             self.metrics.config_rejected.inc_by(self.source.config_rejections() - rejected);
