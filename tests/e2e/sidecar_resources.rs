@@ -155,3 +155,16 @@ async fn a_request_routes_on_the_view_in_force_when_its_body_is_complete() {
     assert!(answer.to_ascii_lowercase().contains("x-llmroute-deployment: llm/new"), "{answer}");
     assert_eq!(env.requests("a").await, 0, "the old view was not used");
 }
+
+#[tokio::test]
+async fn metric_series_of_a_removed_deployment_go_with_it() {
+    let manifests = md("stay", "m", "a", "") + &md("gone", "g", "b", "");
+    let env = Env::start(Options { instances: &["a", "b"], manifests, ..Default::default() }).await;
+    assert_eq!(env.served_by("g", &[]).await, "llm/gone");
+    assert_eq!(env.served_by("m", &[]).await, "llm/stay");
+    assert!(env.metrics().await.contains("deployment=\"llm/gone\""));
+    env.change_manifests(&md("stay", "m", "a", "")).await;
+    let text = env.metrics().await;
+    assert!(!text.contains("llm/gone"), "{text}");
+    assert!(text.contains("deployment=\"llm/stay\""), "live series stay");
+}

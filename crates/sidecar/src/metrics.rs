@@ -131,6 +131,15 @@ impl Metrics {
         })
     }
 
+    /// Drops the series of deployments that are no longer in `routes`: label sets live and die
+    /// with the snapshot, so churn cannot grow the registry.
+    pub fn prune(&self, routes: &Routes) {
+        let live: std::collections::HashSet<&str> = routes.table.deployments().iter().map(|d| d.id.as_str()).collect();
+        prune_vec(&self.requests, &live);
+        prune_vec(&self.attempts, &live);
+        prune_vec(&self.latency, &live);
+    }
+
     /// Prometheus text format, gauges refreshed from `routing` at `now_ms`.
     pub fn render(&self, routes: Option<&Routes>, now_ms: u64) -> String {
         self.healthy.reset();
@@ -152,5 +161,23 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Removes every series of `vec` whose `deployment` label names no live deployment ("" is
+/// kept: requests that reached no deployment).
+fn prune_vec<T: prometheus::core::MetricVecBuilder>(
+    vec: &prometheus::core::MetricVec<T>,
+    live: &std::collections::HashSet<&str>,
+) {
+    use prometheus::core::Collector;
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: std::collections::HashMap<&str, &str> =
+                metric.get_label().iter().map(|l| (l.name(), l.value())).collect();
+            if labels.get("deployment").is_some_and(|d| !d.is_empty() && !live.contains(d)) {
+                let _ = vec.remove(&labels);
+            }
+        }
     }
 }

@@ -178,6 +178,9 @@ impl OperatorSource {
         let view = llmroute_proto::view::assemble(push.version.clone(), &push.team, &global.part, &overlay.part);
         match self.routes.apply(view) {
             Ok(_) => {
+                if let Some(routes) = self.routes.load() {
+                    self.metrics.prune(&routes);
+                }
                 *applied = Applied {
                     version: push.version.clone(),
                     watermark: push.watermark,

@@ -52,6 +52,9 @@ impl Standalone {
             Ok(true) => {
                 tracing::info!(%version, deployments = deployments.len(), "snapshot applied");
                 self.prober.reconcile(&deployments);
+                if let Some(routes) = self.routes.load() {
+                    self.metrics.prune(&routes);
+                }
             }
             Ok(false) => {}
             Err(e) => {
