@@ -206,3 +206,35 @@ async fn a_large_directory_change_never_stalls_serving() {
     assert!(applied, "the large change applied");
     assert!(slowest < Duration::from_secs(1), "slowest health check + request while compiling: {slowest:?}");
 }
+
+#[test]
+fn careless_flags_exit_2_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().to_string_lossy().into_owned();
+    for (extra, needle) in [
+        (vec!["--team", "Team_A!"], "--team"),
+        (vec!["--team", ""], "--team"),
+        (vec!["--team", "t", "--upstream-ca-file", "/dev/zero"], "not a regular file"),
+    ] {
+        let mut args: Vec<String> = vec!["--manifests".into(), manifests.clone()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut sidecar = Proc::spawn(&bin("llmroute-sidecar"), &args);
+        assert_eq!(sidecar.wait_exit(Duration::from_secs(10)), Some(2), "{extra:?}: {}", sidecar.logs());
+        assert!(sidecar.logs().contains(needle), "{extra:?}: {}", sidecar.logs());
+    }
+}
+
+#[tokio::test]
+async fn admin_endpoints_answer_get_only() {
+    let env = Env::start(Options { instances: &["a"], manifests: md("a", "m", "a", ""), ..Default::default() }).await;
+    let r = llmroute_testkit::http_client::send(
+        http::Method::DELETE,
+        &format!("{}/debug/snapshot", env.admin),
+        &[],
+        bytes::Bytes::new(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 405);
+}

@@ -14,6 +14,9 @@ use crate::routes::Routes;
 
 /// Handles one admin request.
 pub(crate) async fn handle<U>(proxy: Arc<Context<U>>, request: Request<Incoming>) -> Response<Body> {
+    if request.method() != http::Method::GET && request.method() != http::Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "admin endpoints accept GET only\n");
+    }
     let routing = proxy.routes.load();
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),

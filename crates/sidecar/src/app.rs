@@ -108,6 +108,11 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
 
 /// The certificates of a PEM bundle, for `--upstream-ca-file`.
 fn load_ca(path: &std::path::Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    /// Largest CA bundle read (the public webpki roots are about 250 KiB as PEM).
+    const MAX_CA_BYTES: u64 = 4 * 1024 * 1024;
+    let metadata = std::fs::metadata(path).with_context(|| format!("reading --upstream-ca-file {}", path.display()))?;
+    anyhow::ensure!(metadata.is_file(), "--upstream-ca-file {}: not a regular file", path.display());
+    anyhow::ensure!(metadata.len() <= MAX_CA_BYTES, "--upstream-ca-file {}: larger than {MAX_CA_BYTES} bytes", path.display());
     let pem = std::fs::read(path).with_context(|| format!("reading --upstream-ca-file {}", path.display()))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()

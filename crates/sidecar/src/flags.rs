@@ -108,6 +108,16 @@ impl Flags {
 
     /// Checks what one flag alone cannot: combinations.
     pub fn check(&self) -> Result<(), String> {
+        let label = |t: &str| {
+            !t.is_empty()
+                && t.len() <= 63
+                && t.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !t.starts_with('-')
+                && !t.ends_with('-')
+        };
+        if !label(&self.team) {
+            return Err(format!("--team {:?}: a team is a DNS label (lowercase letters, digits, '-', at most 63)", self.team));
+        }
         if u64::from(self.max_body_bytes) > self.max_buffered_body_bytes {
             return Err(format!(
                 "--max-body-bytes {} is larger than --max-buffered-body-bytes {}: no body that large could ever be held",

@@ -78,7 +78,18 @@ pub(crate) fn parse(endpoint: Endpoint, headers: &HeaderMap, body: ReadBody) -> 
         Some(_) => return Err(ApiError::InvalidModel),
         None => return Err(ApiError::MissingModel),
     };
-    let stream = peeked.stream.as_ref().and_then(Value::as_bool).unwrap_or(false);
+    let wrong = |field: &str, kind: &str| ApiError::InvalidRequest(format!("`{field}` must be {kind}."));
+    let stream = match &peeked.stream {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(wrong("stream", "a boolean")),
+    };
+    if peeked.user.as_ref().is_some_and(|u| !u.is_string() && !u.is_null()) {
+        return Err(wrong("user", "a string"));
+    }
+    if peeked.previous_response_id.as_ref().is_some_and(|p| !p.is_string() && !p.is_null()) {
+        return Err(wrong("previous_response_id", "a string"));
+    }
     let header = |name: &HeaderName| {
         headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned).filter(|v| !v.is_empty())
     };
@@ -183,6 +194,10 @@ mod tests {
     #[test]
     fn bad_requests_are_400_with_a_code() {
         for (body, code) in [
+            (r#"{"model":"m","stream":"yes"}"#, "invalid_request"),
+            (r#"{"model":"m","stream":1}"#, "invalid_request"),
+            (r#"{"model":"m","user":5}"#, "invalid_request"),
+            (r#"{"model":"m","previous_response_id":["a"]}"#, "invalid_request"),
             ("{", "invalid_json"),
             ("[1]", "invalid_request"),
             ("{}", "missing_model"),
