@@ -19,6 +19,14 @@ pub enum Document {
     Secret(Box<Secret>),
     /// A ModelDeployment or TeamModel that does not fit its type.
     Unreadable(Unreadable),
+    /// A Secret that does not fit its type (e.g. `data` that is not base64). It has no status
+    /// to report on: the file holding it is not applied.
+    UnreadableSecret {
+        /// `namespace/name` as written.
+        name: String,
+        /// Where it does not fit (a field path; never a value).
+        message: String,
+    },
     /// Another kind (ConfigMaps, Deployments...): not ours.
     Skipped {
         /// Its `kind`, or "" when absent.
@@ -73,10 +81,20 @@ fn classify(value: Value) -> Document {
     match kind.as_str() {
         "ModelDeployment" if ours => typed(value, &kind, |md| Document::ModelDeployment(Box::new(md))),
         "TeamModel" if ours => typed(value, &kind, |tm| Document::TeamModel(Box::new(tm))),
-        "Secret" if api_version == "v1" => match serde_yaml::from_value::<Secret>(value) {
-            Ok(secret) => Document::Secret(Box::new(secret)),
-            Err(_) => Document::Skipped { kind },
-        },
+        "Secret" if api_version == "v1" => {
+            let meta = value.get("metadata").cloned();
+            match serde_path_to_error::deserialize::<_, Secret>(value) {
+                Ok(secret) => Document::Secret(Box::new(secret)),
+                Err(error) => {
+                    let field = |name: &str| {
+                        meta.as_ref().and_then(|m| m.get(name)).and_then(Value::as_str).unwrap_or_default().to_owned()
+                    };
+                    // The path only: the error text of a bad value could quote the value.
+                    let message = format!("field `{}` does not fit a Secret", error.path());
+                    Document::UnreadableSecret { name: format!("{}/{}", field("namespace"), field("name")), message }
+                }
+            }
+        }
         _ => Document::Skipped { kind },
     }
 }
@@ -141,6 +159,15 @@ mod tests {
         let (docs, _) = parse_documents(nested);
         let Document::Unreadable(u) = &docs[0] else { panic!("{docs:?}") };
         assert!(u.message.contains("spec.routing.maxAtempts"), "{}", u.message);
+    }
+
+    #[test]
+    fn a_secret_that_does_not_fit_names_its_field_not_its_value() {
+        let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: ns}\ndata: {k: 'not_base64!'}\n";
+        let (docs, _) = parse_documents(text);
+        let Document::UnreadableSecret { name, message } = &docs[0] else { panic!("{docs:?}") };
+        assert_eq!(name, "ns/s");
+        assert!(message.contains("data") && !message.contains("not_base64"), "{message}");
     }
 
     #[test]

@@ -61,9 +61,16 @@ pub(crate) fn read(path: &Path, stamp: Stamp) -> Read {
         return Read::Parsed(stamp, Err(problem(path, None, format!("cannot be read: {e}"))));
     }
     let (documents, error) = parse_documents(&text);
-    let parsed = match error {
-        None => Ok(documents),
-        Some(e) => {
+    let unreadable_secret = documents.iter().find_map(|d| match d {
+        Document::UnreadableSecret { name, message } => Some(format!("Secret {name}: {message}")),
+        _ => None,
+    });
+    let parsed = match (error, unreadable_secret) {
+        // A Secret has no status to report on: the file is not applied, and keeps what it held
+        // (the Secret's last good version with it).
+        (None, Some(secret)) => Err(problem(path, None, secret)),
+        (None, None) => Ok(documents),
+        (Some(e), _) => {
             let location = e.source.location().map(|l| (l.line(), l.column()));
             Err(problem(path, location, format!("document {}: {}", e.index + 1, e.source)))
         }

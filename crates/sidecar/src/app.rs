@@ -74,7 +74,9 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         Some(source) => {
             let prober = crate::health::prober(pool, routes.clone());
             let standalone = Standalone::new(source, flags.team.clone(), routes, prober, metrics);
-            standalone.spawn(flags.poll_interval(), tokio::runtime::Handle::current()).context("starting the manifests thread")?;
+            standalone
+                .spawn(flags.poll_interval(), tokio::runtime::Handle::current())
+                .context("starting the manifests thread")?;
         }
         None => {
             let identity = crate::operator::Identity {
@@ -112,7 +114,11 @@ fn load_ca(path: &std::path::Path) -> anyhow::Result<Vec<CertificateDer<'static>
     const MAX_CA_BYTES: u64 = 4 * 1024 * 1024;
     let metadata = std::fs::metadata(path).with_context(|| format!("reading --upstream-ca-file {}", path.display()))?;
     anyhow::ensure!(metadata.is_file(), "--upstream-ca-file {}: not a regular file", path.display());
-    anyhow::ensure!(metadata.len() <= MAX_CA_BYTES, "--upstream-ca-file {}: larger than {MAX_CA_BYTES} bytes", path.display());
+    anyhow::ensure!(
+        metadata.len() <= MAX_CA_BYTES,
+        "--upstream-ca-file {}: larger than {MAX_CA_BYTES} bytes",
+        path.display()
+    );
     let pem = std::fs::read(path).with_context(|| format!("reading --upstream-ca-file {}", path.display()))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()

@@ -116,7 +116,10 @@ impl Flags {
                 && !t.ends_with('-')
         };
         if !label(&self.team) {
-            return Err(format!("--team {:?}: a team is a DNS label (lowercase letters, digits, '-', at most 63)", self.team));
+            return Err(format!(
+                "--team {:?}: a team is a DNS label (lowercase letters, digits, '-', at most 63)",
+                self.team
+            ));
         }
         if u64::from(self.max_body_bytes) > self.max_buffered_body_bytes {
             return Err(format!(

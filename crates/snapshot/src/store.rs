@@ -161,7 +161,7 @@ impl ResourceStore {
                 let key = ObjectKey::new(u.namespace.unwrap_or_else(|| "default".into()), u.name);
                 self.apply_unreadable(kind, key, u.generation, u.message);
             }
-            Document::Skipped { .. } => {}
+            Document::Skipped { .. } | Document::UnreadableSecret { .. } => {}
         }
     }
 

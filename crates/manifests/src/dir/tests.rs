@@ -143,3 +143,24 @@ fn an_oversized_file_keeps_its_last_good_state() {
     assert_eq!(routes(&source), ["ma"]);
     assert!(source.problems().files[0].message.contains("larger than"));
 }
+
+#[test]
+fn a_secret_that_stops_fitting_keeps_its_file_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = |data: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: keys, namespace: llm}}\ndata: {{{data}}}\n---\n")
+    };
+    let with_key = md("a", "ma").replace(
+        "baseUrl: 'http://127.0.0.1:9/v1'",
+        "baseUrl: 'http://127.0.0.1:9/v1', apiKeySecretRef: {name: keys, key: k}",
+    );
+    fs::write(dir.path().join("a.yaml"), secret("k: c2stMQ==") + &with_key).unwrap();
+    let mut source = ManifestDir::open(dir.path(), None, Duration::ZERO).unwrap();
+    let key = |s: &ManifestDir| compile(s.store()).view("t").deployments.first().map(|d| d.api_key.clone());
+    assert_eq!(key(&source), Some("sk-1".into()));
+    fs::write(dir.path().join("a.yaml"), secret("k: c2stMQ==, k3: 'not_base64!'") + &with_key).unwrap();
+    assert!(!source.poll(Instant::now()));
+    assert_eq!(key(&source), Some("sk-1".into()), "the deployment keeps its credential");
+    let problem = source.problems().files[0].to_string();
+    assert!(problem.contains("Secret llm/keys") && !problem.contains("not_base64"), "{problem}");
+}

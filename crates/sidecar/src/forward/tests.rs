@@ -88,7 +88,8 @@ impl Upstream for Fake {
             Script::EchoKeyInSuccess => {
                 let key = key.unwrap_or_default().trim_start_matches("Bearer ").to_owned();
                 let (left, right) = key.split_at(5);
-                let frames = vec![Ok(Bytes::from(format!("{{\"debug\": \"{left}"))), Ok(Bytes::from(format!("{right}\"}}")))];
+                let frames =
+                    vec![Ok(Bytes::from(format!("{{\"debug\": \"{left}"))), Ok(Bytes::from(format!("{right}\"}}")))];
                 let mut r = respond(200, stream_of(frames, false));
                 r.headers_mut().insert("x-echo", http::HeaderValue::from_str(&format!("key={key}")).unwrap());
                 Ok(r)
