@@ -31,6 +31,8 @@ pub struct Problems {
     pub config: Option<ConfigProblem>,
     /// Paths skipped, with why.
     pub skipped: Vec<(PathBuf, String)>,
+    /// Objects defined in more than one file: what, and the files (the last one wins).
+    pub duplicates: Vec<(String, Vec<PathBuf>)>,
 }
 
 /// A watched routing config file.
@@ -54,6 +56,7 @@ pub struct ManifestDir {
     config_rejections: u64,
     listing_failed: bool,
     listed: bool,
+    duplicates: Vec<(String, Vec<PathBuf>)>,
     store: ResourceStore,
 }
 
@@ -99,6 +102,7 @@ impl ManifestDir {
             config_rejections: 0,
             listing_failed: false,
             listed: false,
+            duplicates: Vec::new(),
             store: ResourceStore::default(),
         };
         source.list(Instant::now());
@@ -144,6 +148,7 @@ impl ManifestDir {
             files: self.files.values().filter_map(|f| f.problem.clone()).collect(),
             config: self.config_file.problem.clone(),
             skipped: self.skipped.iter().map(|(p, why)| (p.clone(), why.clone())).collect(),
+            duplicates: self.duplicates.clone(),
         }
     }
 
@@ -248,12 +253,41 @@ impl ManifestDir {
 
     fn rebuild(&mut self) {
         let mut store = ResourceStore::new(self.config.clone());
-        for state in self.files.values() {
+        let mut defined: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        for (path, state) in &self.files {
             for document in &state.documents {
+                if let Some(id) = identity(document) {
+                    let paths = defined.entry(id).or_default();
+                    if paths.last() != Some(path) {
+                        paths.push(path.clone());
+                    }
+                }
                 store.apply_document_reusing(document.clone(), Some(&self.store));
             }
         }
+        let duplicates: Vec<(String, Vec<PathBuf>)> =
+            defined.into_iter().filter(|(_, paths)| paths.len() > 1).collect();
+        for (id, paths) in duplicates.iter().filter(|d| !self.duplicates.contains(d)) {
+            let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            tracing::warn!(object = %id, files = %files.join(", "), "object defined in more than one file; the last file wins");
+        }
+        self.duplicates = duplicates;
         self.store = store;
+    }
+}
+
+/// `Kind namespace/name` of a document that defines an object.
+fn identity(document: &llmroute_api::manifest::Document) -> Option<String> {
+    use llmroute_api::manifest::Document;
+    use llmroute_snapshot::ObjectKey;
+    match document {
+        Document::ModelDeployment(md) => Some(format!("ModelDeployment {}", ObjectKey::of(&md.metadata))),
+        Document::TeamModel(tm) => Some(format!("TeamModel {}", ObjectKey::of(&tm.metadata))),
+        Document::Secret(secret) => Some(format!("Secret {}", ObjectKey::of(&secret.metadata))),
+        Document::Unreadable(u) => {
+            Some(format!("{} {}/{}", u.kind, u.namespace.as_deref().unwrap_or("default"), u.name))
+        }
+        Document::UnreadableSecret { .. } | Document::Skipped { .. } => None,
     }
 }
 

@@ -49,6 +49,11 @@ pub fn check(dir: &Path, config: Option<&Path>) -> Verdict {
         let _ = writeln!(report, "file\t{}\tunparsed\t{}", file.path.display(), file.to_string().replace('\t', " "));
         clean = false;
     }
+    for (id, paths) in &problems.duplicates {
+        let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let _ = writeln!(report, "duplicate\t{id}\tdefined in {}; the last file wins", files.join(", "));
+        clean = false;
+    }
     for (path, why) in &problems.skipped {
         let _ = writeln!(report, "file\t{}\tskipped\t{why}", path.display());
     }

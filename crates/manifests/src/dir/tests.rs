@@ -164,3 +164,16 @@ fn a_secret_that_stops_fitting_keeps_its_file_serving() {
     let problem = source.problems().files[0].to_string();
     assert!(problem.contains("Secret llm/keys") && !problem.contains("not_base64"), "{problem}");
 }
+
+#[test]
+fn an_object_defined_in_two_files_is_reported_and_the_last_file_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("a.yaml"), md("a", "first")).unwrap();
+    fs::write(dir.path().join("b.yaml"), md("a", "second")).unwrap();
+    let source = ManifestDir::open(dir.path(), None, Duration::ZERO).unwrap();
+    assert_eq!(routes(&source), ["second"]);
+    let duplicates = source.problems().duplicates;
+    assert_eq!(duplicates.len(), 1);
+    assert_eq!(duplicates[0].0, "ModelDeployment llm/a");
+    assert_eq!(duplicates[0].1, [dir.path().join("a.yaml"), dir.path().join("b.yaml")]);
+}
