@@ -17,8 +17,9 @@ pub(crate) const ERROR_BODY_LIMIT: usize = 64 * 1024;
 /// A failed attempt, for classification and the final answer.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    /// An upstream status with its headers and (the start of) its body.
-    Status { status: StatusCode, headers: HeaderMap, body: Bytes },
+    /// An upstream status with its headers and (the start of) its body; `complete` is false
+    /// when the body was longer than [`ERROR_BODY_LIMIT`] (or broke) and was cut.
+    Status { status: StatusCode, headers: HeaderMap, body: Bytes, complete: bool },
     /// No answer (or no first body bytes) within the attempt's limit.
     Timeout,
     /// Connect, TLS or protocol failure.
@@ -98,8 +99,8 @@ pub(crate) async fn exchange(
     let latency = started.elapsed();
     let (parts, mut body) = response.into_parts();
     if parts.status.as_u16() >= 400 {
-        let (bytes, _) = read_limited(&mut body, deadline).await;
-        return Err(Failure::Status { status: parts.status, headers: parts.headers, body: bytes });
+        let (bytes, complete) = read_limited(&mut body, deadline).await;
+        return Err(Failure::Status { status: parts.status, headers: parts.headers, body: bytes, complete });
     }
     let first = async {
         loop {

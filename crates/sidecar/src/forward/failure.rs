@@ -110,7 +110,20 @@ pub(crate) fn finish<U>(
     let mut response = match (exhausted.reason, last) {
         (
             ExhaustedReason::ClientError | ExhaustedReason::ContextWindow,
-            Some(LastFailure { failure: Failure::Status { status, headers, body }, deployment }),
+            Some(LastFailure { failure: Failure::Status { status, complete: false, .. }, .. }),
+        ) => {
+            // Never a cut body that looks whole: an error of our own, with the upstream's status.
+            let message = format!(
+                "The upstream answered {} with an error body of over {} bytes, which is not passed on. Attempts: {}",
+                status.as_u16(),
+                super::attempt::ERROR_BODY_LIMIT,
+                attempts_text(attempts)
+            );
+            ApiError::UpstreamFailed { status, message, attempts: attempts_json(attempts) }.response()
+        }
+        (
+            ExhaustedReason::ClientError | ExhaustedReason::ContextWindow,
+            Some(LastFailure { failure: Failure::Status { status, headers, body, .. }, deployment }),
         ) => {
             // The upstream's own answer about the request itself: pass it on, key scrubbed.
             let mut r = Response::new(full(scrub(body, routes.credential(deployment))));
@@ -141,7 +154,13 @@ pub(crate) fn finish<U>(
                 attempts.len(),
                 attempts_text(attempts)
             );
-            ApiError::UpstreamFailed { status, message, attempts: attempts_json(attempts) }.response()
+            let mut r = ApiError::UpstreamFailed { status, message, attempts: attempts_json(attempts) }.response();
+            // The upstream's own pause request, passed on within bounds.
+            if let Some(ms) = last.as_ref().and_then(|l| l.failure.retry_after_ms(std::time::SystemTime::now())) {
+                let seconds = ms.div_ceil(1000).clamp(1, 3600);
+                r.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+            }
+            r
         }
     };
     finish_headers(ctx, routes, request, &mut response, attempts);

@@ -37,6 +37,8 @@ enum Script {
     EchoKey,
     /// A 200 that echoes the key in a header and, split across two chunks, in its body.
     EchoKeyInSuccess,
+    /// A 400 whose error body is larger than what is kept.
+    HugeError,
 }
 
 #[derive(Default)]
@@ -85,6 +87,10 @@ impl Upstream for Fake {
             }
             Script::BrokenBody => Ok(respond(200, stream_of(vec![Err("bad chunk size".into())], false))),
             Script::EmptyBody => Ok(respond(200, stream_of(vec![], false))),
+            Script::HugeError => {
+                let text = format!("{{\"error\": {{\"message\": \"{}\"}}}}", "x".repeat(70_000));
+                Ok(respond(400, stream_of(vec![Ok(Bytes::from(text))], false)))
+            }
             Script::EchoKeyInSuccess => {
                 let key = key.unwrap_or_default().trim_start_matches("Bearer ").to_owned();
                 let (left, right) = key.split_at(5);
@@ -318,8 +324,9 @@ async fn retry_after_cools_the_deployment_for_its_period() {
         ],
         2,
     );
-    let (status, _, _) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+    let (status, headers, _) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers[http::header::RETRY_AFTER], "120", "the upstream's pause is passed on");
     let routes = ctx.routes.load().unwrap();
     let now = now_ms();
     for i in 0..2 {
@@ -359,4 +366,13 @@ async fn a_success_echoing_the_key_in_headers_or_body_is_masked() {
     assert_eq!(headers["x-echo"], "<redacted>");
     assert!(!body.contains("sk-a-secret"), "{body}");
     assert_eq!(body, format!("{{\"debug\": \"{}\"}}", "*".repeat("sk-a-secret".len())));
+}
+
+#[tokio::test]
+async fn an_error_body_too_large_to_keep_is_replaced_not_cut() {
+    let ctx = context(vec![openai("a")], &[("a", Script::HugeError)], 1);
+    let (status, _, body) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let body: Value = serde_json::from_str(&body).expect("valid JSON, not a cut body");
+    assert!(body["error"]["message"].as_str().unwrap().contains("over 65536 bytes"), "{body}");
 }
