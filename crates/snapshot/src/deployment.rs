@@ -20,6 +20,16 @@ pub(crate) fn compile_deployment(
 ) -> Result<v1::Deployment, Rejection> {
     let spec = &md.spec;
     check_port(&spec.upstream.base_url)?;
+    // Azure puts the model in the URL path as one segment: a pattern whose fixed part holds
+    // '/' with no upstream.model would send names that can never be a segment.
+    if spec.provider == Provider::Azure
+        && spec.upstream.model.is_none()
+        && spec.model_name.contains('*')
+        && spec.model_name.contains('/')
+    {
+        let message = "an azure deployment puts the model in the URL path, and names matching this pattern hold '/': set upstream.model (e.g. '*')";
+        return Err((Reason::Invalid, message.into()));
+    }
     let api_key = match &spec.upstream.api_key_secret_ref {
         None => String::new(),
         Some(r) => resolve_secret(&ObjectKey::new(&key.namespace, &r.name), &r.key, secrets)?,

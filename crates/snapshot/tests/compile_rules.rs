@@ -323,3 +323,19 @@ fn a_base_url_port_outside_1_to_65535_is_invalid() {
     assert!(diagnostic(&c, Kind::ModelDeployment, "v6").accepted());
     assert!(diagnostic(&c, Kind::ModelDeployment, "plain").accepted());
 }
+
+#[test]
+fn an_azure_pattern_whose_names_can_never_be_a_path_segment_is_invalid() {
+    let mut s = store();
+    for (name, pattern, model) in [("bad", "az/*", None), ("ok", "az/*", Some("*")), ("plain", "azz-*", None)] {
+        let mut d = md(name, pattern);
+        d.spec.provider = llmroute_api::Provider::Azure;
+        d.spec.upstream.api_version = Some("2024-10-21".into());
+        d.spec.upstream.model = model.map(str::to_owned);
+        s.apply_model_deployment(d);
+    }
+    let c = compile(&s);
+    assert_eq!(diagnostic(&c, Kind::ModelDeployment, "bad").reason, Reason::Invalid);
+    assert!(diagnostic(&c, Kind::ModelDeployment, "ok").accepted());
+    assert!(diagnostic(&c, Kind::ModelDeployment, "plain").accepted());
+}
