@@ -9,7 +9,7 @@ VENV := .venv
 .PHONY: test lint unit crds bench
 
 ## Run every test (lint included).
-test: lint unit compat
+test: lint unit via-operator compat
 
 ## Format and clippy gates.
 lint:
@@ -22,6 +22,16 @@ unit: bins
 		$(CARGO) nextest run --workspace --locked --no-fail-fast; \
 	else \
 		$(CARGO) test --workspace --locked --no-fail-fast; \
+	fi
+
+## The sidecar's end-to-end suite again, every sidecar fed over gRPC by an operator.
+SIDECAR_SUITES := sidecar_routing sidecar_resources sidecar_bad_input sidecar_admin sidecar_hostile sidecar_tls sidecar_config
+.PHONY: via-operator
+via-operator: bins
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		LLMROUTE_E2E_VIA_OPERATOR=1 $(CARGO) nextest run --locked -p llmroute-e2e $(SIDECAR_SUITES:%=--test %) --no-fail-fast; \
+	else \
+		LLMROUTE_E2E_VIA_OPERATOR=1 $(CARGO) test --locked -p llmroute-e2e $(SIDECAR_SUITES:%=--test %) --no-fail-fast; \
 	fi
 
 ## Regenerate crds/*.yaml from the Rust types.

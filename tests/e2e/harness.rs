@@ -26,7 +26,15 @@ pub struct Env {
     dir: tempfile::TempDir,
     /// The sidecar process.
     pub sidecar: Proc,
+    /// The operator feeding the sidecar, when the suite runs through one.
+    pub operator: Option<fleet::Operator>,
     _fakes: Proc,
+}
+
+/// Whether the suite runs through an operator (`LLMROUTE_E2E_VIA_OPERATOR` set): every
+/// sidecar is then fed over gRPC by an operator on the same manifests, not standalone.
+pub fn via_operator() -> bool {
+    std::env::var_os("LLMROUTE_E2E_VIA_OPERATOR").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 /// A ModelDeployment document pointing at fake instance `instance` (`{instance}` is replaced by
@@ -115,19 +123,19 @@ impl Env {
         let config = dir.path().join("routing.yaml");
         std::fs::write(&config, options.config).expect("config");
         write_filled(dir.path(), &addrs, &options.manifests);
-        let mut args: Vec<String> = [
-            "--team",
-            options.team,
-            "--manifests",
-            &manifests.to_string_lossy(),
-            "--config",
-            &config.to_string_lossy(),
-            "--poll-interval-ms",
-            "50",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let operator = via_operator().then(|| fleet::Operator::start(&manifests, &config, "127.0.0.1:0"));
+        let source: Vec<String> = match &operator {
+            Some(op) => vec!["--operator".into(), format!("http://{}", op.grpc)],
+            None => vec![
+                "--manifests".into(),
+                manifests.to_string_lossy().into_owned(),
+                "--config".into(),
+                config.to_string_lossy().into_owned(),
+            ],
+        };
+        let mut args: Vec<String> =
+            ["--team", options.team, "--poll-interval-ms", "50"].iter().map(|s| s.to_string()).collect();
+        args.extend(source);
         args.extend(options.flags.iter().map(|s| s.to_string()));
         let (sidecar, api, admin) = start_sidecar(&args);
         let env = Env {
@@ -137,6 +145,7 @@ impl Env {
             admin: format!("http://{admin}"),
             dir,
             sidecar,
+            operator,
             _fakes: fakes,
         };
         if options.wait_ready {
@@ -244,6 +253,24 @@ impl Env {
             text = text.replace(&format!("{{{name}}}"), &addr.to_string());
         }
         text
+    }
+
+    /// Logs of whatever compiles the manifests: the operator's when there is one, else the
+    /// standalone sidecar's.
+    pub fn compile_logs(&self) -> String {
+        match &self.operator {
+            Some(op) => op.proc.logs(),
+            None => self.sidecar.logs(),
+        }
+    }
+
+    /// A metric of whatever compiles the manifests (see [`Env::compile_logs`]).
+    pub async fn compile_metric(&self, prefix: &str) -> Option<f64> {
+        let text = match &self.operator {
+            Some(op) => get(&format!("{}/metrics", op.admin)).await.map(|r| r.text()).unwrap_or_default(),
+            None => self.metrics().await,
+        };
+        text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
     }
 
     /// The sidecar's metrics text.

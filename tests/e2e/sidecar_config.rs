@@ -80,15 +80,15 @@ async fn a_config_rejected_on_reload_leaves_the_last_good_one_serving() {
     for (i, bad) in ["modelGroups: {m: {fallbaks: []}}\n", "defaults: {maxAttempts: 4000000000}\n"].iter().enumerate() {
         std::fs::write(env.config_path(), bad).unwrap();
         let logged = eventually(Duration::from_secs(5), || async {
-            env.sidecar.log_count("routing config rejected") > i
-                && env.metric("llmroute_config_rejected_total").await.unwrap_or(0.0) > i as f64
+            env.compile_logs().matches("routing config rejected").count() > i
+                && env.compile_metric("llmroute_config_rejected_total").await.unwrap_or(0.0) > i as f64
         })
         .await;
-        assert!(logged, "{}", env.sidecar.logs());
+        assert!(logged, "{}", env.compile_logs());
         assert_eq!(env.chat("m", &[]).await.status, 200, "the last good config keeps its fallback");
     }
-    assert!(env.sidecar.logs().contains("modelGroups.m.fallbaks"), "the field is named");
-    assert_eq!(env.metric("llmroute_config_rejected_total").await, Some(2.0));
+    assert!(env.compile_logs().contains("modelGroups.m.fallbaks"), "the field is named");
+    assert_eq!(env.compile_metric("llmroute_config_rejected_total").await, Some(2.0));
 }
 
 #[tokio::test]
@@ -101,14 +101,14 @@ async fn resources_the_compile_must_refuse_are_reported_and_excluded() {
         + "apiVersion: v1\nkind: Secret\nmetadata: {name: s, namespace: llm}\nstringData: {k: \"sk-1\\nInjected: yes\"}\n---\n";
     let env = Env::start(Options { instances: &["a"], manifests, ..Default::default() }).await;
     let reported = eventually(Duration::from_secs(5), || async {
-        let logs = env.sidecar.logs();
+        let logs = env.compile_logs();
         logs.contains("unknown field spec.wieght")
             && logs.contains("must not carry credentials")
             && logs.contains("SecretInvalid")
     })
     .await;
-    assert!(reported, "{}", env.sidecar.logs());
-    assert!(!env.sidecar.logs().contains("sk-1"), "the secret value is never logged");
+    assert!(reported, "{}", env.compile_logs());
+    assert!(!env.compile_logs().contains("sk-1"), "the secret value is never logged");
     for model in ["typo", "userinfo", "badkey"] {
         assert_eq!(env.chat(model, &[]).await.status, 404, "{model} is excluded");
     }
@@ -122,8 +122,8 @@ async fn a_file_that_stops_parsing_keeps_its_objects_while_others_reload() {
     env.write_file("other.yaml", &env.fill(&md("b", "n", "b", "")));
     assert!(eventually(Duration::from_secs(5), || async { env.chat("n", &[]).await.status == 200 }).await);
     std::fs::write(env.manifest_path("all.yaml"), "apiVersion: llmroute.dev/v1alpha1\nkind: [unclosed\n").unwrap();
-    let reported = eventually(Duration::from_secs(5), || async { env.sidecar.logs().contains("all.yaml:3:1:") }).await;
-    assert!(reported, "file, line and column: {}", env.sidecar.logs());
+    let reported = eventually(Duration::from_secs(5), || async { env.compile_logs().contains("all.yaml:3:1:") }).await;
+    assert!(reported, "file, line and column: {}", env.compile_logs());
     assert_eq!(env.served_by("m", &[]).await, "llm/a", "the broken file keeps its last good objects");
     env.write_file("other.yaml", &env.fill(&md("b", "n2", "b", "")));
     assert!(
@@ -176,13 +176,15 @@ async fn skipped_paths_are_logged_once() {
     let fifo = env.manifest_path("pipe.yaml");
     assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     std::os::unix::fs::symlink("loop.yaml", env.manifest_path("loop.yaml")).unwrap();
-    let logged =
-        eventually(Duration::from_secs(5), || async { env.sidecar.log_count("skipping manifest path") >= 2 }).await;
-    assert!(logged, "{}", env.sidecar.logs());
+    let logged = eventually(Duration::from_secs(5), || async {
+        env.compile_logs().matches("skipping manifest path").count() >= 2
+    })
+    .await;
+    assert!(logged, "{}", env.compile_logs());
     // Several more polls (a change is applied after them), and still one line per path.
     env.change_manifests(&(md("a", "m", "a", "") + &md("b", "n", "a", ""))).await;
     env.change_manifests(&md("a", "m", "a", "")).await;
-    assert_eq!(env.sidecar.log_count("skipping manifest path"), 2, "{}", env.sidecar.logs());
+    assert_eq!(env.compile_logs().matches("skipping manifest path").count(), 2, "{}", env.compile_logs());
     assert_eq!(env.served_by("m", &[]).await, "llm/a");
 }
 

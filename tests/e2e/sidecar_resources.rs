@@ -84,11 +84,11 @@ async fn an_invalid_object_is_excluded_and_the_rest_serves() {
     let version = env.version().await;
     env.write_manifests(&with_bad);
     let reported = llmroute_testkit::process::eventually(Duration::from_secs(5), || async {
-        let logs = env.sidecar.logs();
+        let logs = env.compile_logs();
         logs.contains("order must be >= 1") && logs.contains("DeploymentNotFound")
     })
     .await;
-    assert!(reported, "{}", env.sidecar.logs());
+    assert!(reported, "{}", env.compile_logs());
     assert_eq!(env.version().await, version, "invalid objects leave the view unchanged");
     assert_eq!(env.served_by("m", &[]).await, "llm/good");
     assert_eq!(env.chat("other", &[]).await.status, 404, "the invalid deployment is excluded");
@@ -100,14 +100,14 @@ async fn broken_yaml_or_config_keeps_the_last_good_snapshot() {
     let version = env.version().await;
     env.write_file("zz-broken.yaml", "kind: [unclosed\n");
     let reported =
-        eventually(Duration::from_secs(5), || async { env.sidecar.logs().contains("zz-broken.yaml:2:") }).await;
-    assert!(reported, "{}", env.sidecar.logs());
+        eventually(Duration::from_secs(5), || async { env.compile_logs().contains("zz-broken.yaml:2:") }).await;
+    assert!(reported, "{}", env.compile_logs());
     assert_eq!(env.served_by("m", &[]).await, "llm/a");
     assert_eq!(env.version().await, version, "a file that never parsed changes nothing");
     env.write_manifests(&md("a", "m", "a", "  weight: [not, a, number]"));
     let excluded = eventually(Duration::from_secs(5), || async { env.chat("m", &[]).await.status == 404 }).await;
     assert!(excluded, "the unreadable deployment is excluded, reported on its name");
-    assert!(env.sidecar.logs().contains("spec.weight"));
+    assert!(env.compile_logs().contains("spec.weight"));
     env.write_manifests(&md("a", "m", "a", ""));
     let back = eventually(Duration::from_secs(5), || async { env.version().await == version }).await;
     assert!(back, "same content, same version");

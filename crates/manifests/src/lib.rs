@@ -20,11 +20,13 @@ mod config;
 mod dir;
 mod file;
 mod listing;
+mod rejections;
 mod stamp;
 
 pub use config::ConfigProblem;
 pub use dir::{ManifestDir, OpenError, Problems};
 pub use file::FileProblem;
+pub use rejections::RejectionLog;
 
 /// Largest manifest or config file read, bytes; a larger file keeps its last good state.
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;

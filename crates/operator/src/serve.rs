@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use llmroute_manifests::ManifestDir;
+use llmroute_manifests::{ManifestDir, RejectionLog};
 use llmroute_snapshot::compile;
 use llmroute_upstream::{Pool, PoolConfig, Prober};
 use tokio::net::TcpListener;
@@ -79,12 +79,14 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
 /// Polls the source, debounces changes (50 ms quiet, 1 s at most) and publishes builds.
 fn watch_source(mut source: ManifestDir, shared: Arc<Shared>, prober: Prober, interval: Duration) {
     let mut watermark = 0u64;
-    let publish = |source: &ManifestDir, detected: Instant, watermark: &mut u64| {
+    let mut rejections = RejectionLog::default();
+    let mut publish = |source: &ManifestDir, detected: Instant, watermark: &mut u64| {
         let started = Instant::now();
         // Never below the previous build, and comparable across restarts: wall-clock based.
         *watermark = (*watermark + 1).max(crate::clock::now_ms());
         let previous = shared.built();
         let built = Built::new(compile(source.store()), *watermark, detected, previous.as_deref());
+        rejections.report(built.compiled.diagnostics());
         shared.metrics.builds.inc();
         shared.metrics.build_seconds.observe(started.elapsed().as_secs_f64());
         let deployments: Vec<_> = built.compiled.view("").deployments;

@@ -1,11 +1,10 @@
 //! Standalone mode: the manifests directory (shared `llmroute-manifests` source) compiled
 //! here with `llmroute-snapshot`, exactly as the operator does, and applied whole.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use llmroute_manifests::ManifestDir;
+use llmroute_manifests::{ManifestDir, RejectionLog};
 use llmroute_snapshot::compile;
 use llmroute_upstream::Prober;
 
@@ -19,13 +18,12 @@ pub(crate) struct Standalone {
     pub routes: Arc<RoutesHandle>,
     pub prober: Prober,
     pub metrics: Metrics,
-    /// Rejections already logged, by object.
-    reported: BTreeMap<String, String>,
+    rejections: RejectionLog,
 }
 
 impl Standalone {
     pub fn new(source: ManifestDir, team: String, routes: Arc<RoutesHandle>, prober: Prober, metrics: Metrics) -> Self {
-        Self { source, team, routes, prober, metrics, reported: BTreeMap::new() }
+        Self { source, team, routes, prober, metrics, rejections: RejectionLog::default() }
     }
 
     /// Compiles the store in force and applies this team's view; logs new rejections. Nothing
@@ -35,16 +33,7 @@ impl Standalone {
             return;
         }
         let compiled = compile(self.source.store());
-        let mut now_reported = BTreeMap::new();
-        for d in compiled.diagnostics().iter().filter(|d| !d.accepted()) {
-            let id = format!("{} {}", d.kind, d.key);
-            let line = format!("{}: {}", d.reason, d.message);
-            if self.reported.get(&id) != Some(&line) {
-                tracing::warn!(object = %id, reason = %d.reason, message = %d.message, "object rejected and excluded");
-            }
-            now_reported.insert(id, line);
-        }
-        self.reported = now_reported;
+        self.rejections.report(compiled.diagnostics());
         let snapshot = compiled.view(&self.team);
         let version = snapshot.version.clone();
         let deployments = snapshot.deployments.clone();
