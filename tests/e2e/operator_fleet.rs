@@ -256,3 +256,26 @@ async fn the_operator_probes_once_and_sidecars_route_on_its_health_table() {
         llmroute_testkit::http_client::get(&format!("{}/metrics", fleet.a.admin)).await.unwrap().text();
     assert!(sidecar_metrics.contains("llmroute_deployment_healthy{deployment=\"llm/sick\"} 0"), "{sidecar_metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_protocol_revisions_and_an_unknown_revision_is_refused() {
+    use llmroute_proto::v1;
+    let fleet = Fleet::start().await;
+    assert_eq!(fleet.operator.team("team-a").await["protocols"], serde_json::json!({"PROTOCOL_V1": 1}));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", fleet.operator.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = v1::routing_discovery_client::RoutingDiscoveryClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let hello = v1::Hello { team: "team-a".into(), protocol: v1::Protocol::Unspecified as i32, ..Default::default() };
+    tx.send(v1::SidecarMessage { kind: Some(v1::sidecar_message::Kind::Hello(hello)) }).await.unwrap();
+    let refused = client.stream_routes(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+    assert_eq!(refused.err().map(|s| s.code()), Some(tonic::Code::FailedPrecondition));
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let hello = v1::Hello { team: "Not A Label".into(), protocol: v1::Protocol::V1 as i32, ..Default::default() };
+    tx.send(v1::SidecarMessage { kind: Some(v1::sidecar_message::Kind::Hello(hello)) }).await.unwrap();
+    let refused = client.stream_routes(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+    assert_eq!(refused.err().map(|s| s.code()), Some(tonic::Code::InvalidArgument));
+}

@@ -37,7 +37,8 @@ fn handle(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>>
             None => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no build yet\n".into()),
         },
         "/metrics" => {
-            text(StatusCode::OK, "text/plain; version=0.0.4", shared.metrics.render(&shared.registry.teams()))
+            let health = shared.health.borrow().clone();
+            text(StatusCode::OK, "text/plain; version=0.0.4", shared.metrics.render(&shared.registry.teams(), &health))
         }
         "/status" => {
             let body = serde_json::to_string_pretty(&shared.status()).unwrap_or_default();

@@ -25,6 +25,7 @@ pub struct Metrics {
     /// `llmroute_operator_propagation_seconds`: change detected -> ACK.
     pub propagation: Histogram,
     connected: IntGaugeVec,
+    healthy: IntGaugeVec,
 }
 
 impl Metrics {
@@ -52,6 +53,14 @@ impl Metrics {
             &["team"],
         )?;
         registry.register(Box::new(connected.clone()))?;
+        let healthy = IntGaugeVec::new(
+            Opts::new(
+                "llmroute_deployment_healthy",
+                "Latest probe verdict per probed deployment: 1 healthy, 0 unhealthy.",
+            ),
+            &["deployment"],
+        )?;
+        registry.register(Box::new(healthy.clone()))?;
         Ok(Self {
             builds: counter("llmroute_operator_builds_total", "Compiles of the resources into views.")?,
             build_seconds: histogram("llmroute_operator_build_seconds", "Duration of a build (compile + encode).")?,
@@ -66,12 +75,17 @@ impl Metrics {
                 "From a detected resource change to a sidecar's acknowledgement of the view holding it.",
             )?,
             connected,
+            healthy,
             registry,
         })
     }
 
-    /// Prometheus text, the connected gauge refreshed from `teams`.
-    pub fn render(&self, teams: &BTreeMap<String, TeamCounts>) -> String {
+    /// Prometheus text, the gauges refreshed from `teams` and the probe table.
+    pub fn render(&self, teams: &BTreeMap<String, TeamCounts>, health: &[llmroute_proto::v1::HealthEntry]) -> String {
+        self.healthy.reset();
+        for entry in health {
+            self.healthy.with_label_values(&[entry.deployment_id.as_str()]).set(i64::from(entry.healthy));
+        }
         self.connected.reset();
         for (team, counts) in teams {
             self.connected.with_label_values(&[team.as_str()]).set(i64::try_from(counts.connected).unwrap_or(i64::MAX));

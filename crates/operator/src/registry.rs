@@ -16,6 +16,8 @@ pub struct Subscriber {
     pub acked: Option<String>,
     /// The last rejected version and why.
     pub nacked: Option<(String, String)>,
+    /// The protocol revision it speaks.
+    pub protocol: i32,
 }
 
 /// Per team: connected streams and how many acknowledged each version.
@@ -27,6 +29,8 @@ pub struct TeamCounts {
     pub acked: BTreeMap<String, u64>,
     /// Rejections: pod, version, error.
     pub nacks: Vec<(String, String, String)>,
+    /// Streams by the protocol revision they speak (version skew at a glance).
+    pub protocols: BTreeMap<i32, u64>,
 }
 
 /// Every connected stream.
@@ -38,9 +42,9 @@ pub struct Registry {
 
 impl Registry {
     /// Adds a stream; its id.
-    pub fn register(&self, team: &str, pod: String) -> u64 {
+    pub fn register(&self, team: &str, pod: String, protocol: i32) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let subscriber = Subscriber { team: team.to_owned(), pod, ..Subscriber::default() };
+        let subscriber = Subscriber { team: team.to_owned(), pod, protocol, ..Subscriber::default() };
         if let Ok(mut streams) = self.streams.lock() {
             streams.insert(id, subscriber);
         }
@@ -82,6 +86,7 @@ impl Registry {
         for s in streams.values() {
             let counts = teams.entry(s.team.clone()).or_default();
             counts.connected += 1;
+            *counts.protocols.entry(s.protocol).or_default() += 1;
             if let Some(v) = &s.acked {
                 *counts.acked.entry(v.clone()).or_default() += 1;
             }
@@ -100,8 +105,8 @@ mod tests {
     #[test]
     fn counts_follow_acks_nacks_and_disconnects() {
         let r = Registry::default();
-        let a = r.register("t", "ns/a".into());
-        let b = r.register("t", "ns/b".into());
+        let a = r.register("t", "ns/a".into(), 1);
+        let b = r.register("t", "ns/b".into(), 1);
         r.ack(a, "v1");
         r.nack(b, "v1", "bad");
         let t = &r.teams()["t"];

@@ -39,7 +39,20 @@ pub fn status(
             let (version, connected, acknowledged) = team_state(built, team, Some(counts));
             let nacks: Vec<Value> =
                 counts.nacks.iter().map(|(pod, v, e)| json!({"pod": pod, "version": v, "error": e})).collect();
-            json!({"team": team, "version": version, "connected": connected, "acknowledged": acknowledged, "nacks": nacks})
+            // Every stream is sent what its revision applies; v1 is the only revision, so
+            // nothing is degraded yet, and the counts show any skew as it appears.
+            let protocols: serde_json::Map<String, Value> = counts
+                .protocols
+                .iter()
+                .map(|(p, n)| {
+                    (
+                        v1::Protocol::try_from(*p).map_or(format!("unknown-{p}"), |p| p.as_str_name().to_owned()),
+                        json!(n),
+                    )
+                })
+                .collect();
+            json!({"team": team, "version": version, "connected": connected, "acknowledged": acknowledged,
+                   "nacks": nacks, "protocols": protocols, "degraded": []})
         })
         .collect();
     let objects: Vec<Value> = built

@@ -99,7 +99,7 @@ struct Subscription {
 impl Subscription {
     fn new(hello: v1::Hello, shared: Arc<Shared>) -> Self {
         let pod = format!("{}/{}", hello.namespace, hello.pod);
-        let id = shared.registry.register(&hello.team, pod);
+        let id = shared.registry.register(&hello.team, pod, hello.protocol);
         Self {
             id,
             team: hello.team,
