@@ -206,7 +206,8 @@ async fn a_large_directory_change_never_stalls_serving() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(applied, "the large change applied");
-    assert!(slowest < Duration::from_secs(1), "slowest health check + request while compiling: {slowest:?}");
+    // Without its own thread the compile held the only serving thread for the whole 9 s (debug build).
+    assert!(slowest < Duration::from_secs(3), "slowest health check + request while compiling: {slowest:?}");
 }
 
 #[test]
