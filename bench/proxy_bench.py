@@ -110,6 +110,16 @@ def main() -> int:
     script = work / "post.lua"
     script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = {json.dumps(BODY)}\n')
     nginx = start_nginx(work, upstream_port, hop_port)
+    try:
+        return run(binary, work, upstream_port, hop_port, script)
+    finally:
+        # Whatever happened, no nginx outlives the benchmark.
+        for proc in nginx:
+            proc.terminate()
+            proc.wait(5)
+
+
+def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Path) -> int:
     manifests(work / "one", upstream_port, 1)
     sidecar, port, _ = start_sidecar(binary, work / "one")
     try:
@@ -135,9 +145,6 @@ def main() -> int:
     idle_rss = rss_mb(idle.pid)
     idle.terminate()
     idle.wait(5)
-    for proc in nginx:
-        proc.terminate()
-        proc.wait(5)
 
     print(f"\nwrk {DURATION} per row, POST /v1/chat/completions, canned 200 from nginx; 2-core machine, all on loopback\n")
     print("| path | conc. | p50 ms | p99 ms | added p50 ms | added p99 ms | req/s | req/s vs nginx hop |")
