@@ -279,3 +279,108 @@ async fn status_shows_protocol_revisions_and_an_unknown_revision_is_refused() {
     let refused = client.stream_routes(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
     assert_eq!(refused.err().map(|s| s.code()), Some(tonic::Code::InvalidArgument));
 }
+
+/// A raw stream: sends `hello`, returns the sender and the first view pushed.
+async fn raw_stream(
+    operator: &Operator,
+    hello: llmroute_proto::v1::Hello,
+) -> (tokio::sync::mpsc::Sender<llmroute_proto::v1::SidecarMessage>, tonic::Streaming<llmroute_proto::v1::ControlMessage>)
+{
+    use llmroute_proto::v1;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", operator.grpc)).unwrap().connect().await.unwrap();
+    let mut client = v1::routing_discovery_client::RoutingDiscoveryClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(v1::SidecarMessage { kind: Some(v1::sidecar_message::Kind::Hello(hello)) }).await.unwrap();
+    let inbound = client.stream_routes(tokio_stream::wrappers::ReceiverStream::new(rx)).await.unwrap().into_inner();
+    (tx, inbound)
+}
+
+async fn next_view(inbound: &mut tonic::Streaming<llmroute_proto::v1::ControlMessage>) -> llmroute_proto::v1::ViewPush {
+    use llmroute_proto::v1::control_message::Kind;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), inbound.message()).await.expect("a push in time");
+        if let Some(Kind::View(push)) = message.unwrap().unwrap().kind {
+            return push;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_streams_neither_fake_acks_nor_freeze_nor_leave_series_behind() {
+    use llmroute_proto::v1;
+    let fleet = Fleet::start().await;
+    // A hello claiming a view from the future is still sent the current one (a real sidecar
+    // would NACK it, visibly, rather than freeze in silence).
+    let hello = v1::Hello {
+        team: "made-up".into(),
+        protocol: v1::Protocol::V1 as i32,
+        last_applied_watermark: u64::MAX,
+        ..Default::default()
+    };
+    let (tx, mut inbound) = raw_stream(&fleet.operator, hello).await;
+    let push = next_view(&mut inbound).await;
+    // An ACK naming another version is not an acknowledgement.
+    let bogus = v1::Ack { version: "deadbeef".into(), nonce: push.nonce.clone() };
+    tx.send(v1::SidecarMessage { kind: Some(v1::sidecar_message::Kind::Ack(bogus)) }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fleet.operator.team("made-up").await["acknowledged"], 0);
+    let ack = v1::Ack { version: push.version.clone(), nonce: push.nonce.clone() };
+    tx.send(v1::SidecarMessage { kind: Some(v1::sidecar_message::Kind::Ack(ack)) }).await.unwrap();
+    assert!(fleet.operator.converged("made-up", 1).await);
+    let metrics = || async {
+        llmroute_testkit::http_client::get(&format!("{}/metrics", fleet.operator.admin)).await.unwrap().text()
+    };
+    assert!(metrics().await.contains("team=\"made-up\""));
+    drop((tx, inbound));
+    let forgotten =
+        eventually(Duration::from_secs(5), || async { !metrics().await.contains("team=\"made-up\"") }).await;
+    assert!(forgotten, "a team's series go with its last stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_holding_the_current_view_counts_as_acknowledged_after_an_operator_restart() {
+    let mut fleet = Fleet::start().await;
+    let grpc = fleet.operator.grpc;
+    fleet.operator.proc.terminate();
+    let exited = fleet.operator.proc.wait_exit(Duration::from_secs(8));
+    assert_eq!(exited, Some(0), "SIGTERM ends the streams and exits: {}", fleet.operator.proc.logs());
+    let dir = fleet.dir.path().to_owned();
+    fleet.operator = Operator::start(&dir.join("manifests"), &dir.join("config.yaml"), &grpc.to_string());
+    // Same content, so nothing is pushed; the sidecars' hellos say they hold it.
+    assert!(fleet.operator.converged("team-a", 1).await, "{}", fleet.operator.status().await);
+    assert!(fleet.operator.converged("team-b", 1).await);
+}
+
+#[test]
+fn a_cache_path_that_is_not_a_regular_file_is_refused_at_start() {
+    // A FIFO (it would hang the read) and a directory stand in for devices: nothing that is
+    // not a regular file is ever read or replaced.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.pb");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for cache in [fifo, dir.path().to_owned()] {
+        let args: Vec<String> =
+            ["--team", "t", "--operator", "http://127.0.0.1:1", "--snapshot-cache", &cache.to_string_lossy()]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let mut sidecar =
+            llmroute_testkit::process::Proc::spawn(&llmroute_testkit::process::bin("llmroute-sidecar"), &args);
+        assert_eq!(sidecar.wait_exit(Duration::from_secs(10)), Some(2), "{}", sidecar.logs());
+        assert!(sidecar.logs().contains("not a regular file"), "{}", sidecar.logs());
+        assert!(std::fs::symlink_metadata(&cache).is_ok_and(|m| !m.is_file()), "left as it was");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_or_corrupt_cache_file_is_ignored_within_bounds() {
+    let fleet = Fleet::start().await;
+    let huge = fleet.dir.path().join("huge.pb");
+    std::fs::File::create(&huge).unwrap().set_len(3 << 30).unwrap();
+    let sidecar = FedSidecar::start_with("team-a", fleet.operator.grpc, huge, &["--max-view-bytes", "1048576"]);
+    let ready = eventually(Duration::from_secs(5), || async { sidecar.version().await.is_some() }).await;
+    assert!(ready, "{}", sidecar.proc.logs());
+    assert!(sidecar.proc.logs().contains("ignored"), "{}", sidecar.proc.logs());
+    assert!(sidecar.proc.memory_kib("VmHWM").unwrap_or(0) < 200 * 1024, "a sparse 3 GiB file is never read");
+}

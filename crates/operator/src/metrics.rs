@@ -80,6 +80,12 @@ impl Metrics {
         })
     }
 
+    /// Drops the per-team series of a team with no stream left.
+    pub fn forget_team(&self, team: &str) {
+        let _ = self.acks.remove_label_values(&[team]);
+        let _ = self.nacks.remove_label_values(&[team]);
+    }
+
     /// Prometheus text, the gauges refreshed from `teams` and the probe table.
     pub fn render(&self, teams: &BTreeMap<String, TeamCounts>, health: &[llmroute_proto::v1::HealthEntry]) -> String {
         self.healthy.reset();

@@ -64,11 +64,11 @@ impl Registry {
         self.update(id, |s| s.nacked = Some((version.to_owned(), error.to_owned())));
     }
 
-    /// A stream ended.
-    pub fn remove(&self, id: u64) {
-        if let Ok(mut streams) = self.streams.lock() {
-            streams.remove(&id);
-        }
+    /// A stream ended; its team when that was the team's last stream.
+    pub fn remove(&self, id: u64) -> Option<String> {
+        let mut streams = self.streams.lock().ok()?;
+        let gone = streams.remove(&id)?;
+        (!streams.values().any(|s| s.team == gone.team)).then_some(gone.team)
     }
 
     fn update(&self, id: u64, change: impl FnOnce(&mut Subscriber)) {
@@ -114,8 +114,8 @@ mod tests {
         assert_eq!(t.nacks, vec![("ns/b".to_string(), "v1".to_string(), "bad".to_string())]);
         r.ack(b, "v2");
         assert!(r.teams()["t"].nacks.is_empty(), "an ack clears the rejection");
-        r.remove(a);
-        r.remove(b);
+        assert_eq!(r.remove(a), None, "b is still connected");
+        assert_eq!(r.remove(b), Some("t".to_string()), "the team's last stream");
         assert!(r.teams().is_empty());
     }
 }

@@ -20,6 +20,8 @@ use crate::state::Shared;
 const DEBOUNCE_QUIET: Duration = Duration::from_millis(50);
 /// Longest a build waits behind a stream of changes.
 const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
+/// Longest the gRPC server waits for streams to end on shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// A configuration error at start: the binary exits 2.
 #[derive(Debug, thiserror::Error)]
@@ -61,17 +63,31 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     tokio::spawn(crate::admin::serve(admin, shared.clone()));
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "llmroute-operator serving");
     let service = llmroute_proto::v1::routing_discovery_server::RoutingDiscoveryServer::new(
-        crate::stream::Discovery::new(shared),
+        crate::stream::Discovery::new(shared.clone()),
     )
     .max_decoding_message_size(64 * 1024);
-    tonic::transport::Server::builder()
+    let stopping = shared.clone();
+    let stop = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: ending every stream");
+        stopping.stopping.send_replace(true);
+    };
+    let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_nodelay(true)
         .add_service(service)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), shutdown_signal())
-        .await
-        .context("serving gRPC")?;
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), stop);
+    // Streams end at once on shutdown; a peer that does not let go gets 5 s.
+    let mut stopped = shared.stopping.subscribe();
+    let deadline = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+        tokio::time::sleep(DRAIN).await;
+    };
+    tokio::select! {
+        served = server => served.context("serving gRPC")?,
+        () = deadline => tracing::warn!("drain timeout reached; closing the remaining streams"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -22,6 +22,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Why the newest routing config is not in force, if it is not.
     pub config_problem: Mutex<Option<String>>,
+    /// Set on shutdown: every stream ends.
+    pub stopping: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -33,6 +35,7 @@ impl Shared {
             registry: Registry::default(),
             metrics,
             config_problem: Mutex::new(None),
+            stopping: watch::Sender::new(false),
         }
     }
 

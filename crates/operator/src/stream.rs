@@ -22,6 +22,8 @@ use crate::state::Shared;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest team name accepted (a DNS label).
 const MAX_TEAM: usize = 63;
+/// Longest NACK error kept for logs and /status, characters.
+const MAX_NACK_TEXT: usize = 1024;
 
 /// The service.
 pub struct Discovery {
@@ -94,22 +96,30 @@ struct Subscription {
     pending: Option<InFlight>,
     nonce: u64,
     health_sent: bool,
+    connected_at: std::time::Instant,
+    stopping: watch::Receiver<bool>,
 }
 
 impl Subscription {
     fn new(hello: v1::Hello, shared: Arc<Shared>) -> Self {
         let pod = format!("{}/{}", hello.namespace, hello.pod);
         let id = shared.registry.register(&hello.team, pod, hello.protocol);
+        // A sidecar that already holds a version (an earlier stream, its cache) has it applied.
+        if !hello.last_applied_version.is_empty() {
+            shared.registry.ack(id, &hello.last_applied_version);
+        }
         Self {
+            stopping: shared.stopping.subscribe(),
             id,
             team: hello.team,
-            shared,
+            shared: shared.clone(),
             applied: (hello.last_applied_version, hello.last_applied_watermark),
             held: hello.held_parts.into_iter().take(4).collect(),
             parked: None,
             pending: None,
             nonce: 0,
             health_sent: false,
+            connected_at: std::time::Instant::now(),
         }
     }
 
@@ -121,6 +131,7 @@ impl Subscription {
         mut health: watch::Receiver<Arc<Vec<v1::HealthEntry>>>,
     ) {
         let mut last_health: Arc<Vec<v1::HealthEntry>> = Arc::new(Vec::new());
+        let mut stopping = self.stopping.clone();
         loop {
             let built = views.borrow_and_update().clone();
             if let Some(push) = built.and_then(|b| self.next_push(&b))
@@ -140,21 +151,30 @@ impl Subscription {
                 changed = health.changed() => if changed.is_err() { break },
                 message = inbound.message() => match message {
                     Ok(Some(message)) => self.receive(message),
-                    Ok(None) | Err(_) => break,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::warn!(team = %self.team, %status, "sidecar stream ended with an error");
+                        break;
+                    }
                 },
+                _ = stopping.wait_for(|stop| *stop) => break,
             }
         }
-        self.shared.registry.remove(self.id);
+        if let Some(team) = self.shared.registry.remove(self.id) {
+            // The team's last stream: its labelled series go, so made-up teams leave no trace.
+            self.shared.metrics.forget_team(&team);
+        }
     }
 
     /// The view to send now, if any: not what the sidecar applied, not a rejected version,
     /// not what is already on its way, never older than what it holds.
     fn next_push(&mut self, built: &Built) -> Option<v1::ControlMessage> {
         let view: TeamView = built.view(&self.team);
+        // An older watermark is still sent: the sidecar refuses to move backwards and says so
+        // in a NACK, visible in /status, instead of a silent freeze.
         let fresh = view.version != self.applied.0
             && self.parked.as_ref() != Some(&view.version)
-            && self.pending.as_ref().is_none_or(|p| p.version != view.version)
-            && built.watermark >= self.applied.1;
+            && self.pending.as_ref().is_none_or(|p| p.version != view.version);
         if !fresh {
             return None;
         }
@@ -184,18 +204,24 @@ impl Subscription {
     fn receive(&mut self, message: v1::SidecarMessage) {
         match message.kind {
             Some(sidecar_message::Kind::Ack(ack)) => {
-                let Some(pending) = self.pending.take_if(|p| p.nonce == ack.nonce) else { return };
+                let Some(pending) = self.pending.take_if(|p| p.nonce == ack.nonce && p.version == ack.version) else {
+                    return;
+                };
                 self.applied = (pending.version.clone(), pending.watermark);
                 self.held = pending.parts.into_iter().collect();
                 self.parked = None;
                 self.shared.registry.ack(self.id, &pending.version);
                 self.shared.metrics.acks.with_label_values(&[self.team.as_str()]).inc();
-                self.shared.metrics.propagation.observe(pending.detected.elapsed().as_secs_f64());
+                // Only views built after the stream connected: a late joiner is not a slow push.
+                if pending.detected >= self.connected_at {
+                    self.shared.metrics.propagation.observe(pending.detected.elapsed().as_secs_f64());
+                }
             }
             Some(sidecar_message::Kind::Nack(nack)) => {
                 let Some(pending) = self.pending.take_if(|p| p.nonce == nack.nonce) else { return };
-                tracing::warn!(team = %self.team, version = %pending.version, error = %nack.error, "view rejected by a sidecar; parked until the view changes");
-                self.shared.registry.nack(self.id, &pending.version, &nack.error);
+                let error: String = nack.error.chars().take(MAX_NACK_TEXT).collect();
+                tracing::warn!(team = %self.team, version = %pending.version, %error, "view rejected by a sidecar; parked until the view changes");
+                self.shared.registry.nack(self.id, &pending.version, &error);
                 self.shared.metrics.nacks.with_label_values(&[self.team.as_str()]).inc();
                 self.parked = Some(pending.version);
             }

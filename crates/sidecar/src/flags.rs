@@ -121,6 +121,14 @@ impl Flags {
                 self.team
             ));
         }
+        if let Some(cache) = &self.snapshot_cache
+            && std::fs::symlink_metadata(cache).is_ok_and(|m| !m.is_file())
+        {
+            return Err(format!(
+                "--snapshot-cache {}: exists and is not a regular file (it would be read and replaced)",
+                cache.display()
+            ));
+        }
         if u64::from(self.max_body_bytes) > self.max_buffered_body_bytes {
             return Err(format!(
                 "--max-body-bytes {} is larger than --max-buffered-body-bytes {}: no body that large could ever be held",

@@ -209,6 +209,13 @@ impl OperatorSource {
 
     fn read_cache(&self) -> Option<v1::ViewPush> {
         let path = self.cache.as_ref()?;
+        let metadata = std::fs::metadata(path).ok()?;
+        // Two compressed parts can never be larger than the parts themselves, plus framing.
+        let limit = self.max_part_bytes.saturating_mul(2).saturating_add(64 * 1024);
+        if !metadata.is_file() || metadata.len() > limit {
+            tracing::warn!(cache = %path.display(), "snapshot cache is not a regular file of at most {limit} bytes; ignored");
+            return None;
+        }
         let bytes = std::fs::read(path).ok()?;
         match v1::ViewPush::decode(bytes.as_slice()) {
             Ok(push) => Some(push),
@@ -246,6 +253,10 @@ fn message(kind: sidecar_message::Kind) -> v1::SidecarMessage {
 /// Writes `bytes` to `path` through a temporary file created mode 0600, then renamed.
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
+    // Never replace what is not a regular file (a device, a FIFO, a directory, a symlink).
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(std::io::Error::other("the cache path is not a regular file"));
+    }
     let tmp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
