@@ -2,7 +2,6 @@
 //! (credential scrubbed), 400 context_length_exceeded, 429, 503, 504, or the last upstream
 //! status with every attempt named.
 
-use bytes::Bytes;
 use http::{Response, StatusCode};
 use llmroute_router::{Attempt, Exhausted, ExhaustedReason};
 use serde_json::json;
@@ -13,9 +12,6 @@ use crate::body::{Body, full};
 use crate::context::Context;
 use crate::inbound::{ApiError, ClientRequest};
 use crate::routes::Routes;
-
-/// What replaces a deployment's credential in an echoed upstream body.
-const REDACTED: &[u8] = b"<redacted>";
 
 /// The last failed attempt, with the credential of its deployment.
 pub(crate) struct LastFailure {
@@ -32,23 +28,6 @@ fn attempts_json(attempts: &[Attempt]) -> serde_json::Value {
 
 fn attempts_text(attempts: &[Attempt]) -> String {
     attempts.iter().map(|a| format!("{} ({})", a.deployment_id, a.outcome)).collect::<Vec<_>>().join(", ")
-}
-
-/// `body` with every occurrence of `secret` replaced (an upstream may echo the key it got).
-pub(crate) fn scrub(body: Bytes, secret: &str) -> Bytes {
-    let secret = secret.as_bytes();
-    if secret.is_empty() || !body.windows(secret.len()).any(|w| w == secret) {
-        return body;
-    }
-    let mut out = Vec::with_capacity(body.len());
-    let mut rest = body.as_ref();
-    while let Some(at) = rest.windows(secret.len()).position(|w| w == secret) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(REDACTED);
-        rest = &rest[at + secret.len()..];
-    }
-    out.extend_from_slice(rest);
-    Bytes::from(out)
 }
 
 /// 504: the deadline passed before an upstream answered.
@@ -126,7 +105,7 @@ pub(crate) fn finish<U>(
             Some(LastFailure { failure: Failure::Status { status, headers, body, .. }, deployment }),
         ) => {
             // The upstream's own answer about the request itself: pass it on, key scrubbed.
-            let mut r = Response::new(full(scrub(body, routes.credential(deployment))));
+            let mut r = Response::new(full(super::mask::mask_bytes(body, routes.credential(deployment))));
             *r.status_mut() = status;
             if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
                 r.headers_mut().insert(http::header::CONTENT_TYPE, ct.clone());
@@ -165,18 +144,4 @@ pub(crate) fn finish<U>(
     };
     finish_headers(ctx, routes, request, &mut response, attempts);
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scrub_replaces_every_occurrence() {
-        let body = Bytes::from_static(b"{\"error\": \"bad key sk-123 (sk-123)\"}");
-        assert_eq!(scrub(body, "sk-123"), "{\"error\": \"bad key <redacted> (<redacted>)\"}");
-        let untouched = Bytes::from_static(b"nothing here");
-        assert_eq!(scrub(untouched.clone(), "sk-123").as_ptr(), untouched.as_ptr());
-        assert_eq!(scrub(Bytes::from_static(b"abc"), ""), "abc");
-    }
 }

@@ -4,16 +4,11 @@
 //! they stream (the length, hence `Content-Length`, is unchanged; only a tail that could be
 //! the start of the credential is held back until the next chunk).
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
-use http_body_util::BodyExt;
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use memchr::memmem::Finder;
 
-use crate::body::{Body, BoxError};
+use crate::body::Body;
 
 /// Replaces every header value that holds `secret`.
 pub(crate) fn scrub_headers(headers: &mut HeaderMap, secret: &str) {
@@ -75,52 +70,33 @@ impl Masker {
     }
 }
 
-struct Masked {
-    inner: Body,
-    masker: Masker,
-    done: bool,
+impl super::transform::ChunkTransform for Masker {
+    fn feed(&mut self, chunk: Bytes) -> Bytes {
+        Masker::feed(self, chunk)
+    }
+
+    fn finish(&mut self) -> Bytes {
+        Masker::finish(self)
+    }
+
+    fn held(&self) -> Option<u64> {
+        // Masking keeps the length.
+        Some(self.carry.len() as u64)
+    }
 }
 
-impl HttpBody for Masked {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => {
-                    let out = self.masker.feed(data);
-                    Poll::Ready(Some(Ok(Frame::data(out))))
-                }
-                Err(frame) => Poll::Ready(Some(Ok(frame))),
-            },
-            Poll::Ready(None) => {
-                self.done = true;
-                let rest = self.masker.finish();
-                Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))))
-            }
-            other => other,
-        }
+/// `bytes` (a whole body) with `secret` masked; the same bytes when it holds none.
+pub(crate) fn mask_bytes(bytes: Bytes, secret: &str) -> Bytes {
+    if secret.is_empty() {
+        return bytes;
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.done || (self.inner.is_end_stream() && self.masker.carry.is_empty())
+    let mut masker = Masker::new(secret);
+    let head = masker.feed(bytes);
+    let tail = masker.finish();
+    if tail.is_empty() {
+        return head;
     }
-
-    fn size_hint(&self) -> SizeHint {
-        // Masking keeps the length.
-        let inner = self.inner.size_hint();
-        let carry = self.masker.carry.len() as u64;
-        let mut hint = SizeHint::new();
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper + carry);
-        }
-        hint.set_lower(inner.lower() + carry);
-        hint
-    }
+    [head, tail].concat().into()
 }
 
 /// `body` with `secret` masked; `body` itself when there is no secret.
@@ -128,7 +104,7 @@ pub(crate) fn mask(body: Body, secret: &str) -> Body {
     if secret.is_empty() {
         return body;
     }
-    Masked { inner: body, masker: Masker::new(secret), done: false }.boxed()
+    super::transform::transform(body, Masker::new(secret))
 }
 
 #[cfg(test)]
@@ -152,6 +128,16 @@ mod tests {
         assert_eq!(run("sk-123", &[b"key sk-123 and sk-1", b"23!"]), b"key ****** and ******!");
         assert_eq!(run("sk-123", &[b"sk", b"-", b"12", b"3"]), b"******");
         assert_eq!(run("sk-123", &[b"sk-12 no"]), b"sk-12 no");
+    }
+
+    #[test]
+    fn whole_bodies_are_masked_and_untouched_ones_not_copied() {
+        let body = Bytes::from_static(b"{\"error\": \"bad key sk-123 (sk-123)\"}");
+        assert_eq!(mask_bytes(body, "sk-123"), "{\"error\": \"bad key ****** (******)\"}");
+        let untouched = Bytes::from_static(b"nothing here");
+        assert_eq!(mask_bytes(untouched.clone(), "sk-123").as_ptr(), untouched.as_ptr());
+        assert_eq!(mask_bytes(Bytes::from_static(b"ends with sk-1"), "sk-123"), "ends with sk-1");
+        assert_eq!(mask_bytes(Bytes::from_static(b"abc"), ""), "abc");
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod headers;
 mod mask;
 mod relay;
 mod responses;
+mod transform;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

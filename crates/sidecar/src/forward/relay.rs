@@ -149,17 +149,6 @@ impl Relay {
     }
 }
 
-/// `rest` plus `first` bytes before it. (Upper first: `SizeHint` refuses a lower bound above
-/// its upper one, even for a moment.)
-fn with_first(rest: &SizeHint, first: u64) -> SizeHint {
-    let mut hint = SizeHint::new();
-    if let Some(upper) = rest.upper() {
-        hint.set_upper(upper.saturating_add(first));
-    }
-    hint.set_lower(rest.lower().saturating_add(first));
-    hint
-}
-
 impl Drop for Relay {
     fn drop(&mut self) {
         if !self.done {
@@ -221,6 +210,6 @@ impl HttpBody for Relay {
         // With the first bytes in hand and the rest's length known, the client gets a
         // Content-Length answer (no chunked framing, no extra write for its end).
         let rest = if self.done { SizeHint::with_exact(0) } else { self.inner.size_hint() };
-        with_first(&rest, self.first.as_ref().map_or(0, |f| f.len() as u64))
+        super::transform::grown(&rest, self.first.as_ref().map_or(0, |f| f.len() as u64))
     }
 }

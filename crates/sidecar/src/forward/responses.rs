@@ -4,15 +4,10 @@
 //! Nothing is buffered but the id itself (at most [`MAX_ID_BYTES`]); once a plain answer's id
 //! is rewritten, the rest passes through untouched.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use llmroute_router::wrap_response_id;
 
-use crate::body::{Body, BoxError};
+use crate::body::Body;
 
 /// Longest upstream id rewritten; a longer one passes through as it is.
 pub(crate) const MAX_ID_BYTES: usize = 256;
@@ -274,46 +269,24 @@ fn feed_stream(line: &mut Line, mut input: &[u8], deployment: &str, out: &mut Ve
     }
 }
 
-/// A Responses answer body with its ids rewritten as it streams.
-struct Rewritten {
-    inner: Body,
-    rewriter: IdRewriter,
-    finished: bool,
-}
-
-impl HttpBody for Rewritten {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.finished {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                Ok(data) => {
-                    let out = self.rewriter.feed(data);
-                    Poll::Ready(Some(Ok(Frame::data(out))))
-                }
-                Err(frame) => Poll::Ready(Some(Ok(frame))),
-            },
-            Poll::Ready(None) => {
-                self.finished = true;
-                let held = self.rewriter.finish();
-                Poll::Ready((!held.is_empty()).then(|| Ok(Frame::data(held))))
-            }
-            other => other,
-        }
+impl super::transform::ChunkTransform for IdRewriter {
+    fn feed(&mut self, chunk: Bytes) -> Bytes {
+        IdRewriter::feed(self, chunk)
     }
 
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+    fn finish(&mut self) -> Bytes {
+        IdRewriter::finish(self)
+    }
+
+    fn held(&self) -> Option<u64> {
+        // A wrapped id is longer than the upstream's.
+        None
     }
 }
 
 /// `body` with its Responses ids wrapped for `deployment`.
 pub(crate) fn rewrite(body: Body, deployment: String, stream: bool) -> Body {
-    Rewritten { inner: body, rewriter: IdRewriter::new(deployment, stream), finished: false }.boxed()
+    super::transform::transform(body, IdRewriter::new(deployment, stream))
 }
 
 #[cfg(test)]
