@@ -384,3 +384,20 @@ async fn a_huge_or_corrupt_cache_file_is_ignored_within_bounds() {
     assert!(sidecar.proc.logs().contains("ignored"), "{}", sidecar.proc.logs());
     assert!(sidecar.proc.memory_kib("VmHWM").unwrap_or(0) < 200 * 1024, "a sparse 3 GiB file is never read");
 }
+
+#[tokio::test]
+async fn the_operator_is_ready_only_once_its_first_build_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("later");
+    std::fs::write(dir.path().join("config.yaml"), "").unwrap();
+    let operator = Operator::start(&manifests, &dir.path().join("config.yaml"), "127.0.0.1:0");
+    let status = |path: &'static str| {
+        let url = format!("{}{path}", operator.admin);
+        async move { llmroute_testkit::http_client::get(&url).await.map(|r| r.status).unwrap_or(0) }
+    };
+    assert_eq!(status("/healthz").await, 200);
+    assert_eq!(status("/readyz").await, 503, "no build while the directory is missing");
+    std::fs::create_dir(&manifests).unwrap();
+    let ready = eventually(Duration::from_secs(5), || async { status("/readyz").await == 200 }).await;
+    assert!(ready, "{}", operator.proc.logs());
+}
