@@ -74,7 +74,8 @@ pub fn parse_documents(text: &str) -> (Vec<Document>, Option<ManifestError>) {
     (documents, None)
 }
 
-fn classify(value: Value) -> Document {
+/// One document's value as what it is (a cluster object arrives as a value, not as text).
+pub fn classify(value: Value) -> Document {
     let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
     let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
     let ours = api_version == format!("{}/{}", crate::GROUP, crate::VERSION);

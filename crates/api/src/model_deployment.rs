@@ -25,6 +25,19 @@ use crate::status::ResourceStatus;
     printcolumn(json_path = ".status.conditions[?(@.type==\"Ready\")].status", name = "Ready", type_ = "string"),
     printcolumn(json_path = ".status.conditions[?(@.type==\"Healthy\")].status", name = "Healthy", type_ = "string"),
     printcolumn(json_path = ".status.snapshotVersion", name = "Snapshot", type_ = "string"),
+    printcolumn(
+        json_path = ".status.sidecars.acknowledged",
+        name = "Sidecars",
+        type_ = "integer",
+        description = "Connected sidecars that acknowledged the view holding this object"
+    ),
+    printcolumn(
+        json_path = ".status.sidecars.connected",
+        name = "Connected",
+        type_ = "integer",
+        priority = 1,
+        description = "Connected sidecars whose views hold this object"
+    ),
     printcolumn(json_path = ".metadata.creationTimestamp", name = "Age", type_ = "date")
 )]
 #[x_kube(validation = Rule::new("self.provider != 'azure' || has(self.upstream.apiVersion)").message("upstream.apiVersion is required when provider is azure"))]

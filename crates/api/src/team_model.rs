@@ -24,6 +24,19 @@ use crate::{routing_policy::RoutingPolicy, status::ResourceStatus};
     printcolumn(json_path = ".status.conditions[?(@.type==\"Accepted\")].status", name = "Accepted", type_ = "string"),
     printcolumn(json_path = ".status.conditions[?(@.type==\"Ready\")].status", name = "Ready", type_ = "string"),
     printcolumn(json_path = ".status.snapshotVersion", name = "Snapshot", type_ = "string"),
+    printcolumn(
+        json_path = ".status.sidecars.acknowledged",
+        name = "Sidecars",
+        type_ = "integer",
+        description = "Connected sidecars that acknowledged the view holding this object"
+    ),
+    printcolumn(
+        json_path = ".status.sidecars.connected",
+        name = "Connected",
+        type_ = "integer",
+        priority = 1,
+        description = "Connected sidecars whose views hold this object"
+    ),
     printcolumn(json_path = ".metadata.creationTimestamp", name = "Age", type_ = "date")
 )]
 #[x_kube(validation = Rule::new("(has(self.deployments) ? 1 : 0) + (has(self.selector) ? 1 : 0) + (has(self.modelName) ? 1 : 0) == 1").message("exactly one target is required: deployments, selector or modelName"))]

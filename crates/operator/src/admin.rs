@@ -1,5 +1,6 @@
 //! Admin endpoints: `/healthz`, `/readyz` (200 once the first build is served), `/metrics`,
-//! `/status` (JSON).
+//! `/status` (JSON). `/status` reveals the fleet (pods, teams, rejections), so only loopback
+//! peers get it; Prometheus scrapes `/metrics` over the pod IP.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,12 +18,13 @@ use crate::state::Shared;
 /// Serves the admin endpoints on `listener` forever.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, peer)) = listener.accept().await else { continue };
+        let local = peer.ip().to_canonical().is_loopback();
         let shared = shared.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, &req)) }
+                async move { Ok::<_, Infallible>(handle(&shared, &req, local)) }
             });
             // A client that never finishes its request is closed after 10 s.
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -32,7 +34,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn handle(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn handle(shared: &Shared, request: &Request<Incoming>, local: bool) -> Response<Full<Bytes>> {
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => match shared.built() {
@@ -42,6 +44,9 @@ fn handle(shared: &Shared, request: &Request<Incoming>) -> Response<Full<Bytes>>
         "/metrics" => {
             let health = shared.health.borrow().clone();
             text(StatusCode::OK, "text/plain; version=0.0.4", shared.metrics.render(&shared.registry.teams(), &health))
+        }
+        "/status" if !local => {
+            text(StatusCode::FORBIDDEN, "text/plain", "/status is served to loopback peers only\n".into())
         }
         "/status" => {
             let body = serde_json::to_string_pretty(&shared.status()).unwrap_or_default();

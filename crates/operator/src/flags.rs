@@ -2,27 +2,27 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 /// The llmroute control plane.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "llmroute-operator", version, about)]
 pub struct Flags {
     /// Manifests mode: every ModelDeployment, TeamModel and Secret document in this directory
-    /// (re-read on change).
+    /// (re-read on change). Without it the source is the cluster.
     #[arg(long, env = "LLMROUTE_MANIFESTS")]
-    pub manifests: PathBuf,
-    /// Routing config file (`defaults`, `modelGroups`).
+    pub manifests: Option<PathBuf>,
+    /// Routing config file (`defaults`, `modelGroups`), manifests mode.
     #[arg(long, env = "LLMROUTE_CONFIG")]
     pub config: Option<PathBuf>,
     /// Compile once, print one verdict line per object and the config's verdict, and exit:
     /// 0 when everything is accepted, 1 otherwise (for CI before `kubectl apply`).
-    #[arg(long)]
+    #[arg(long, requires = "manifests")]
     pub check: bool,
     /// Address of the gRPC snapshot stream.
     #[arg(long, default_value = "127.0.0.1:50051", env = "LLMROUTE_GRPC_LISTEN")]
     pub grpc_listen: std::net::SocketAddr,
-    /// Address of /healthz, /readyz, /metrics, /status.
+    /// Address of /healthz, /readyz, /metrics (any peer) and /status (loopback peers only).
     #[arg(long, default_value = "127.0.0.1:9090", env = "LLMROUTE_ADMIN_LISTEN")]
     pub admin_listen: std::net::SocketAddr,
     /// How often the manifests directory is checked, milliseconds.
@@ -31,4 +31,91 @@ pub struct Flags {
     /// A changed file is read once unchanged this long, milliseconds.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub settle_ms: u64,
+    /// Manifests mode: a shared token every sidecar must present (`--operator-token-file`).
+    /// In a cluster, sidecars present their projected ServiceAccount tokens instead.
+    #[arg(long, env = "LLMROUTE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// The operator's namespace (cluster mode): its RoutingConfig, Lease, CA Secret.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// This replica's name (cluster mode): its identity in the Lease and in reports.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Name of the RoutingConfig custom resource in the operator's namespace.
+    #[arg(long, default_value = "llmroute")]
+    pub routing_config: String,
+    /// Namespaces trusted for global objects (no `spec.team`); default: the operator's own.
+    #[arg(long, value_delimiter = ',')]
+    pub global_namespaces: Vec<String>,
+    /// Name of the coordination.k8s.io Lease for leader election.
+    #[arg(long, default_value = "llmroute-operator")]
+    pub lease_name: String,
+    /// Fleet-wide budget of status writes per second (the leader's).
+    #[arg(long, default_value_t = 5.0, value_parser = positive_rate)]
+    pub status_writes_per_second: f64,
+    /// Share of the connected sidecars that must acknowledge an object's view for `Ready=True`.
+    #[arg(long, default_value_t = 0.99, value_parser = share)]
+    pub ready_threshold: f64,
+    /// How long an object keeps its last good state after a dependency (a Secret) disappears.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub grace_period_seconds: u64,
+    /// Transport security of the gRPC stream (default: `self-signed` in a cluster, `off` in
+    /// manifests mode, where `files` is also available).
+    #[arg(long, value_enum)]
+    pub tls_mode: Option<TlsMode>,
+    /// `self-signed`: the Secret (in the operator's namespace) holding the operator's CA.
+    #[arg(long, default_value = "llmroute-ca")]
+    pub ca_secret: String,
+    /// The ConfigMap (key `ca.crt`) published into every team namespace.
+    #[arg(long, default_value = "llmroute-ca")]
+    pub ca_configmap: String,
+    /// The operator's Service: the serving certificate names `<svc>.<ns>.svc[.cluster.local]`.
+    #[arg(long, default_value = "llmroute-operator")]
+    pub service_name: String,
+    /// `files` (e.g. cert-manager): serving certificate, PEM (re-read when it changes).
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// `files`: the certificate's private key, PEM.
+    #[arg(long)]
+    pub tls_key_file: Option<PathBuf>,
+    /// `files`: the CA bundle published to team namespaces, PEM.
+    #[arg(long)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Audience a sidecar's projected ServiceAccount token must be issued for.
+    #[arg(long, default_value = "llmroute")]
+    pub token_audience: String,
+    /// A stream ends (gracefully) after this long, jittered by up to 10%, so that load
+    /// rebalances across replicas; 0 = never.
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub max_stream_age_seconds: u64,
+    /// New streams admitted per second (a burst of as many is allowed); beyond it a sidecar is
+    /// told to come back later.
+    #[arg(long, default_value_t = 100.0, value_parser = positive_rate)]
+    pub new_streams_per_second: f64,
+}
+
+/// How the gRPC stream is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TlsMode {
+    /// The operator's own CA (kept in a Secret), its serving certificate issued and rotated.
+    SelfSigned,
+    /// Certificate, key and CA from files (cert-manager), re-read when they change.
+    Files,
+    /// Plain TCP (manifests mode, or a mesh that already encrypts).
+    Off,
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.01..=100_000.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a rate from 0.01 to 100000 per second")),
+    }
+}
+
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a share in (0, 1]")),
+    }
 }

@@ -5,13 +5,17 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod check;
 pub mod clock;
+pub mod cluster;
 pub mod flags;
 pub mod hub;
 pub mod metrics;
+pub mod publish;
 pub mod registry;
 pub mod serve;
 pub mod state;
 pub mod status;
 pub mod stream;
+pub mod tls;

@@ -16,7 +16,8 @@ fn main() -> ExitCode {
         .init();
     let flags = Flags::parse();
     if flags.check {
-        let verdict = check(&flags.manifests, flags.config.as_deref());
+        let Some(manifests) = &flags.manifests else { return ExitCode::from(2) };
+        let verdict = check(manifests, flags.config.as_deref());
         print!("{}", verdict.report);
         return if verdict.clean { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }

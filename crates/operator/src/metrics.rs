@@ -24,6 +24,10 @@ pub struct Metrics {
     pub nacks: IntCounterVec,
     /// `llmroute_operator_propagation_seconds`: change detected -> ACK.
     pub propagation: Histogram,
+    /// `llmroute_operator_status_writes_total`: status patches written (leader).
+    pub status_writes: IntCounter,
+    /// `llmroute_operator_streams_refused_total`: new streams over the admission rate.
+    pub streams_refused: IntCounter,
     connected: IntGaugeVec,
     healthy: IntGaugeVec,
 }
@@ -73,6 +77,14 @@ impl Metrics {
             propagation: histogram(
                 "llmroute_operator_propagation_seconds",
                 "From a detected resource change to a sidecar's acknowledgement of the view holding it.",
+            )?,
+            status_writes: counter(
+                "llmroute_operator_status_writes_total",
+                "Status patches written by the leader (within --status-writes-per-second).",
+            )?,
+            streams_refused: counter(
+                "llmroute_operator_streams_refused_total",
+                "New streams refused because they came faster than --new-streams-per-second.",
             )?,
             connected,
             healthy,

@@ -1,25 +1,28 @@
-//! Wiring of the serving operator: the manifests source polled and debounced into builds, the
-//! health prober, the gRPC service and the admin server.
+//! Wiring of the serving operator: a source (the manifests directory, or the cluster) feeding
+//! builds into the shared state, the health prober, the gRPC service and the admin server.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use llmroute_manifests::{ManifestDir, RejectionLog};
-use llmroute_snapshot::compile;
+use llmroute_manifests::ManifestDir;
 use llmroute_upstream::{Pool, PoolConfig, Prober};
 use tokio::net::TcpListener;
 
-use crate::flags::Flags;
-use crate::hub::Built;
+use crate::auth::Authenticator;
+use crate::flags::{Flags, TlsMode};
 use crate::metrics::Metrics;
+use crate::publish::Publisher;
 use crate::state::Shared;
+use crate::stream::Admission;
+use crate::tls::files::CertFiles;
 
 /// Quiet time after the last change before a build.
-const DEBOUNCE_QUIET: Duration = Duration::from_millis(50);
+pub const DEBOUNCE_QUIET: Duration = Duration::from_millis(50);
 /// Longest a build waits behind a stream of changes.
-const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
+pub const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 /// Longest the gRPC server waits for streams to end on shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -30,25 +33,29 @@ pub struct ConfigurationError(pub String);
 
 /// Runs the operator until SIGINT/SIGTERM.
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
-    let source = ManifestDir::open(&flags.manifests, flags.config.as_deref(), Duration::from_millis(flags.settle_ms))
+    match flags.manifests.clone() {
+        Some(dir) => run_manifests(flags, &dir).await,
+        None => crate::cluster::run(flags).await,
+    }
+}
+
+async fn run_manifests(flags: Flags, dir: &Path) -> anyhow::Result<()> {
+    let source = ManifestDir::open(dir, flags.config.as_deref(), Duration::from_millis(flags.settle_ms))
         .map_err(|e| ConfigurationError(e.to_string()))?;
-    let grpc = TcpListener::bind(flags.grpc_listen)
-        .await
-        .with_context(|| format!("binding --grpc-listen {}", flags.grpc_listen))?;
-    let admin = TcpListener::bind(flags.admin_listen)
-        .await
-        .with_context(|| format!("binding --admin-listen {}", flags.admin_listen))?;
-    let (grpc_addr, admin_addr): (SocketAddr, SocketAddr) = (grpc.local_addr()?, admin.local_addr()?);
+    let tls = match flags.tls_mode.unwrap_or(TlsMode::Off) {
+        TlsMode::Off => None,
+        TlsMode::Files => Some(cert_files(&flags)?),
+        TlsMode::SelfSigned => {
+            return Err(ConfigurationError(
+                "--tls-mode self-signed keeps its CA in a cluster Secret; in manifests mode use --tls-mode files"
+                    .into(),
+            )
+            .into());
+        }
+    };
+    let listeners = Listeners::bind(&flags).await?;
     let shared = Arc::new(Shared::new(Metrics::new().context("registering metrics")?));
-    let pool = Pool::new(PoolConfig::default()).context("building the upstream TLS configuration")?;
-    let health = shared.clone();
-    let prober = Prober::new(
-        pool,
-        Arc::new(move |entries| {
-            health.health.send_replace(Arc::new(entries));
-        }),
-        crate::clock::now_ms,
-    );
+    let prober = new_prober(&shared)?;
     // Reading, admitting and compiling run on a thread of their own, never on the runtime that
     // serves the streams.
     let (source_shared, interval, runtime) =
@@ -57,13 +64,87 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         .name("llmroute-manifests".into())
         .spawn(move || {
             let _entered = runtime.enter();
-            watch_source(source, source_shared, prober, interval);
+            watch_source(source, Publisher::new(source_shared.clone(), Some(prober)), &source_shared, interval);
         })
         .context("starting the manifests thread")?;
-    tokio::spawn(crate::admin::serve(admin, shared.clone()));
-    tracing::info!(grpc = %grpc_addr, admin = %admin_addr, "llmroute-operator serving");
+    let auth = match &flags.token {
+        Some(token) if !token.is_empty() => Authenticator::Shared(token.clone()),
+        _ => Authenticator::Open,
+    };
+    let serving = match tls {
+        Some(files) => {
+            let cert = files.load().map_err(|e| ConfigurationError(format!("--tls-cert-file/--tls-key-file: {e}")))?;
+            tokio::spawn(files.follow(cert.clone(), crate::tls::files::POLL));
+            Some(cert)
+        }
+        None => None,
+    };
+    serve(listeners, shared, admission(&flags, auth), serving).await
+}
+
+/// `--tls-mode files`: both files must be given.
+pub fn cert_files(flags: &Flags) -> Result<CertFiles, ConfigurationError> {
+    match (&flags.tls_cert_file, &flags.tls_key_file) {
+        (Some(cert), Some(key)) => Ok(CertFiles { cert: cert.clone(), key: key.clone() }),
+        _ => Err(ConfigurationError("--tls-mode files needs --tls-cert-file and --tls-key-file".into())),
+    }
+}
+
+/// The stream admission of `flags`.
+pub fn admission(flags: &Flags, auth: Authenticator) -> Admission {
+    Admission {
+        auth: Arc::new(auth),
+        new_streams_per_second: flags.new_streams_per_second,
+        max_age: (flags.max_stream_age_seconds > 0).then(|| Duration::from_secs(flags.max_stream_age_seconds)),
+    }
+}
+
+/// The health prober, publishing into `shared`.
+pub fn new_prober(shared: &Arc<Shared>) -> anyhow::Result<Prober> {
+    let pool = Pool::new(PoolConfig::default()).context("building the upstream TLS configuration")?;
+    let health = shared.clone();
+    Ok(Prober::new(
+        pool,
+        Arc::new(move |entries| {
+            health.health.send_replace(Arc::new(entries));
+        }),
+        crate::clock::now_ms,
+    ))
+}
+
+/// The bound gRPC and admin listeners.
+pub struct Listeners {
+    grpc: TcpListener,
+    admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds `--grpc-listen` and `--admin-listen`.
+    pub async fn bind(flags: &Flags) -> anyhow::Result<Self> {
+        let grpc = TcpListener::bind(flags.grpc_listen)
+            .await
+            .with_context(|| format!("binding --grpc-listen {}", flags.grpc_listen))?;
+        let admin = TcpListener::bind(flags.admin_listen)
+            .await
+            .with_context(|| format!("binding --admin-listen {}", flags.admin_listen))?;
+        Ok(Self { grpc, admin })
+    }
+}
+
+/// Serves the admin endpoints and the gRPC stream (over TLS when `tls` is given) until
+/// SIGINT/SIGTERM, then ends every stream and drains for at most 5 s.
+pub async fn serve(
+    listeners: Listeners,
+    shared: Arc<Shared>,
+    admission: Admission,
+    tls: Option<Arc<crate::tls::ServingCert>>,
+) -> anyhow::Result<()> {
+    let (grpc_addr, admin_addr): (SocketAddr, SocketAddr) =
+        (listeners.grpc.local_addr()?, listeners.admin.local_addr()?);
+    tokio::spawn(crate::admin::serve(listeners.admin, shared.clone()));
+    tracing::info!(grpc = %grpc_addr, admin = %admin_addr, tls = tls.is_some(), "llmroute-operator serving");
     let service = llmroute_proto::v1::routing_discovery_server::RoutingDiscoveryServer::new(
-        crate::stream::Discovery::new(shared.clone()),
+        crate::stream::Discovery::new(shared.clone(), admission),
     )
     .max_decoding_message_size(64 * 1024);
     let stopping = shared.clone();
@@ -72,12 +153,22 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         tracing::info!("shutting down: ending every stream");
         stopping.stopping.send_replace(true);
     };
-    let server = tonic::transport::Server::builder()
+    let builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_nodelay(true)
-        .add_service(service)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(grpc), stop);
+        .add_service(service);
+    let server: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match tls {
+            Some(cert) => {
+                let acceptor = crate::tls::acceptor(cert).context("building the TLS configuration")?;
+                Box::pin(builder.serve_with_incoming_shutdown(crate::tls::incoming(listeners.grpc, acceptor), stop))
+            }
+            None => Box::pin(
+                builder
+                    .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc), stop),
+            ),
+        };
     // Streams end at once on shutdown; a peer that does not let go gets 5 s.
     let mut stopped = shared.stopping.subscribe();
     let deadline = async move {
@@ -93,27 +184,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
 }
 
 /// Polls the source, debounces changes (50 ms quiet, 1 s at most) and publishes builds.
-fn watch_source(mut source: ManifestDir, shared: Arc<Shared>, prober: Prober, interval: Duration) {
-    let mut watermark = 0u64;
-    let mut rejections = RejectionLog::default();
-    let mut publish = |source: &ManifestDir, detected: Instant, watermark: &mut u64| {
-        let started = Instant::now();
-        // Never below the previous build, and comparable across restarts: wall-clock based.
-        *watermark = (*watermark + 1).max(crate::clock::now_ms());
-        let previous = shared.built();
-        let built = Built::new(compile(source.store()), *watermark, detected, previous.as_deref());
-        rejections.report(built.compiled.diagnostics());
-        shared.metrics.builds.inc();
-        shared.metrics.build_seconds.observe(started.elapsed().as_secs_f64());
-        let deployments: Vec<_> = built.compiled.view("").deployments;
-        let mut all = deployments;
-        for team in built.compiled.teams() {
-            all.extend(built.compiled.team_part(team).1.deployments);
-        }
-        prober.reconcile(&all);
-        tracing::info!(watermark = *watermark, teams = built.compiled.teams().count(), "views built");
-        shared.views.send_replace(Some(Arc::new(built)));
-    };
+fn watch_source(mut source: ManifestDir, mut publisher: Publisher, shared: &Shared, interval: Duration) {
     let record_config = |source: &ManifestDir| {
         let problem = source.problems().config.map(|p| p.to_string());
         if let Ok(mut slot) = shared.config_problem.lock() {
@@ -121,7 +192,7 @@ fn watch_source(mut source: ManifestDir, shared: Arc<Shared>, prober: Prober, in
         }
     };
     if source.listed() {
-        publish(&source, Instant::now(), &mut watermark);
+        publisher.publish(source.store(), Instant::now());
     }
     let mut pending: Option<(Instant, Instant)> = None;
     loop {
@@ -137,7 +208,7 @@ fn watch_source(mut source: ManifestDir, shared: Arc<Shared>, prober: Prober, in
             && (now.duration_since(last) >= DEBOUNCE_QUIET || now.duration_since(first) >= DEBOUNCE_MAX)
         {
             pending = None;
-            publish(&source, first, &mut watermark);
+            publisher.publish(source.store(), first);
         }
     }
 }

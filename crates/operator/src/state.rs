@@ -1,6 +1,7 @@
 //! What the operator's parts share: the views in force, the health table, the fleet registry,
 //! the metrics and the config's verdict.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use llmroute_proto::v1;
@@ -24,6 +25,11 @@ pub struct Shared {
     pub config_problem: Mutex<Option<String>>,
     /// Set on shutdown: every stream ends.
     pub stopping: watch::Sender<bool>,
+    /// Whether this replica leads (writes status and Events, runs the probes); always true
+    /// in manifests mode.
+    pub leader: watch::Sender<bool>,
+    /// Team of each labelled namespace (cluster mode).
+    pub namespace_teams: watch::Sender<Arc<BTreeMap<String, String>>>,
 }
 
 impl Shared {
@@ -36,7 +42,14 @@ impl Shared {
             metrics,
             config_problem: Mutex::new(None),
             stopping: watch::Sender::new(false),
+            namespace_teams: watch::Sender::new(Arc::new(BTreeMap::new())),
+            leader: watch::Sender::new(true),
         }
+    }
+
+    /// The team a namespace belongs to (its `llmroute.dev/team` label).
+    pub fn team_of_namespace(&self, namespace: &str) -> Option<String> {
+        self.namespace_teams.borrow().get(namespace).cloned()
     }
 
     /// The latest build.

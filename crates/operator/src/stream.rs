@@ -5,8 +5,8 @@
 //! a slow one is sent the newest view when it is ready again, with no queue behind it.
 
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use llmroute_proto::v1;
 use llmroute_proto::v1::routing_discovery_server::RoutingDiscovery;
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{Authenticator, Identity};
 use crate::hub::{Built, TeamView};
 use crate::state::Shared;
 
@@ -25,16 +26,80 @@ const MAX_TEAM: usize = 63;
 /// Longest NACK error kept for logs and /status, characters.
 const MAX_NACK_TEXT: usize = 1024;
 
+/// How streams are admitted and how long they live.
+pub struct Admission {
+    /// Who the caller is.
+    pub auth: Arc<Authenticator>,
+    /// New streams per second (and burst).
+    pub new_streams_per_second: f64,
+    /// A stream ends gracefully after this (jittered down by up to 10%); `None` = never.
+    pub max_age: Option<Duration>,
+}
+
+impl Admission {
+    /// Anyone, unlimited, forever (tests, benchmarks).
+    pub fn open() -> Self {
+        Self { auth: Arc::new(Authenticator::Open), new_streams_per_second: 1e9, max_age: None }
+    }
+}
+
 /// The service.
 pub struct Discovery {
     shared: Arc<Shared>,
+    admission: Admission,
+    bucket: Mutex<(f64, Instant)>,
 }
 
 impl Discovery {
     /// A service serving the views and health of `shared`.
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub fn new(shared: Arc<Shared>, admission: Admission) -> Self {
+        let burst = admission.new_streams_per_second;
+        Self { shared, admission, bucket: Mutex::new((burst, Instant::now())) }
     }
+
+    /// Takes a token from the new-stream bucket.
+    fn admit(&self) -> Result<(), Status> {
+        let rate = self.admission.new_streams_per_second;
+        let Ok(mut bucket) = self.bucket.lock() else { return Ok(()) };
+        let now = Instant::now();
+        bucket.0 = (bucket.0 + now.duration_since(bucket.1).as_secs_f64() * rate).min(rate.max(1.0));
+        bucket.1 = now;
+        if bucket.0 < 1.0 {
+            self.shared.metrics.streams_refused.inc();
+            return Err(Status::resource_exhausted("too many new streams; retry after a backoff"));
+        }
+        bucket.0 -= 1.0;
+        Ok(())
+    }
+
+    /// The team `identity` may subscribe to: its namespace's team in a cluster, else the hello's.
+    fn team_for(&self, identity: &Identity, asked: &str) -> Result<String, Status> {
+        let Some(namespace) = &identity.namespace else {
+            return if valid_team(asked) {
+                Ok(asked.to_owned())
+            } else {
+                Err(Status::invalid_argument("hello.team must be a DNS label"))
+            };
+        };
+        let team = self.shared.team_of_namespace(namespace).ok_or_else(|| {
+            Status::permission_denied(format!(
+                "namespace {namespace:?} has no {} label: it belongs to no team",
+                llmroute_snapshot::TEAM_LABEL
+            ))
+        })?;
+        if !asked.is_empty() && asked != team {
+            return Err(Status::permission_denied(format!(
+                "this pod's namespace {namespace:?} belongs to team {team:?}, not {asked:?}"
+            )));
+        }
+        Ok(team)
+    }
+}
+
+fn valid_team(team: &str) -> bool {
+    !team.is_empty()
+        && team.len() <= MAX_TEAM
+        && team.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 type Outbound = mpsc::Sender<Result<v1::ControlMessage, Status>>;
@@ -47,24 +112,33 @@ impl RoutingDiscovery for Discovery {
         &self,
         request: Request<Streaming<v1::SidecarMessage>>,
     ) -> Result<Response<Self::StreamRoutesStream>, Status> {
+        self.admit()?;
+        let identity = self.admission.auth.authenticate(crate::auth::bearer(request.metadata())).await?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no hello within 10 s"))??;
-        let Some(v1::SidecarMessage { kind: Some(sidecar_message::Kind::Hello(hello)) }) = first else {
+        let Some(v1::SidecarMessage { kind: Some(sidecar_message::Kind::Hello(mut hello)) }) = first else {
             return Err(Status::invalid_argument("the first message must be a hello"));
         };
-        let valid_team = !hello.team.is_empty()
-            && hello.team.len() <= MAX_TEAM
-            && hello.team.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if !valid_team {
-            return Err(Status::invalid_argument("hello.team must be a DNS label"));
+        hello.team = self.team_for(&identity, &hello.team)?;
+        if let Some(namespace) = identity.namespace {
+            hello.namespace = namespace;
+            hello.pod = identity.pod.unwrap_or(hello.pod);
         }
         if hello.protocol < v1::Protocol::V1 as i32 {
             return Err(Status::failed_precondition("this operator speaks protocol v1 or later; upgrade the sidecar"));
         }
         let (tx, rx) = mpsc::channel(1);
-        let subscriber = Subscription::new(hello, self.shared.clone());
+        let mut subscriber = Subscription::new(hello, self.shared.clone());
+        let now = SystemTime::now();
+        let aged = self.admission.max_age.map(|age| now + age.mul_f64(rand::random_range(0.9..=1.0)));
+        subscriber.ends = match (aged, identity.expires_at) {
+            (Some(a), Some(e)) if e <= a => Some((e, End::TokenExpired)),
+            (Some(a), _) => Some((a, End::Aged)),
+            (None, Some(e)) => Some((e, End::TokenExpired)),
+            (None, None) => None,
+        };
         let (views, health) = (self.shared.views.subscribe(), self.shared.health.subscribe());
         tokio::spawn(subscriber.run(inbound, tx, views, health));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -98,6 +172,17 @@ struct Subscription {
     health_sent: bool,
     connected_at: std::time::Instant,
     stopping: watch::Receiver<bool>,
+    /// When and why the stream ends on its own.
+    ends: Option<(SystemTime, End)>,
+}
+
+/// Why a stream ends on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// Its maximum age: a graceful end, the sidecar reconnects (maybe to another replica).
+    Aged,
+    /// Its token expired: the sidecar reconnects with a fresh one.
+    TokenExpired,
 }
 
 impl Subscription {
@@ -120,6 +205,7 @@ impl Subscription {
             nonce: 0,
             health_sent: false,
             connected_at: std::time::Instant::now(),
+            ends: None,
         }
     }
 
@@ -132,6 +218,18 @@ impl Subscription {
     ) {
         let mut last_health: Arc<Vec<v1::HealthEntry>> = Arc::new(Vec::new());
         let mut stopping = self.stopping.clone();
+        let ends = self.ends;
+        let end_at = ends.map(|(at, _)| {
+            let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+        let ended = async move {
+            match end_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(ended);
         loop {
             let built = views.borrow_and_update().clone();
             if let Some(push) = built.and_then(|b| self.next_push(&b))
@@ -158,6 +256,13 @@ impl Subscription {
                     }
                 },
                 _ = stopping.wait_for(|stop| *stop) => break,
+                () = &mut ended => {
+                    if let Some((_, End::TokenExpired)) = ends {
+                        let _ = tx.try_send(Err(Status::unauthenticated("the token expired; reconnect with a fresh one")));
+                    }
+                    tracing::debug!(team = %self.team, "stream reached its end of life; the sidecar reconnects");
+                    break;
+                }
             }
         }
         if let Some(team) = self.shared.registry.remove(self.id) {

@@ -8,6 +8,7 @@ use llmroute_proto::{NamePattern, v1};
 use crate::deployment::compile_deployment;
 use crate::store::{ResourceStore, age_key, team_of};
 use crate::team_model::{DeploymentIndex, resolve_targets};
+use crate::tenancy;
 use crate::view::{Compiled, Part};
 use crate::{Diagnostic, Kind, ObjectKey, Reason, resolve_policy};
 
@@ -19,13 +20,23 @@ pub fn compile(store: &ResourceStore) -> Compiled {
     let mut private: BTreeMap<&str, Vec<v1::Deployment>> = BTreeMap::new();
     for (key, admitted) in &store.deployments {
         let md = &admitted.object;
+        let team = team_of(md);
         let result = admitted
             .schema
             .clone()
             .map_err(|m| (Reason::Invalid, m))
+            .and_then(|()| tenancy::check(store.tenancy.as_ref(), key, team))
             .and_then(|()| compile_deployment(key, md, &store.secrets));
-        let team = team_of(md);
-        diagnostics.push(verdict(Kind::ModelDeployment, key, md.metadata.generation, team, result.as_ref().err()));
+        let mut diagnostic = verdict(Kind::ModelDeployment, key, md.metadata.generation, team, result.as_ref().err());
+        if result.is_ok() {
+            diagnostic.degraded = md
+                .spec
+                .upstream
+                .api_key_secret_ref
+                .as_ref()
+                .and_then(|r| store.lingering.get(&ObjectKey::new(&key.namespace, &r.name)).cloned());
+        }
+        diagnostics.push(diagnostic);
         index.all.insert(key, (admitted, result.is_ok()));
         let Ok(deployment) = result else { continue };
         match team {
@@ -61,7 +72,7 @@ fn verdict(
         Some((reason, message)) => (*reason, message.clone()),
         None => (Reason::Accepted, format!("{kind} is valid and included in the routing snapshot")),
     };
-    Diagnostic { kind, key: key.clone(), generation, team: team.map(str::to_owned), reason, message }
+    Diagnostic { kind, key: key.clone(), generation, team: team.map(str::to_owned), reason, message, degraded: None }
 }
 
 fn unreadable_diagnostics(store: &ResourceStore) -> Vec<Diagnostic> {
@@ -108,8 +119,12 @@ fn accept_team_models<'s>(
     let mut resolved: BTreeMap<(&str, &str), Vec<Claim<'_>>> = BTreeMap::new();
     for (key, admitted) in &store.team_models {
         let tm = &admitted.object;
-        let targets =
-            admitted.schema.clone().map_err(|m| (Reason::Invalid, m)).and_then(|()| resolve_targets(key, tm, index));
+        let targets = admitted
+            .schema
+            .clone()
+            .map_err(|m| (Reason::Invalid, m))
+            .and_then(|()| tenancy::check(store.tenancy.as_ref(), key, Some(&tm.spec.team)))
+            .and_then(|()| resolve_targets(key, tm, index));
         match targets {
             Ok(ids) => resolved.entry((&tm.spec.team, &tm.spec.public_name)).or_default().push((key, tm, ids)),
             Err(e) => diagnostics.push(tm_verdict(key, tm, Some(&e))),

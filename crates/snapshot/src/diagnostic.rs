@@ -45,6 +45,9 @@ pub enum Reason {
     Conflict,
     /// A fallback names nothing this team can call.
     UnknownFallback,
+    /// The object's team is not its namespace's team (or a global object lives in a namespace
+    /// not trusted for global objects).
+    TeamMismatch,
 }
 
 impl Reason {
@@ -61,6 +64,7 @@ impl Reason {
             Self::NoDeployments => "NoDeployments",
             Self::Conflict => "Conflict",
             Self::UnknownFallback => "UnknownFallback",
+            Self::TeamMismatch => "TeamMismatch",
         }
     }
 }
@@ -86,6 +90,9 @@ pub struct Diagnostic {
     pub reason: Reason,
     /// What the user must fix; never holds a credential.
     pub message: String,
+    /// Accepted on borrowed time: a dependency is gone and its last good state is kept for a
+    /// grace period (the `Degraded` condition's message).
+    pub degraded: Option<String>,
 }
 
 impl Diagnostic {

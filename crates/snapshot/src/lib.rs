@@ -16,6 +16,7 @@ mod policy;
 mod selector;
 mod store;
 mod team_model;
+mod tenancy;
 mod version;
 mod view;
 
@@ -23,5 +24,6 @@ pub use compile::compile;
 pub use diagnostic::{Diagnostic, Kind, Reason};
 pub use key::ObjectKey;
 pub use policy::{builtin_defaults, resolve_policy};
-pub use store::ResourceStore;
+pub use store::{ResourceStore, Tenancy};
+pub use tenancy::TEAM_LABEL;
 pub use view::Compiled;

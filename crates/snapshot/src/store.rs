@@ -37,14 +37,28 @@ impl fmt::Debug for SecretData {
     }
 }
 
+/// Who may declare what, in a cluster: a namespace belongs to the team its
+/// `llmroute.dev/team` label names, and global objects come only from trusted namespaces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tenancy {
+    /// Team of each labelled namespace.
+    pub teams: BTreeMap<String, String>,
+    /// Namespaces trusted for global objects (no `spec.team`).
+    pub global_namespaces: std::collections::BTreeSet<String>,
+}
+
 /// Every input of the compile.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ResourceStore {
     pub(crate) deployments: BTreeMap<ObjectKey, Admitted<ModelDeployment>>,
     pub(crate) team_models: BTreeMap<ObjectKey, Admitted<TeamModel>>,
     pub(crate) secrets: BTreeMap<ObjectKey, SecretData>,
+    /// Secrets that are gone but kept for a grace period, with the note for `Degraded`.
+    pub(crate) lingering: BTreeMap<ObjectKey, String>,
     pub(crate) unreadable: BTreeMap<(Kind, ObjectKey), Unreadable>,
     pub(crate) config: RoutingConfig,
+    /// `None` (manifests mode): every namespace may declare any team and global objects.
+    pub(crate) tenancy: Option<Tenancy>,
 }
 
 fn joined(violations: Vec<Violation>) -> String {
@@ -137,12 +151,27 @@ impl ResourceStore {
         for (k, v) in secret.string_data.iter().flatten() {
             data.insert(k.clone(), v.clone().into_bytes());
         }
-        self.secrets.insert(ObjectKey::of(&secret.metadata), SecretData(data));
+        let key = ObjectKey::of(&secret.metadata);
+        self.lingering.remove(&key);
+        self.secrets.insert(key, SecretData(data));
     }
 
     /// Removes a Secret.
     pub fn delete_secret(&mut self, key: &ObjectKey) {
         self.secrets.remove(key);
+        self.lingering.remove(key);
+    }
+
+    /// Keeps the last good state of a Secret that is gone, for a grace period: deployments
+    /// using it stay in their views, their `Degraded` condition carrying `note`.
+    pub fn apply_lingering_secret(&mut self, secret: &Secret, note: impl Into<String>) {
+        self.apply_secret(secret);
+        self.lingering.insert(ObjectKey::of(&secret.metadata), note.into());
+    }
+
+    /// Binds teams to namespaces (cluster mode); `None` lifts the rule (manifests mode).
+    pub fn set_tenancy(&mut self, tenancy: Option<Tenancy>) {
+        self.tenancy = tenancy;
     }
 
     /// Applies one parsed manifest document (skipped kinds are ignored).
