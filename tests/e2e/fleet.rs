@@ -23,7 +23,12 @@ pub struct Operator {
 impl Operator {
     /// Starts `llmroute-operator` on `manifests` (+ `config`), gRPC on `grpc` (port 0: any).
     pub fn start(manifests: &std::path::Path, config: &std::path::Path, grpc: &str) -> Operator {
-        let args: Vec<String> = [
+        Self::start_with(manifests, config, grpc, &[])
+    }
+
+    /// Like [`Self::start`], with extra flags.
+    pub fn start_with(manifests: &std::path::Path, config: &std::path::Path, grpc: &str, extra: &[&str]) -> Operator {
+        let mut args: Vec<String> = [
             "--manifests",
             &manifests.to_string_lossy(),
             "--config",
@@ -36,6 +41,7 @@ impl Operator {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
         let proc = Proc::spawn(&bin("llmroute-operator"), &args);
         let line = proc.wait_log_line("llmroute-operator serving", Duration::from_secs(10));
         let line = line.unwrap_or_else(|| panic!("operator did not start:\n{}", proc.logs()));
@@ -85,11 +91,16 @@ impl FedSidecar {
 
     /// Like [`Self::start`], with extra flags.
     pub fn start_with(team: &str, operator: SocketAddr, cache: PathBuf, extra: &[&str]) -> FedSidecar {
+        Self::start_url(team, &format!("http://{operator}"), cache, extra)
+    }
+
+    /// A sidecar of `team` on the operator at `url` (http:// or https://).
+    pub fn start_url(team: &str, url: &str, cache: PathBuf, extra: &[&str]) -> FedSidecar {
         let mut args: Vec<String> = [
             "--team",
             team,
             "--operator",
-            &format!("http://{operator}"),
+            url,
             "--snapshot-cache",
             &cache.to_string_lossy(),
             "--pod-name",

@@ -18,6 +18,13 @@ pub(crate) async fn handle<U>(proxy: Arc<Context<U>>, request: Request<Incoming>
         return text(StatusCode::METHOD_NOT_ALLOWED, "admin endpoints accept GET only\n");
     }
     let routing = proxy.routes.load();
+    // A view's debug output names upstreams and routes: loopback peers only, even when the
+    // admin port listens on the pod IP for Prometheus.
+    let local =
+        request.extensions().get::<crate::inbound::Peer>().is_none_or(|p| p.0.ip().to_canonical().is_loopback());
+    if request.uri().path().starts_with("/debug/") && !local {
+        return text(StatusCode::FORBIDDEN, "debug endpoints are served to loopback peers only\n");
+    }
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => match routing {

@@ -87,7 +87,17 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             let url = flags.operator.clone().unwrap_or_default();
             let cache = flags.snapshot_cache.clone();
             let max_part_bytes = flags.max_view_bytes;
-            let source = crate::operator::OperatorSource { url, identity, routes, metrics, cache, max_part_bytes };
+            let (ca_file, token_file) = (flags.operator_ca_file.clone(), flags.operator_token_file.clone());
+            let source = crate::operator::OperatorSource {
+                url,
+                identity,
+                routes,
+                metrics,
+                cache,
+                max_part_bytes,
+                ca_file,
+                token_file,
+            };
             tokio::spawn(source.run());
         }
     }

@@ -10,12 +10,23 @@ use clap::Parser;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "llmroute-sidecar", version, about)]
 pub struct Flags {
-    /// Team this sidecar serves (its pod's team): it can reach only this team's view.
-    #[arg(long, env = "LLMROUTE_TEAM")]
+    /// Team this sidecar serves: it can reach only this team's view. Required standalone; in a
+    /// cluster the operator takes it from the pod's namespace (label `llmroute.dev/team`), and
+    /// a value given here must match.
+    #[arg(long, env = "LLMROUTE_TEAM", default_value = "")]
     pub team: String,
-    /// Operator gRPC address, e.g. http://llmroute-operator.llmroute:50051.
+    /// Operator gRPC address: http://HOST:PORT, or https://HOST:PORT (verified against
+    /// --operator-ca-file, else the public web roots).
     #[arg(long, env = "LLMROUTE_OPERATOR", conflicts_with = "manifests", required_unless_present = "manifests")]
     pub operator: Option<String>,
+    /// PEM bundle the operator's certificate must chain to (re-read at every connection, so a
+    /// rotated bundle is picked up).
+    #[arg(long, env = "LLMROUTE_OPERATOR_CA_FILE", requires = "operator")]
+    pub operator_ca_file: Option<PathBuf>,
+    /// File holding the bearer token presented to the operator: the projected ServiceAccount
+    /// token in a cluster, or the operator's `--token` (re-read at every connection).
+    #[arg(long, env = "LLMROUTE_OPERATOR_TOKEN_FILE", requires = "operator")]
+    pub operator_token_file: Option<PathBuf>,
     /// Standalone mode: compile every ModelDeployment, TeamModel and Secret in this directory
     /// (re-read on change) and probe health here.
     #[arg(long, env = "LLMROUTE_MANIFESTS")]
@@ -115,11 +126,19 @@ impl Flags {
                 && !t.starts_with('-')
                 && !t.ends_with('-')
         };
-        if !label(&self.team) {
+        if (self.operator.is_none() || !self.team.is_empty()) && !label(&self.team) {
             return Err(format!(
                 "--team {:?}: a team is a DNS label (lowercase letters, digits, '-', at most 63)",
                 self.team
             ));
+        }
+        if let Some(url) = &self.operator
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!("--operator {url:?}: an http:// or https:// address"));
+        }
+        if self.operator_ca_file.is_some() && !self.operator.as_deref().is_some_and(|u| u.starts_with("https://")) {
+            return Err("--operator-ca-file needs an https:// --operator".into());
         }
         if let Some(cache) = &self.snapshot_cache
             && std::fs::symlink_metadata(cache).is_ok_and(|m| !m.is_file())

@@ -66,6 +66,38 @@ pub(crate) struct OperatorSource {
     pub cache: Option<PathBuf>,
     /// Largest view part accepted once decompressed, bytes (`--max-view-bytes`).
     pub max_part_bytes: u64,
+    /// `--operator-ca-file`, read at every connection.
+    pub ca_file: Option<PathBuf>,
+    /// `--operator-token-file`, read at every connection.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Why a connection to the operator could not even start.
+#[derive(Debug, thiserror::Error)]
+enum ConnectError {
+    #[error("reading --operator-ca-file {path}: {error}")]
+    CaFile { path: String, error: std::io::Error },
+    #[error("--operator-ca-file {0} holds no PEM certificate")]
+    NoCertificate(String),
+    #[error("reading --operator-token-file {path}: {error}")]
+    TokenFile { path: String, error: std::io::Error },
+    #[error("--operator-token-file {0} does not hold a token a header can carry")]
+    BadToken(String),
+}
+
+/// The error and every cause, one line (a TLS refusal is in the causes).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl OperatorSource {
@@ -85,7 +117,14 @@ impl OperatorSource {
         loop {
             match self.session(&mut applied, &mut health, &mut backoff).await {
                 Ok(()) => tracing::warn!("operator stream ended; reconnecting"),
-                Err(e) => tracing::warn!(error = %e, "operator stream failed; reconnecting"),
+                Err(e) => {
+                    let text = chain(e.as_ref());
+                    if text.contains("certificate") || text.contains("Certificate") {
+                        tracing::error!(operator = %self.url, error = %text, "the operator's TLS certificate is refused (check --operator-ca-file); reconnecting");
+                    } else {
+                        tracing::warn!(error = %text, "operator stream failed; reconnecting");
+                    }
+                }
             }
             let jitter = rand::random_range(0.5..1.0);
             tokio::time::sleep(backoff.mul_f64(jitter)).await;
@@ -99,13 +138,16 @@ impl OperatorSource {
         health: &mut HashMap<(String, String), v1::HealthEntry>,
         backoff: &mut Duration,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let channel = tonic::transport::Endpoint::from_shared(self.url.clone())?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.url.clone())?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .connect()
-            .await?;
+            .keep_alive_timeout(Duration::from_secs(10));
+        if self.url.starts_with("https://") {
+            endpoint = endpoint.tls_config(self.tls()?)?;
+        }
+        let token = self.token()?;
+        let channel = endpoint.connect().await?;
         let limit = usize::try_from(self.max_part_bytes.saturating_mul(2)).unwrap_or(usize::MAX);
         let mut client = RoutingDiscoveryClient::new(channel).max_decoding_message_size(limit);
         let (tx, rx) = mpsc::channel(8);
@@ -120,7 +162,11 @@ impl OperatorSource {
             held_parts,
         };
         tx.send(message(sidecar_message::Kind::Hello(hello))).await?;
-        let mut inbound = client.stream_routes(ReceiverStream::new(rx)).await?.into_inner();
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(token) = token {
+            request.metadata_mut().insert("authorization", token);
+        }
+        let mut inbound = client.stream_routes(request).await?.into_inner();
         tracing::info!(operator = %self.url, "connected to the operator");
         *backoff = BACKOFF_START;
         while let Some(control) = inbound.message().await? {
@@ -154,9 +200,37 @@ impl OperatorSource {
         Ok(())
     }
 
+    /// The TLS settings of this connection: the CA file as it is now, or the web roots.
+    fn tls(&self) -> Result<tonic::transport::ClientTlsConfig, ConnectError> {
+        let config = tonic::transport::ClientTlsConfig::new().assume_http2(true);
+        let Some(path) = &self.ca_file else { return Ok(config.with_webpki_roots()) };
+        let shown = path.display().to_string();
+        let pem = std::fs::read(path).map_err(|error| ConnectError::CaFile { path: shown.clone(), error })?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ConnectError::NoCertificate(shown));
+        }
+        Ok(config.ca_certificate(tonic::transport::Certificate::from_pem(pem)))
+    }
+
+    /// The bearer token to present, read now (projected tokens rotate).
+    fn token(&self) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>, ConnectError> {
+        let Some(path) = &self.token_file else { return Ok(None) };
+        let shown = path.display().to_string();
+        let metadata =
+            std::fs::metadata(path).map_err(|error| ConnectError::TokenFile { path: shown.clone(), error })?;
+        if !metadata.is_file() || metadata.len() > 64 * 1024 {
+            return Err(ConnectError::BadToken(shown));
+        }
+        let text =
+            std::fs::read_to_string(path).map_err(|error| ConnectError::TokenFile { path: shown.clone(), error })?;
+        let value = format!("Bearer {}", text.trim());
+        value.parse().map(Some).map_err(|_| ConnectError::BadToken(shown))
+    }
+
     /// Assembles and applies a pushed view; the error says why not.
     fn apply(&self, push: &v1::ViewPush, applied: &mut Applied) -> Result<(), String> {
-        if push.team != self.identity.team {
+        // Without --team the operator decides (the pod's namespace's team).
+        if !self.identity.team.is_empty() && push.team != self.identity.team {
             return Err(format!("view of team {:?}, this sidecar serves {:?}", push.team, self.identity.team));
         }
         if push.watermark < applied.watermark {

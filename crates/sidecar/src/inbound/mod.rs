@@ -17,7 +17,7 @@ pub(crate) use error::ApiError;
 #[cfg(test)]
 pub(crate) use parse::ReadBody;
 pub(crate) use parse::{ClientRequest, parse, upstream_body};
-pub(crate) use serve::serve;
+pub(crate) use serve::{Peer, serve};
 
 use crate::body::Body;
 use crate::context::Context;

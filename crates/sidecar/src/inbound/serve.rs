@@ -12,6 +12,10 @@ use tokio::net::TcpListener;
 
 use crate::body::Body;
 
+/// The address a request came from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer(pub std::net::SocketAddr);
+
 /// Serves `handler` on `listener` until `stop` resolves, then stops accepting and lets the
 /// open connections finish their requests for up to `drain` before returning. One task per
 /// connection.
@@ -33,7 +37,7 @@ pub(crate) async fn serve<F, Fut, S>(
             accepted = listener.accept() => accepted,
             () = &mut stop => break,
         };
-        let (stream, _) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -43,7 +47,8 @@ pub(crate) async fn serve<F, Fut, S>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(Peer(peer));
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(req).await) }
         });

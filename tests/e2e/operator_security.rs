@@ -1,0 +1,176 @@
+//! The stream between sidecar and operator, secured: TLS verified against a CA made here
+//! (trusted, wrong CA, expired, rotated) and the shared token of manifests mode.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use llmroute_e2e::fleet::{Fakes, FedSidecar, Operator, write_atomic};
+use llmroute_e2e::md;
+use llmroute_testkit::process::eventually;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+/// A CA that signs `localhost` certificates.
+struct Pki {
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        Self { ca: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap() }
+    }
+
+    /// Writes `ca.pem` into `dir`; its path.
+    fn write_ca(&self, dir: &Path, file: &str) -> PathBuf {
+        let path = dir.join(file);
+        std::fs::write(&path, self.ca.pem()).unwrap();
+        path
+    }
+
+    /// Writes a `localhost` serving certificate and key (expired when `expired`).
+    fn write_cert(&self, cert: &Path, key_path: &Path, expired: bool) {
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = KeyPair::generate().unwrap();
+        let signed = params.signed_by(&key, &self.ca).unwrap();
+        // Key first, then the certificate: the operator reloads once both changed.
+        std::fs::write(key_path, key.serialize_pem()).unwrap();
+        std::fs::write(cert, signed.pem()).unwrap();
+    }
+}
+
+struct Setup {
+    _fakes: Fakes,
+    dir: tempfile::TempDir,
+    operator: Operator,
+}
+
+fn setup(pki: Option<&Pki>, extra: &[&str]) -> Setup {
+    let fakes = Fakes::start(&["x"]);
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    write_atomic(&manifests.join("all.yaml"), &fakes.fill(&md("shared", "m", "x", "")));
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "").unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let mut flags: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    if let Some(pki) = pki {
+        pki.write_cert(&cert, &key, false);
+        flags.extend(["--tls-mode", "files", "--tls-cert-file"].map(String::from));
+        flags.push(cert.display().to_string());
+        flags.push("--tls-key-file".into());
+        flags.push(key.display().to_string());
+    }
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let operator = Operator::start_with(&manifests, &config, "127.0.0.1:0", &flags);
+    Setup { _fakes: fakes, dir, operator }
+}
+
+fn sidecar(s: &Setup, ca: &Path, extra: &[&str]) -> FedSidecar {
+    let url = format!("https://localhost:{}", s.operator.grpc.port());
+    let ca = ca.display().to_string();
+    let mut flags = vec!["--operator-ca-file", ca.as_str()];
+    flags.extend_from_slice(extra);
+    FedSidecar::start_url("team-a", &url, s.dir.path().join("cache"), &flags)
+}
+
+async fn ready(sidecar: &FedSidecar, within: Duration) -> bool {
+    eventually(within, || async { sidecar.version().await.is_some() }).await
+}
+
+#[tokio::test]
+async fn a_trusted_operator_certificate_carries_the_stream() {
+    let pki = Pki::new("test CA");
+    let s = setup(Some(&pki), &[]);
+    let ca = pki.write_ca(s.dir.path(), "ca.pem");
+    let sidecar = sidecar(&s, &ca, &[]);
+    assert!(ready(&sidecar, Duration::from_secs(10)).await, "{}", sidecar.proc.logs());
+    assert_eq!(sidecar.served_by("m").await, "llm/shared");
+    assert!(s.operator.converged("team-a", 1).await);
+}
+
+#[tokio::test]
+async fn a_certificate_of_another_ca_is_refused_with_a_clear_log_line() {
+    let (real, other) = (Pki::new("real CA"), Pki::new("other CA"));
+    let s = setup(Some(&real), &[]);
+    let wrong = other.write_ca(s.dir.path(), "other.pem");
+    let sidecar = sidecar(&s, &wrong, &[]);
+    assert!(!ready(&sidecar, Duration::from_secs(3)).await, "a sidecar trusted an unknown CA");
+    let logs = sidecar.proc.logs();
+    assert!(logs.contains("TLS certificate is refused"), "{logs}");
+    assert!(logs.contains("UnknownIssuer") || logs.contains("unknown issuer"), "{logs}");
+    let r = llmroute_testkit::http_client::get(&format!("{}/readyz", sidecar.admin)).await.unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(s.operator.team("team-a").await["connected"].as_u64().unwrap_or(0), 0);
+}
+
+#[tokio::test]
+async fn an_expired_certificate_is_refused() {
+    let pki = Pki::new("test CA");
+    let s = setup(Some(&pki), &[]);
+    pki.write_cert(&s.dir.path().join("tls.crt"), &s.dir.path().join("tls.key"), true);
+    // The operator re-reads changed files every 5 s.
+    assert!(
+        eventually(Duration::from_secs(10), || async { s.operator.proc.log_count("serving certificate reloaded") > 0 })
+            .await,
+        "{}",
+        s.operator.proc.logs()
+    );
+    let ca = pki.write_ca(s.dir.path(), "ca.pem");
+    let sidecar = sidecar(&s, &ca, &[]);
+    assert!(!ready(&sidecar, Duration::from_secs(3)).await, "an expired certificate was accepted");
+    assert!(sidecar.proc.logs().to_lowercase().contains("expired"), "{}", sidecar.proc.logs());
+}
+
+#[tokio::test]
+async fn a_rotated_certificate_and_ca_bundle_are_picked_up_without_restarts() {
+    let (old, new) = (Pki::new("old CA"), Pki::new("new CA"));
+    // Streams end after 1 s (jittered), so the sidecar reconnects on fresh TLS sessions.
+    let s = setup(Some(&old), &["--max-stream-age-seconds", "1"]);
+    let ca = old.write_ca(s.dir.path(), "ca.pem");
+    let sidecar = sidecar(&s, &ca, &[]);
+    assert!(ready(&sidecar, Duration::from_secs(10)).await, "{}", sidecar.proc.logs());
+    // Rotate: the operator's certificate from the new CA, the sidecar's bundle to the new CA only.
+    new.write_cert(&s.dir.path().join("tls.crt"), &s.dir.path().join("tls.key"), false);
+    std::fs::write(&ca, new.ca.pem()).unwrap();
+    assert!(
+        eventually(Duration::from_secs(12), || async { s.operator.proc.log_count("serving certificate reloaded") > 0 })
+            .await,
+        "{}",
+        s.operator.proc.logs()
+    );
+    let connects = sidecar.proc.log_count("connected to the operator");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            sidecar.proc.log_count("connected to the operator") > connects + 1
+        })
+        .await,
+        "no reconnect on the rotated certificate:\n{}",
+        sidecar.proc.logs()
+    );
+    assert!(s.operator.converged("team-a", 1).await);
+}
+
+#[tokio::test]
+async fn manifests_mode_token_is_required_when_set() {
+    let s = setup(None, &["--token", "s3cret-token"]);
+    let url = format!("http://{}", s.operator.grpc);
+    let (good, bad) = (s.dir.path().join("good"), s.dir.path().join("bad"));
+    std::fs::write(&good, "s3cret-token\n").unwrap();
+    std::fs::write(&bad, "guess").unwrap();
+    let (good, bad) = (good.display().to_string(), bad.display().to_string());
+    let refused = FedSidecar::start_url("team-a", &url, s.dir.path().join("c1"), &["--operator-token-file", &bad]);
+    let missing = FedSidecar::start_url("team-b", &url, s.dir.path().join("c2"), &[]);
+    let admitted = FedSidecar::start_url("team-c", &url, s.dir.path().join("c3"), &["--operator-token-file", &good]);
+    assert!(ready(&admitted, Duration::from_secs(10)).await, "{}", admitted.proc.logs());
+    assert!(!ready(&refused, Duration::from_secs(1)).await);
+    assert!(!ready(&missing, Duration::from_millis(200)).await);
+    assert!(refused.proc.logs().contains("bearer token is not valid"), "{}", refused.proc.logs());
+    assert!(!s.operator.proc.logs().contains("s3cret-token") && !refused.proc.logs().contains("s3cret-token"));
+}
