@@ -39,7 +39,7 @@ pub enum Authenticator {
     /// A shared token (manifests mode `--token`).
     Shared(String),
     /// TokenReview against the API server.
-    Cluster(TokenReviewer),
+    Cluster(Box<TokenReviewer>),
 }
 
 impl Authenticator {

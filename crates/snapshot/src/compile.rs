@@ -18,6 +18,10 @@ pub fn compile(store: &ResourceStore) -> Compiled {
     let mut index = DeploymentIndex { all: BTreeMap::new(), global_by_model: BTreeMap::new() };
     let mut global = Vec::new();
     let mut private: BTreeMap<&str, Vec<v1::Deployment>> = BTreeMap::new();
+    // In a cluster only labelled Secrets are watched: a missing one may just lack the label.
+    let secret_hint = store.tenancy.as_ref().map(|_| {
+        "in a cluster only Secrets labelled llmroute.dev/credentials=true are read: add the label if the Secret exists"
+    });
     for (key, admitted) in &store.deployments {
         let md = &admitted.object;
         let team = team_of(md);
@@ -26,7 +30,7 @@ pub fn compile(store: &ResourceStore) -> Compiled {
             .clone()
             .map_err(|m| (Reason::Invalid, m))
             .and_then(|()| tenancy::check(store.tenancy.as_ref(), key, team))
-            .and_then(|()| compile_deployment(key, md, &store.secrets));
+            .and_then(|()| compile_deployment(key, md, &store.secrets, secret_hint));
         let mut diagnostic = verdict(Kind::ModelDeployment, key, md.metadata.generation, team, result.as_ref().err());
         if result.is_ok() {
             diagnostic.degraded = md

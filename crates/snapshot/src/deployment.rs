@@ -17,6 +17,7 @@ pub(crate) fn compile_deployment(
     key: &ObjectKey,
     md: &ModelDeployment,
     secrets: &BTreeMap<ObjectKey, SecretData>,
+    secret_hint: Option<&str>,
 ) -> Result<v1::Deployment, Rejection> {
     let spec = &md.spec;
     check_port(&spec.upstream.base_url)?;
@@ -30,10 +31,16 @@ pub(crate) fn compile_deployment(
         let message = "an azure deployment puts the model in the URL path, and names matching this pattern hold '/': set upstream.model (e.g. '*')";
         return Err((Reason::Invalid, message.into()));
     }
-    let api_key = match &spec.upstream.api_key_secret_ref {
-        None => String::new(),
-        Some(r) => resolve_secret(&ObjectKey::new(&key.namespace, &r.name), &r.key, secrets)?,
-    };
+    let api_key =
+        match &spec.upstream.api_key_secret_ref {
+            None => String::new(),
+            Some(r) => resolve_secret(&ObjectKey::new(&key.namespace, &r.name), &r.key, secrets).map_err(
+                |(reason, message)| match (reason, secret_hint) {
+                    (Reason::SecretNotFound, Some(hint)) => (reason, format!("{message}; {hint}")),
+                    _ => (reason, message),
+                },
+            )?,
+        };
     let cost = spec.cost.as_ref();
     let mut deployment = v1::Deployment {
         id: key.to_string(),

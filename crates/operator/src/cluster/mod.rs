@@ -119,7 +119,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     if let Some(bundle) = bundle {
         tokio::spawn(publish_bundle(client.clone(), flags.ca_configmap.clone(), bundle, shared.clone()));
     }
-    let auth = Authenticator::Cluster(TokenReviewer::new(client, flags.token_audience.clone()));
+    let auth = Authenticator::Cluster(Box::new(TokenReviewer::new(client, flags.token_audience.clone())));
     let served = serve(listeners, shared, admission(&flags, auth), serving).await;
     controller.stop().await;
     served
@@ -296,10 +296,10 @@ async fn status_loop(client: Client, options: Options, stores: Stores, fleet: St
             }
             was_leader = false;
             // A follower serves the leader's health table.
-            if let Some(table) = read_health(&fleet) {
-                if *shared.health.borrow() != table {
-                    shared.health.send_replace(table);
-                }
+            if let Some(table) = read_health(&fleet)
+                && *shared.health.borrow() != table
+            {
+                shared.health.send_replace(table);
             }
             continue;
         }
