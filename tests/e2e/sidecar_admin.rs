@@ -84,3 +84,48 @@ async fn metrics_are_prometheus_text_with_the_contract_names() {
     );
     assert_eq!(value("llmroute_snapshot_info", &[("version", env.version().await.unwrap().as_str())]), Some(1.0));
 }
+
+/// A local address other than loopback (found by routing, no packet sent).
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test]
+async fn debug_endpoints_answer_loopback_peers_only_while_metrics_answer_anyone() {
+    let Some(ip) = non_loopback_ip() else {
+        // A machine with no interface but loopback cannot have a non-loopback peer at all.
+        eprintln!("no non-loopback interface: nothing to refuse");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.yaml"), md("a", "m", "a", "").replace("{a}", "127.0.0.1:9")).unwrap();
+    let args: Vec<String> = [
+        "--team",
+        "team-a",
+        "--manifests",
+        &dir.path().to_string_lossy(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "0.0.0.0:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let proc = llmroute_testkit::process::Proc::spawn(&llmroute_testkit::process::bin("llmroute-sidecar"), &args);
+    let line = proc.wait_log_line("llmroute-sidecar serving", std::time::Duration::from_secs(10)).expect("started");
+    let port = llmroute_testkit::process::log_field(&line, "admin")
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        .unwrap()
+        .port();
+    let get = |host: String, path: &str| {
+        let url = format!("http://{host}:{port}{path}");
+        async move { llmroute_testkit::http_client::get(&url).await.unwrap().status }
+    };
+    assert_eq!(get(ip.to_string(), "/debug/snapshot").await, 403, "a view's debug output reached the pod network");
+    assert_eq!(get(ip.to_string(), "/metrics").await, 200);
+    assert_eq!(get("127.0.0.1".into(), "/debug/snapshot").await, 200);
+}

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
@@ -34,7 +33,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn handle(shared: &Shared, request: &Request<Incoming>, local: bool) -> Response<Full<Bytes>> {
+fn handle<B>(shared: &Shared, request: &Request<B>, local: bool) -> Response<Full<Bytes>> {
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => match shared.built() {
@@ -61,4 +60,20 @@ fn text(status: StatusCode, kind: &'static str, body: String) -> Response<Full<B
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static(kind));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_is_for_loopback_peers_only_and_metrics_for_anyone() {
+        let shared = Shared::new(crate::metrics::Metrics::new().unwrap());
+        let get = |path: &str, local: bool| handle(&shared, &Request::get(path).body(()).unwrap(), local).status();
+        assert_eq!(get("/status", false), StatusCode::FORBIDDEN);
+        assert_eq!(get("/status", true), StatusCode::OK);
+        assert_eq!(get("/metrics", false), StatusCode::OK);
+        assert_eq!(get("/healthz", false), StatusCode::OK);
+        assert_eq!(get("/readyz", false), StatusCode::SERVICE_UNAVAILABLE, "no build yet");
+    }
 }

@@ -54,7 +54,9 @@ async fn run_manifests(flags: Flags, dir: &Path) -> anyhow::Result<()> {
         }
     };
     let listeners = Listeners::bind(&flags).await?;
-    let shared = Arc::new(Shared::new(Metrics::new().context("registering metrics")?));
+    let mut shared = Shared::new(Metrics::new().context("registering metrics")?);
+    shared.ready_threshold = flags.ready_threshold;
+    let shared = Arc::new(shared);
     let prober = new_prober(&shared)?;
     // Reading, admitting and compiling run on a thread of their own, never on the runtime that
     // serves the streams.

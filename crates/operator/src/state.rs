@@ -28,6 +28,8 @@ pub struct Shared {
     /// Whether this replica leads (writes status and Events, runs the probes); always true
     /// in manifests mode.
     pub leader: watch::Sender<bool>,
+    /// Share of connected sidecars that must acknowledge for `Ready`.
+    pub ready_threshold: f64,
     /// Team of each labelled namespace (cluster mode).
     pub namespace_teams: watch::Sender<Arc<BTreeMap<String, String>>>,
 }
@@ -44,6 +46,7 @@ impl Shared {
             stopping: watch::Sender::new(false),
             namespace_teams: watch::Sender::new(Arc::new(BTreeMap::new())),
             leader: watch::Sender::new(true),
+            ready_threshold: 0.99,
         }
     }
 
@@ -61,6 +64,6 @@ impl Shared {
     pub fn status(&self) -> serde_json::Value {
         let problem = self.config_problem.lock().ok().and_then(|p| p.clone());
         let health = self.health.borrow().clone();
-        crate::status::status(self.built().as_deref(), &self.registry.teams(), &health, problem)
+        crate::status::status(self.built().as_deref(), &self.registry.teams(), &health, problem, self.ready_threshold)
     }
 }

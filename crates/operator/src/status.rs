@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use llmroute_proto::v1;
-use llmroute_snapshot::Kind;
 use serde_json::{Value, json};
 
+use crate::cluster::conditions::{Inputs, desired};
 use crate::hub::Built;
 use crate::registry::TeamCounts;
 
@@ -25,6 +25,7 @@ pub fn status(
     teams: &BTreeMap<String, TeamCounts>,
     health: &[v1::HealthEntry],
     config: Option<String>,
+    ready_threshold: f64,
 ) -> Value {
     let config =
         json!({"accepted": config.is_none(), "message": config.unwrap_or_else(|| "routing config accepted".into())});
@@ -55,48 +56,40 @@ pub fn status(
                    "nacks": nacks, "protocols": protocols, "degraded": []})
         })
         .collect();
+    // The same conditions a cluster writes to each object's status (one computation for both).
+    let now = k8s_openapi::jiff::Timestamp::now();
     let objects: Vec<Value> = built
         .compiled
         .diagnostics()
         .iter()
         .map(|d| {
-            // A team's object is in that team's view; a global one in every connected team's.
-            let (version, connected, acknowledged) = match &d.team {
-                Some(team) => team_state(built, team, teams.get(team)),
-                None => teams.iter().fold((String::new(), 0, 0), |(_, c, a), (team, counts)| {
-                    let (_, connected, acked) = team_state(built, team, Some(counts));
-                    (String::new(), c + connected, a + acked)
-                }),
+            let acks = crate::cluster::writer::acks(built, d.team.as_deref(), teams);
+            let version = if d.team.is_none() {
+                global_version.clone()
+            } else {
+                built.view(d.team.as_deref().unwrap_or_default()).version
             };
-            let version = if d.team.is_none() { global_version.clone() } else { version };
-            let accepted = d.accepted();
-            let ready = accepted && connected > 0 && acknowledged == connected;
-            let mut conditions = vec![
-                condition("Accepted", accepted, d.reason.as_str(), &d.message),
-                condition(
-                    "Ready",
-                    ready,
-                    if ready { "Acknowledged" } else if !accepted { "NotAccepted" } else if connected == 0 { "NoSidecars" } else { "Pending" },
-                    &format!("{acknowledged} of {connected} connected sidecars acknowledged the view holding it"),
-                ),
-            ];
-            if d.kind == Kind::ModelDeployment {
-                let id = d.key.to_string();
-                conditions.push(match health.get(id.as_str()) {
-                    Some(e) => condition("Healthy", e.healthy, if e.healthy { "ProbeSucceeded" } else { "ProbeFailed" }, &e.message),
-                    None => json!({"type": "Healthy", "status": "Unknown", "reason": "NotProbed", "message": "no probe result"}),
-                });
-            }
+            let id = d.key.to_string();
+            let status = desired(&Inputs {
+                diagnostic: d,
+                snapshot_version: &version,
+                acks,
+                health: health.get(id.as_str()).copied(),
+                ready_threshold,
+                current: None,
+                now,
+            });
+            let conditions: Vec<Value> = status
+                .conditions
+                .iter()
+                .map(|c| json!({"type": c.type_, "status": c.status, "reason": c.reason, "message": c.message}))
+                .collect();
             json!({
                 "kind": d.kind.to_string(), "namespace": d.key.namespace, "name": d.key.name,
                 "conditions": conditions, "snapshotVersion": version,
-                "sidecars": {"acknowledged": acknowledged, "connected": connected},
+                "sidecars": {"acknowledged": acks.acknowledged, "connected": acks.connected},
             })
         })
         .collect();
     json!({"objects": objects, "teams": team_list, "config": config, "ready": true, "watermark": built.watermark})
-}
-
-fn condition(kind: &str, ok: bool, reason: &str, message: &str) -> Value {
-    json!({"type": kind, "status": if ok { "True" } else { "False" }, "reason": reason, "message": message})
 }

@@ -246,6 +246,25 @@ async fn only_the_leader_writes_and_follower_reports_reach_it() {
         sidecars()
     );
     assert_eq!(condition(&api.get(TM, "team-a", "chat").unwrap(), "Ready")["status"], "True");
+    // The leader's probe results reach the follower (and so its sidecars) and the status.
+    let entry = llmroute_proto::v1::HealthEntry {
+        deployment_id: "llmroute/gpt".into(),
+        spec_hash: "h".into(),
+        healthy: false,
+        message: "HTTP 500".into(),
+        observed_at_unix_ms: 1,
+        ..Default::default()
+    };
+    a.health.send_replace(Arc::new(vec![entry]));
+    assert!(
+        eventually(Duration::from_secs(5), || async { b.health.borrow().first().is_some_and(|e| !e.healthy) }).await
+    );
+    let healthy = || condition(&api.get(MD, "llmroute", "gpt").unwrap_or_default(), "Healthy");
+    assert!(
+        eventually(Duration::from_secs(5), || async { healthy()["reason"] == "ProbeFailed" }).await,
+        "{}",
+        healthy()
+    );
     assert_eq!(b.metrics.status_writes.get(), 0, "a follower wrote status");
     assert!(a.metrics.status_writes.get() > 0);
     // The leader stops: the Lease is released and the follower takes over in about a second.

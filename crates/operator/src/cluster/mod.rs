@@ -72,7 +72,9 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let pod = flags.pod_name.clone().unwrap_or_else(|| format!("llmroute-operator-{:08x}", rand::random::<u32>()));
     let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
     let listeners = Listeners::bind(&flags).await?;
-    let shared = Arc::new(Shared::new(Metrics::new().context("registering metrics")?));
+    let mut shared = Shared::new(Metrics::new().context("registering metrics")?);
+    shared.ready_threshold = flags.ready_threshold;
+    let shared = Arc::new(shared);
     let (serving, bundle) = match flags.tls_mode.unwrap_or(TlsMode::SelfSigned) {
         TlsMode::Off => (None, None),
         TlsMode::Files => {
