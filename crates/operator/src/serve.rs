@@ -145,6 +145,9 @@ pub async fn serve(
         (listeners.grpc.local_addr()?, listeners.admin.local_addr()?);
     tokio::spawn(crate::admin::serve(listeners.admin, shared.clone()));
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, tls = tls.is_some(), "llmroute-operator serving");
+    // Streams end on their own (jittered) at their maximum age; a connection that outlives it
+    // anyway gets an HTTP/2 GOAWAY, with a minute to finish.
+    let connection_age = admission.max_age.map(|age| age + age / 10 + Duration::from_secs(30));
     let service = llmroute_proto::v1::routing_discovery_server::RoutingDiscoveryServer::new(
         crate::stream::Discovery::new(shared.clone(), admission),
     )
@@ -155,7 +158,11 @@ pub async fn serve(
         tracing::info!("shutting down: ending every stream");
         stopping.stopping.send_replace(true);
     };
-    let builder = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(age) = connection_age {
+        builder = builder.max_connection_age(age).max_connection_age_grace(Duration::from_secs(60));
+    }
+    let builder = builder
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tcp_nodelay(true)
