@@ -54,10 +54,47 @@ fn manifests(dir: &Path, revision: usize, team_changed: Option<usize>, global_re
     std::fs::rename(&tmp, dir.join("all.yaml")).expect("move manifests");
 }
 
-fn operator(bin: &Path, dir: &Path) -> (Child, String) {
+/// Writes a CA and a `localhost` certificate it signed into `dir`: the CA's PEM.
+fn pki(dir: &Path) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let cert =
+        CertificateParams::new(vec!["localhost".to_owned()]).expect("params").signed_by(&key, &ca).expect("cert");
+    std::fs::write(dir.join("tls.crt"), cert.pem()).expect("write");
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("write");
+    ca.pem()
+}
+
+fn operator(bin: &Path, dir: &Path, tls: bool) -> (Child, String) {
     let log = dir.parent().unwrap_or(dir).join("operator.log");
+    let parent = dir.parent().unwrap_or(dir);
+    let mut args: Vec<String> = [
+        "--manifests",
+        &dir.to_string_lossy(),
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--new-streams-per-second",
+        "100000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if tls {
+        args.extend([
+            "--tls-mode".into(),
+            "files".into(),
+            "--tls-cert-file".into(),
+            parent.join("tls.crt").display().to_string(),
+        ]);
+        args.extend(["--tls-key-file".into(), parent.join("tls.key").display().to_string()]);
+    }
     let mut child = Command::new(bin)
-        .args(["--manifests", &dir.to_string_lossy(), "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(&args)
         .env("LLMROUTE_LOG", "warn,llmroute_operator::serve=info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
@@ -68,7 +105,8 @@ fn operator(bin: &Path, dir: &Path) -> (Child, String) {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         if let Some(line) = text.lines().find(|l| l.contains("llmroute-operator serving")) {
             let grpc = line.split_whitespace().find_map(|w| w.strip_prefix("grpc=")).expect("grpc address");
-            return (child, format!("http://{grpc}"));
+            let port = grpc.rsplit(':').next().unwrap_or_default();
+            return (child, if tls { format!("https://localhost:{port}") } else { format!("http://{grpc}") });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -119,19 +157,26 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
     values.get(i).copied().unwrap_or(f64::NAN)
 }
 
-async fn run(bin: &Path, streams: usize, per_connection: usize) {
+async fn run(bin: &Path, streams: usize, per_connection: usize, tls: bool) {
     let work = tempfile::tempdir().expect("temp dir");
     let dir = work.path().join("manifests");
     std::fs::create_dir(&dir).expect("dir");
     manifests(&dir, 0, None, 0);
-    let (mut child, url) = operator(bin, &dir);
+    let ca = pki(work.path());
+    let (mut child, url) = operator(bin, &dir, tls);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (rss_idle, _) = proc_stat(child.id());
     let seen: Seen = Arc::new(Mutex::new(vec![(String::new(), Instant::now()); streams]));
     let mut channel = None;
     for i in 0..streams {
         if i % per_connection == 0 {
-            let endpoint = tonic::transport::Endpoint::from_shared(url.clone()).expect("url").tcp_nodelay(true);
+            let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone()).expect("url").tcp_nodelay(true);
+            if tls {
+                let config = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca.clone()))
+                    .assume_http2(true);
+                endpoint = endpoint.tls_config(config).expect("tls");
+            }
             channel = Some(endpoint.connect().await.expect("connect"));
         }
         let team = format!("team-{}", i % TEAMS);
@@ -186,7 +231,8 @@ async fn run(bin: &Path, streams: usize, per_connection: usize) {
     let _ = child.wait();
     let cpu_per_change = (cpu_after - cpu_before) / CHANGES as f64;
     println!(
-        "| {streams} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} |",
+        "| {streams}{} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {:.3} | {:.1} |",
+        if tls { " (TLS)" } else { "" },
         streams / per_connection,
         percentile(&mut team_ms, 0.5),
         percentile(&mut team_ms, 0.99),
@@ -224,6 +270,10 @@ fn main() {
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for streams in sizes {
         let per_connection = if streams <= 1_000 { 1 } else { 100 };
-        runtime.block_on(run(&bin, streams, per_connection));
+        runtime.block_on(run(&bin, streams, per_connection, false));
+        if streams <= 1_000 {
+            // The same fleet with every connection over TLS (the in-cluster default).
+            runtime.block_on(run(&bin, streams, per_connection, true));
+        }
     }
 }
