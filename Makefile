@@ -9,7 +9,7 @@ VENV := .venv
 .PHONY: test lint unit crds bench
 
 ## Run every test (lint included).
-test: lint unit via-operator compat
+test: lint unit via-operator compat chart
 
 ## Format and clippy gates.
 lint:
@@ -37,6 +37,7 @@ via-operator: bins
 ## Regenerate crds/*.yaml from the Rust types.
 crds:
 	$(CARGO) run --locked -q -p llmroute-api --bin crdgen -- crds
+	cp crds/*.yaml charts/llmroute/files/crds/
 
 ## Benchmarks (numbers go in the README): criterion for compile and routing, then the proxy hop
 ## against nginx with wrk (both installed from apt when missing).
@@ -71,6 +72,12 @@ $(VENV)/.installed: python/requirements.txt
 .PHONY: bins compat
 bins:
 	$(CARGO) build --locked --workspace --bins
+
+## The Helm chart (real Helm through helm-python-sdk: render, lint, kubernetes-validate, RBAC),
+## the CRDs' printer columns through kubectl's JSONPath engine, and the deploy/ examples.
+.PHONY: chart
+chart: $(VENV)/.installed
+	cd python/chart_tests && ../../$(VENV)/bin/python -m pytest -q -p no:cacheprovider .
 
 ## The openai-package compatibility suite against the real sidecar.
 compat: $(VENV)/.installed bins
