@@ -174,3 +174,62 @@ async fn manifests_mode_token_is_required_when_set() {
     assert!(refused.proc.logs().contains("bearer token is not valid"), "{}", refused.proc.logs());
     assert!(!s.operator.proc.logs().contains("s3cret-token") && !refused.proc.logs().contains("s3cret-token"));
 }
+
+#[tokio::test]
+async fn connections_that_never_handshake_do_not_hold_back_a_sidecar() {
+    let pki = Pki::new("test CA");
+    let s = setup(Some(&pki), &[]);
+    // More silent connections than a small handshake pool would hold, and some that speak
+    // plaintext HTTP/2 to the TLS port.
+    let mut idle = Vec::new();
+    for i in 0..600 {
+        let mut c = tokio::net::TcpStream::connect(s.operator.grpc).await.unwrap();
+        if i % 10 == 0 {
+            use tokio::io::AsyncWriteExt as _;
+            let _ = c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        }
+        idle.push(c);
+    }
+    let ca = pki.write_ca(s.dir.path(), "ca.pem");
+    let sidecar = sidecar(&s, &ca, &[]);
+    // Well within the 5 s handshake deadline the silent ones get.
+    assert!(ready(&sidecar, Duration::from_secs(4)).await, "{}", s.operator.proc.logs());
+    drop(idle);
+}
+
+#[tokio::test]
+async fn certificate_files_that_are_not_files_keep_the_served_one_and_a_fixed_ca_file_is_picked_up() {
+    let pki = Pki::new("test CA");
+    let s = setup(Some(&pki), &[]);
+    let cert = s.dir.path().join("tls.crt");
+    let saved = std::fs::read(&cert).unwrap();
+    std::fs::remove_file(&cert).unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&cert).status().unwrap();
+    assert!(made.success());
+    assert!(
+        eventually(Duration::from_secs(12), || async { s.operator.proc.log_count("not a regular file") > 0 }).await,
+        "{}",
+        s.operator.proc.logs()
+    );
+    // The sidecar's CA file is a FIFO too: refused with a clear line, never a hang.
+    let ca = s.dir.path().join("ca.pem");
+    let made = std::process::Command::new("mkfifo").arg(&ca).status().unwrap();
+    assert!(made.success());
+    let sidecar = sidecar(&s, &ca, &[]);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            sidecar.proc.log_count("not a regular file of at most 4 MiB") > 0
+        })
+        .await,
+        "{}",
+        sidecar.proc.logs()
+    );
+    assert!(!ready(&sidecar, Duration::from_millis(300)).await);
+    // Fixed: the next connection reads the new CA file; the operator still serves its old
+    // certificate, unaffected by the FIFO.
+    std::fs::remove_file(&ca).unwrap();
+    pki.write_ca(s.dir.path(), "ca.pem");
+    assert!(ready(&sidecar, Duration::from_secs(10)).await, "{}", sidecar.proc.logs());
+    std::fs::remove_file(&cert).unwrap();
+    std::fs::write(&cert, saved).unwrap();
+}

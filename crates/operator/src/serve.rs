@@ -75,8 +75,10 @@ async fn run_manifests(flags: Flags, dir: &Path) -> anyhow::Result<()> {
     };
     let serving = match tls {
         Some(files) => {
-            let cert = files.load().map_err(|e| ConfigurationError(format!("--tls-cert-file/--tls-key-file: {e}")))?;
-            tokio::spawn(files.follow(cert.clone(), crate::tls::files::POLL));
+            let (cert, follow) = files
+                .load(crate::tls::files::POLL)
+                .map_err(|e| ConfigurationError(format!("--tls-cert-file/--tls-key-file: {e}")))?;
+            tokio::spawn(follow);
             Some(cert)
         }
         None => None,

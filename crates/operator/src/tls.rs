@@ -23,9 +23,11 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 /// A client has this long to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; beyond it new connections wait in the kernel's backlog.
-const MAX_HANDSHAKES: usize = 512;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Handshakes in progress at once; beyond it a new connection is closed at once (a sidecar
+/// retries with backoff). Accepting never waits for a handshake slot, so connections that
+/// never speak cannot stall the accept loop.
+const MAX_HANDSHAKES: usize = 4096;
 
 /// Why a certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -132,14 +134,13 @@ impl AsyncWrite for Secured {
 }
 
 /// Accepts connections on `listener` and hands over those that completed a TLS handshake in
-/// time; handshakes run concurrently (at most [`MAX_HANDSHAKES`]), so a stalled client delays
-/// no other.
+/// time; handshakes run concurrently (at most [`MAX_HANDSHAKES`]; more are closed at once), so a
+/// stalled client delays no other.
 pub fn incoming(listener: TcpListener, acceptor: TlsAcceptor) -> ReceiverStream<io::Result<Secured>> {
     let (tx, rx) = mpsc::channel(64);
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else { return };
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -147,6 +148,11 @@ pub fn incoming(listener: TcpListener, acceptor: TlsAcceptor) -> ReceiverStream<
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
+            };
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "too many TLS handshakes in progress; connection closed");
+                drop(stream);
+                continue;
             };
             let _ = stream.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());

@@ -77,7 +77,7 @@ pub(crate) struct OperatorSource {
 enum ConnectError {
     #[error("reading --operator-ca-file {path}: {error}")]
     CaFile { path: String, error: std::io::Error },
-    #[error("--operator-ca-file {0} holds no PEM certificate")]
+    #[error("--operator-ca-file {0} is not a regular file of at most 4 MiB holding a PEM certificate")]
     NoCertificate(String),
     #[error("reading --operator-token-file {path}: {error}")]
     TokenFile { path: String, error: std::io::Error },
@@ -205,6 +205,11 @@ impl OperatorSource {
         let config = tonic::transport::ClientTlsConfig::new().assume_http2(true);
         let Some(path) = &self.ca_file else { return Ok(config.with_webpki_roots()) };
         let shown = path.display().to_string();
+        // A regular file of bounded size: a FIFO or device could block or never end.
+        let metadata = std::fs::metadata(path).map_err(|error| ConnectError::CaFile { path: shown.clone(), error })?;
+        if !metadata.is_file() || metadata.len() > 4 * 1024 * 1024 {
+            return Err(ConnectError::NoCertificate(shown));
+        }
         let pem = std::fs::read(path).map_err(|error| ConnectError::CaFile { path: shown.clone(), error })?;
         if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
             return Err(ConnectError::NoCertificate(shown));

@@ -79,13 +79,16 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         TlsMode::Off => (None, None),
         TlsMode::Files => {
             let files = cert_files(&flags)?;
-            let cert = files.load().map_err(|e| ConfigurationError(format!("--tls-cert-file/--tls-key-file: {e}")))?;
-            tokio::spawn(files.follow(cert.clone(), crate::tls::files::POLL));
+            let (cert, follow) = files
+                .load(crate::tls::files::POLL)
+                .map_err(|e| ConfigurationError(format!("--tls-cert-file/--tls-key-file: {e}")))?;
+            tokio::spawn(follow);
             let bundle = match &flags.tls_ca_file {
-                Some(path) => Some(
-                    std::fs::read_to_string(path)
-                        .with_context(|| format!("reading --tls-ca-file {}", path.display()))?,
-                ),
+                Some(path) => {
+                    let pem = crate::tls::files::read_pem(path)
+                        .map_err(|e| ConfigurationError(format!("--tls-ca-file: {e}")))?;
+                    Some(String::from_utf8_lossy(&pem).into_owned())
+                }
                 None => None,
             };
             (Some(cert), bundle)

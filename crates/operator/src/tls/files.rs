@@ -20,7 +20,26 @@ pub struct CertFiles {
     pub key: PathBuf,
 }
 
+/// The files' stamps taken before a read: a change made during or after it is seen.
+fn stamps(files: &CertFiles) -> (Stamp, Stamp) {
+    (stamp(&files.cert), stamp(&files.key))
+}
+
 type Stamp = Option<(SystemTime, u64)>;
+
+/// Largest certificate chain or key file read, bytes.
+pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
+/// Reads a PEM file: a regular file (never a FIFO or device, whose read could block forever) of
+/// at most [`MAX_PEM_BYTES`].
+pub fn read_pem(path: &PathBuf) -> Result<Vec<u8>, TlsError> {
+    let shown = path.display();
+    let metadata = std::fs::metadata(path).map_err(|e| TlsError::Key(format!("reading {shown}: {e}")))?;
+    if !metadata.is_file() || metadata.len() > MAX_PEM_BYTES {
+        return Err(TlsError::Key(format!("{shown} is not a regular file of at most {MAX_PEM_BYTES} bytes")));
+    }
+    std::fs::read(path).map_err(|e| TlsError::Key(format!("reading {shown}: {e}")))
+}
 
 fn stamp(path: &PathBuf) -> Stamp {
     std::fs::metadata(path).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
@@ -28,22 +47,22 @@ fn stamp(path: &PathBuf) -> Stamp {
 
 impl CertFiles {
     fn read(&self) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
-        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| TlsError::Key(format!("reading {}: {e}", p.display())));
-        Ok((read(&self.cert)?, read(&self.key)?))
+        Ok((read_pem(&self.cert)?, read_pem(&self.key)?))
     }
 
-    /// The serving certificate the files hold now.
-    pub fn load(&self) -> Result<Arc<ServingCert>, TlsError> {
+    /// The serving certificate the files hold now, and a future that re-reads the files into
+    /// it whenever they change (compared with their state before this read), forever.
+    pub fn load(self, every: Duration) -> Result<(Arc<ServingCert>, impl std::future::Future<Output = ()>), TlsError> {
+        let seen = stamps(&self);
         let (cert, key) = self.read()?;
-        ServingCert::new(&cert, &key)
+        let serving = ServingCert::new(&cert, &key)?;
+        Ok((serving.clone(), self.follow(serving, seen, every)))
     }
 
-    /// Re-reads the files into `serving` whenever they change, forever.
-    pub async fn follow(self, serving: Arc<ServingCert>, every: Duration) {
-        let mut seen = (stamp(&self.cert), stamp(&self.key));
+    async fn follow(self, serving: Arc<ServingCert>, mut seen: (Stamp, Stamp), every: Duration) {
         loop {
             tokio::time::sleep(every).await;
-            let now = (stamp(&self.cert), stamp(&self.key));
+            let now = stamps(&self);
             if now == seen {
                 continue;
             }
