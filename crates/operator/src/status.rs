@@ -58,16 +58,16 @@ pub fn status(
         .collect();
     // The same conditions a cluster writes to each object's status (one computation for both).
     let now = k8s_openapi::jiff::Timestamp::now();
+    let fleet = crate::cluster::writer::FleetAcks::new(built, teams);
     let objects: Vec<Value> = built
         .compiled
         .diagnostics()
         .iter()
         .map(|d| {
-            let acks = crate::cluster::writer::acks(built, d.team.as_deref(), teams);
-            let version = if d.team.is_none() {
-                global_version.clone()
-            } else {
-                built.view(d.team.as_deref().unwrap_or_default()).version
+            let acks = fleet.of(d.team.as_deref());
+            let version = match d.team.as_deref() {
+                Some(team) => built.compiled.version(team),
+                None => global_version.clone(),
             };
             let id = d.key.to_string();
             let status = desired(&Inputs {

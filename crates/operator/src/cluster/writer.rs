@@ -75,18 +75,40 @@ pub struct StatusWriter {
     written: HashMap<(Kind, ObjectKey), ResourceStatus>,
 }
 
-/// Acknowledgements of one object's view across the fleet.
-pub fn acks(built: &Built, team: Option<&str>, teams: &BTreeMap<String, TeamCounts>) -> Acks {
-    let one = |team: &str, counts: &TeamCounts| {
-        let version = built.compiled.version(team);
-        Acks { connected: counts.connected, acknowledged: counts.acked.get(&version).copied().unwrap_or(0) }
-    };
-    match team {
-        Some(team) => teams.get(team).map(|c| one(team, c)).unwrap_or_default(),
-        None => teams.iter().fold(Acks::default(), |sum, (team, counts)| {
-            let a = one(team, counts);
-            Acks { connected: sum.connected + a.connected, acknowledged: sum.acknowledged + a.acknowledged }
-        }),
+/// Acknowledgements of every team's current view, computed once per pass: an object's are
+/// its team's, a global object's the sum over every team (computing that per object would
+/// cost globals x teams version hashes per pass).
+pub struct FleetAcks {
+    teams: HashMap<String, Acks>,
+    all: Acks,
+}
+
+impl FleetAcks {
+    /// The acknowledgements of `built`'s current versions in `teams`.
+    pub fn new(built: &Built, teams: &BTreeMap<String, TeamCounts>) -> Self {
+        let mut all = Acks::default();
+        let teams = teams
+            .iter()
+            .map(|(team, counts)| {
+                let version = built.compiled.version(team);
+                let acks = Acks {
+                    connected: counts.connected,
+                    acknowledged: counts.acked.get(&version).copied().unwrap_or(0),
+                };
+                all.connected += acks.connected;
+                all.acknowledged += acks.acknowledged;
+                (team.clone(), acks)
+            })
+            .collect();
+        Self { teams, all }
+    }
+
+    /// The acknowledgements of an object of `team` (`None`: a global object).
+    pub fn of(&self, team: Option<&str>) -> Acks {
+        match team {
+            Some(team) => self.teams.get(team).copied().unwrap_or_default(),
+            None => self.all,
+        }
     }
 }
 
@@ -120,18 +142,20 @@ impl StatusWriter {
     ) -> Vec<Pending> {
         let health: HashMap<&str, &v1::HealthEntry> = health.iter().map(|e| (e.deployment_id.as_str(), e)).collect();
         let global = built.compiled.global_digest()[..16].to_owned();
+        let fleet = FleetAcks::new(built, teams);
+        let mut versions: HashMap<&str, String> = HashMap::new();
         let mut out = Vec::new();
         for d in built.compiled.diagnostics() {
             let known = self.written.get(&(d.kind, d.key.clone())).cloned().or_else(|| current(d.kind, &d.key));
             let version = match &d.team {
-                Some(team) => built.compiled.version(team),
+                Some(team) => versions.entry(team.as_str()).or_insert_with(|| built.compiled.version(team)).clone(),
                 None => global.clone(),
             };
             let id = d.key.to_string();
             let status = desired(&Inputs {
                 diagnostic: d,
                 snapshot_version: &version,
-                acks: acks(built, d.team.as_deref(), teams),
+                acks: fleet.of(d.team.as_deref()),
                 health: health.get(id.as_str()).copied(),
                 ready_threshold: self.threshold,
                 current: known.as_ref(),
