@@ -42,3 +42,56 @@ fn a_rejected_object_or_config_exits_1_naming_it() {
     assert!(out.contains("TeamModel\tllm/t\tFalse\tDeploymentNotFound\t"), "{out}");
     assert!(out.contains("config\t") && out.contains("rejected") && out.contains("defaults.timeoutSeconds"), "{out}");
 }
+
+/// The operator's exit code and stderr, with no cluster reachable (no kubeconfig, not in a pod).
+fn run_without_cluster(args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin("llmroute-operator"))
+        .args(args)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("POD_NAMESPACE")
+        .env_remove("LLMROUTE_MANIFESTS")
+        .output()
+        .expect("operator runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn cluster_mode_and_tls_flags_that_cannot_work_are_clear_errors() {
+    let (code, err) = run_without_cluster(&["--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--namespace") && err.contains("--manifests"), "{err}");
+    let (code, err) = run_without_cluster(&[
+        "--namespace",
+        "llmroute",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("connecting to the Kubernetes API"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().to_string_lossy().to_string();
+    let base = ["--manifests", manifests.as_str(), "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    let (code, err) = run_without_cluster(&[&base[..], &["--tls-mode", "self-signed"]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--tls-mode files"), "{err}");
+    let (code, err) = run_without_cluster(&[&base[..], &["--tls-mode", "files"]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--tls-cert-file"), "{err}");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let garbage = garbage.to_string_lossy().to_string();
+    let (code, err) = run_without_cluster(
+        &[&base[..], &["--tls-mode", "files", "--tls-cert-file", &garbage, "--tls-key-file", &garbage]].concat(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no certificate"), "{err}");
+    for bad in [["--ready-threshold", "0"], ["--status-writes-per-second", "-1"], ["--tls-mode", "sometimes"]] {
+        let (code, err) = run_without_cluster(&[&base[..], &bad].concat());
+        assert_eq!(code, 2, "{bad:?}: {err}");
+    }
+    let (code, err) = run_without_cluster(&["--check"]);
+    assert_eq!(code, 2, "--check needs --manifests: {err}");
+}
