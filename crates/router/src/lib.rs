@@ -8,6 +8,7 @@
 //! - [`Planner`]: one request's attempts: eligibility, order levels, affinity, strategy,
 //!   failover, fallbacks, `maxAttempts`.
 //! - [`classify`]: an upstream outcome -> retryable / context-window / client error.
+//! - [`classify_request`]: a request -> its [`RequestType`] (adaptive groups).
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ mod plan;
 mod policy;
 mod random;
 mod rendezvous;
+mod request_type;
 mod resolve;
 mod response_id;
 mod state;
@@ -26,6 +28,7 @@ mod table;
 pub use classify::{Class, Outcome, classify};
 pub use plan::{Attempt, AttemptKind, Exhausted, ExhaustedReason, Pick, Planner, RequestKeys};
 pub use policy::{AffinityKind, Cooldown, MAX_ATTEMPTS, MAX_TIMEOUT_SECONDS, Policy, RetryBudget, StrategyKind};
+pub use request_type::{MAX_CHARS as CLASSIFY_MAX_CHARS, RequestType, classify_request};
 pub use resolve::Resolved;
 pub use response_id::{unwrap_response_id, wrap_response_id};
 pub use state::{DeploymentState, HealthObservation, LiveState, RetryBudgetState};
