@@ -12,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod adaptive;
 mod classify;
 mod eligibility;
 mod plan;
