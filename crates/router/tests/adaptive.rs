@@ -6,8 +6,8 @@
 use llmroute_router::RequestType;
 use llmroute_router::adaptive::{Arm, FLOOR, MAX_EVIDENCE, Posteriors, Weights};
 use proptest::prelude::*;
-use rand::rngs::StdRng;
 use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 const GROUP: &str = "smart";
 

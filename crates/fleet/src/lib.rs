@@ -1,0 +1,11 @@
+//! What the fleet decides together, as pure functions over plain values (no IO, no clock of
+//! its own: instants are passed in as seconds).
+//!
+//! - [`quota`]: the operator's fleet-wide quota assignment for a deployment's `limits.rpm` /
+//!   `limits.tpm` (after Envoy's Rate Limit Quota Service: assignments granted from reported
+//!   demand, each with a time to live, plus a reserve for sidecars that hold none), and the
+//!   sidecar's admission under its assignment.
+
+#![forbid(unsafe_code)]
+
+pub mod quota;
