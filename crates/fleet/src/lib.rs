@@ -5,7 +5,10 @@
 //!   `limits.tpm` (after Envoy's Rate Limit Quota Service: assignments granted from reported
 //!   demand, each with a time to live, plus a reserve for sidecars that hold none), and the
 //!   sidecar's admission under its assignment.
+//! - [`learning`]: the operator's exact, deduplicated, capped merge of the adaptive
+//!   posteriors' deltas, folded and decayed once per epoch.
 
 #![forbid(unsafe_code)]
 
+pub mod learning;
 pub mod quota;
