@@ -7,8 +7,10 @@
 //!   sidecar's admission under its assignment.
 //! - [`learning`]: the operator's exact, deduplicated, capped merge of the adaptive
 //!   posteriors' deltas, folded and decayed once per epoch.
+//! - [`outlier`]: which sidecar-reported cooldowns the operator shares with the fleet.
 
 #![forbid(unsafe_code)]
 
 pub mod learning;
+pub mod outlier;
 pub mod quota;
