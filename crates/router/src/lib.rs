@@ -15,6 +15,8 @@
 pub mod adaptive;
 mod classify;
 mod eligibility;
+pub mod feedback;
+mod lru;
 mod plan;
 mod policy;
 mod random;
@@ -27,6 +29,7 @@ mod strategy;
 mod table;
 
 pub use classify::{Class, Outcome, classify};
+pub use lru::BoundedLru;
 pub use plan::{Attempt, AttemptKind, Exhausted, ExhaustedReason, Pick, Planner, RequestKeys};
 pub use policy::{AffinityKind, Cooldown, MAX_ATTEMPTS, MAX_TIMEOUT_SECONDS, Policy, RetryBudget, StrategyKind};
 pub use request_type::{MAX_CHARS as CLASSIFY_MAX_CHARS, RequestType, classify_request};
