@@ -95,3 +95,24 @@ fn cluster_mode_and_tls_flags_that_cannot_work_are_clear_errors() {
     let (code, err) = run_without_cluster(&["--check"]);
     assert_eq!(code, 2, "--check needs --manifests: {err}");
 }
+
+#[test]
+fn an_empty_or_unusable_shared_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().to_string_lossy().to_string();
+    let base = ["--manifests", manifests.as_str(), "--grpc-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
+    for bad in [vec!["--token", ""], vec!["--token", "   "], vec!["--token", "two words"]] {
+        let (code, err) = run_without_cluster(&[&base[..], &bad].concat());
+        assert_eq!(code, 2, "{bad:?}: {err}");
+        assert!(err.contains("--token"), "{err}");
+    }
+    let empty = dir.path().join("empty-token");
+    std::fs::write(&empty, "\n").unwrap();
+    let (code, err) = run_without_cluster(&[&base[..], &["--token-file", &empty.to_string_lossy()]].concat());
+    assert_eq!(code, 2, "{err}");
+    // Certificate files with TLS turned off contradict each other.
+    let (code, err) =
+        run_without_cluster(&[&base[..], &["--tls-mode", "off", "--tls-cert-file", "/nonexistent"]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--tls-mode off"), "{err}");
+}

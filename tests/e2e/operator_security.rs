@@ -233,3 +233,118 @@ async fn certificate_files_that_are_not_files_keep_the_served_one_and_a_fixed_ca
     std::fs::remove_file(&cert).unwrap();
     std::fs::write(&cert, saved).unwrap();
 }
+
+#[tokio::test]
+async fn certificate_files_alone_turn_tls_on_and_a_token_file_works() {
+    let pki = Pki::new("test CA");
+    let fakes = Fakes::start(&["x"]);
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    write_atomic(&manifests.join("all.yaml"), &fakes.fill(&md("shared", "m", "x", "")));
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "").unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    pki.write_cert(&cert, &key, false);
+    let token = dir.path().join("token");
+    std::fs::write(&token, "from-a-file\n").unwrap();
+    let (cert_s, key_s, token_s) = (cert.display().to_string(), key.display().to_string(), token.display().to_string());
+    let flags =
+        ["--tls-cert-file", cert_s.as_str(), "--tls-key-file", key_s.as_str(), "--token-file", token_s.as_str()];
+    let operator = Operator::start_with(&manifests, &config, "127.0.0.1:0", &flags);
+    assert!(operator.proc.logs().contains("tls=true"), "{}", operator.proc.logs());
+    let ca = pki.write_ca(dir.path(), "ca.pem").display().to_string();
+    let url = format!("https://localhost:{}", operator.grpc.port());
+    let sidecar = FedSidecar::start_url(
+        "team-a",
+        &url,
+        dir.path().join("c"),
+        &["--operator-ca-file", &ca, "--operator-token-file", &token_s],
+    );
+    assert!(ready(&sidecar, Duration::from_secs(10)).await, "{}", sidecar.proc.logs());
+}
+
+#[tokio::test]
+async fn callers_without_a_valid_token_never_spend_the_admission_budget() {
+    let s = setup(None, &["--token", "good-token", "--new-streams-per-second", "2"]);
+    // 200 streams with a wrong token, as fast as they come.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.operator.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let mut client = llmroute_proto::v1::routing_discovery_client::RoutingDiscoveryClient::new(channel.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        drop(tx);
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        request.metadata_mut().insert("authorization", "Bearer wrong".parse().unwrap());
+        let status = client.stream_routes(request).await.expect_err("refused");
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    }
+    let url = format!("http://{}", s.operator.grpc);
+    let token = s.dir.path().join("token");
+    std::fs::write(&token, "good-token").unwrap();
+    let token = token.display().to_string();
+    let sidecar = FedSidecar::start_url("team-a", &url, s.dir.path().join("c"), &["--operator-token-file", &token]);
+    assert!(ready(&sidecar, Duration::from_secs(5)).await, "{}", sidecar.proc.logs());
+}
+
+#[tokio::test]
+async fn a_token_too_large_for_a_header_is_a_clear_local_error_with_backoff() {
+    let s = setup(None, &["--token", "good-token"]);
+    let token = s.dir.path().join("huge-token");
+    std::fs::write(&token, "X".repeat(60 * 1024)).unwrap();
+    let token = token.display().to_string();
+    let url = format!("http://{}", s.operator.grpc);
+    let sidecar = FedSidecar::start_url("team-a", &url, s.dir.path().join("c"), &["--operator-token-file", &token]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tries = sidecar.proc.log_count("at most 8 KiB");
+    // Backoff 100 ms doubling (jittered): a handful of tries in 2 s, never a tight loop.
+    assert!((1..=8).contains(&tries), "{tries} tries:\n{}", sidecar.proc.logs());
+    assert_eq!(sidecar.proc.log_count("connected to the operator"), 0);
+}
+
+#[tokio::test]
+async fn a_replica_at_its_stream_limit_refuses_more() {
+    let s = setup(None, &["--max-streams", "1"]);
+    let url = format!("http://{}", s.operator.grpc);
+    let first = FedSidecar::start_url("team-a", &url, s.dir.path().join("c1"), &[]);
+    assert!(ready(&first, Duration::from_secs(10)).await);
+    let second = FedSidecar::start_url("team-b", &url, s.dir.path().join("c2"), &[]);
+    assert!(!ready(&second, Duration::from_secs(1)).await);
+    assert!(second.proc.logs().contains("maximum of streams"), "{}", second.proc.logs());
+}
+
+#[tokio::test]
+async fn a_client_silent_after_its_tls_handshake_is_closed() {
+    use tokio::io::AsyncReadExt as _;
+    use tokio_rustls::rustls;
+    let pki = Pki::new("test CA");
+    let s = setup(Some(&pki), &[]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(s.operator.grpc).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("handshake");
+    // Say nothing: the operator closes within its 10 s first-bytes deadline.
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a silent connection was held past the deadline");
+}

@@ -31,6 +31,9 @@ const MAX_CACHED: usize = 50_000;
 const DEFAULT_TTL: Duration = Duration::from_secs(600);
 /// Longest wait for the API server's review.
 const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reviews of tokens not in the cache, per second (and burst): a flood of made-up tokens
+/// never becomes a flood on the API server.
+const REVIEWS_PER_SECOND: f64 = 100.0;
 
 /// How callers are verified.
 pub enum Authenticator {
@@ -77,12 +80,18 @@ pub struct TokenReviewer {
     api: Api<TokenReview>,
     audience: String,
     cache: Mutex<HashMap<[u8; 32], Identity>>,
+    bucket: Mutex<(f64, std::time::Instant)>,
 }
 
 impl TokenReviewer {
     /// Reviews tokens through `client`, requiring `audience`.
     pub fn new(client: kube::Client, audience: impl Into<String>) -> Self {
-        Self { api: Api::all(client), audience: audience.into(), cache: Mutex::default() }
+        Self {
+            api: Api::all(client),
+            audience: audience.into(),
+            cache: Mutex::default(),
+            bucket: Mutex::new((REVIEWS_PER_SECOND, std::time::Instant::now())),
+        }
     }
 
     /// The identity behind `token`, from the cache while the token is valid.
@@ -93,6 +102,16 @@ impl TokenReviewer {
             && hit.expires_at.is_some_and(|t| t > now)
         {
             return Ok(hit);
+        }
+        if let Ok(mut bucket) = self.bucket.lock() {
+            let at = std::time::Instant::now();
+            bucket.0 =
+                (bucket.0 + at.duration_since(bucket.1).as_secs_f64() * REVIEWS_PER_SECOND).min(REVIEWS_PER_SECOND);
+            bucket.1 = at;
+            if bucket.0 < 1.0 {
+                return Err(Status::unavailable("too many token reviews at once; retry after a backoff"));
+            }
+            bucket.0 -= 1.0;
         }
         let review = TokenReview {
             spec: TokenReviewSpec { token: token.to_owned(), audiences: Some(vec![self.audience.clone()]) },

@@ -35,6 +35,13 @@ pub struct Flags {
     /// In a cluster, sidecars present their projected ServiceAccount tokens instead.
     #[arg(long, env = "LLMROUTE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Like `--token`, read from a file (a token on the command line shows in `ps`).
+    #[arg(long, conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// Streams this replica holds at most; more get `RESOURCE_EXHAUSTED` (they retry, perhaps
+    /// on another replica).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_streams: u64,
 
     /// The operator's namespace (cluster mode): its RoutingConfig, Lease, CA Secret.
     #[arg(long, env = "POD_NAMESPACE")]

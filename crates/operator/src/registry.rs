@@ -51,6 +51,16 @@ impl Registry {
         id
     }
 
+    /// Streams held.
+    pub fn len(&self) -> usize {
+        self.streams.lock().map_or(0, |s| s.len())
+    }
+
+    /// Whether no stream is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// A stream acknowledged `version`.
     pub fn ack(&self, id: u64, version: &str) {
         self.update(id, |s| {

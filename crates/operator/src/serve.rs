@@ -42,7 +42,16 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
 async fn run_manifests(flags: Flags, dir: &Path) -> anyhow::Result<()> {
     let source = ManifestDir::open(dir, flags.config.as_deref(), Duration::from_millis(flags.settle_ms))
         .map_err(|e| ConfigurationError(e.to_string()))?;
-    let tls = match flags.tls_mode.unwrap_or(TlsMode::Off) {
+    // Certificate files given without a mode mean TLS; given with `off`, a contradiction.
+    let certs_given = flags.tls_cert_file.is_some() || flags.tls_key_file.is_some();
+    let mode = match (flags.tls_mode, certs_given) {
+        (None, true) => TlsMode::Files,
+        (Some(TlsMode::Off), true) => {
+            return Err(ConfigurationError("--tls-cert-file/--tls-key-file given with --tls-mode off".into()).into());
+        }
+        (mode, _) => mode.unwrap_or(TlsMode::Off),
+    };
+    let tls = match mode {
         TlsMode::Off => None,
         TlsMode::Files => Some(cert_files(&flags)?),
         TlsMode::SelfSigned => {
@@ -69,10 +78,18 @@ async fn run_manifests(flags: Flags, dir: &Path) -> anyhow::Result<()> {
             watch_source(source, Publisher::new(source_shared.clone(), Some(prober)), &source_shared, interval);
         })
         .context("starting the manifests thread")?;
-    let auth = match &flags.token {
-        Some(token) if !token.is_empty() => Authenticator::Shared(token.clone()),
-        _ => Authenticator::Open,
+    let auth = match shared_token(&flags)? {
+        Some(token) => Authenticator::Shared(token),
+        None => Authenticator::Open,
     };
+    if !flags.grpc_listen.ip().is_loopback() && (tls.is_none() || matches!(auth, Authenticator::Open)) {
+        tracing::warn!(
+            grpc = %flags.grpc_listen,
+            tls = tls.is_some(),
+            token = !matches!(auth, Authenticator::Open),
+            "the stream listens beyond loopback without TLS and a token: views (and their credentials) reach anyone who connects"
+        );
+    }
     let serving = match tls {
         Some(files) => {
             let (cert, follow) = files
@@ -84,6 +101,27 @@ async fn run_manifests(flags: Flags, dir: &Path) -> anyhow::Result<()> {
         None => None,
     };
     serve(listeners, shared, admission(&flags, auth), serving).await
+}
+
+/// The shared token of `--token` or `--token-file`: never empty (an empty one would mean no
+/// authentication, silently).
+pub fn shared_token(flags: &Flags) -> Result<Option<String>, ConfigurationError> {
+    let token = match (&flags.token, &flags.token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(path)) => {
+            let pem =
+                crate::tls::files::read_pem(path).map_err(|e| ConfigurationError(format!("--token-file: {e}")))?;
+            Some(String::from_utf8_lossy(&pem).trim().to_owned())
+        }
+        (None, None) => None,
+    };
+    match token {
+        Some(t) if t.trim().is_empty() => Err(ConfigurationError("--token / --token-file: the token is empty".into())),
+        Some(t) if t.len() > 4096 || !t.bytes().all(|b| (0x21..0x7f).contains(&b)) => Err(ConfigurationError(
+            "--token / --token-file: a token is at most 4096 visible ASCII characters (it travels in a header)".into(),
+        )),
+        other => Ok(other),
+    }
 }
 
 /// `--tls-mode files`: both files must be given.
@@ -100,6 +138,7 @@ pub fn admission(flags: &Flags, auth: Authenticator) -> Admission {
         auth: Arc::new(auth),
         new_streams_per_second: flags.new_streams_per_second,
         max_age: (flags.max_stream_age_seconds > 0).then(|| Duration::from_secs(flags.max_stream_age_seconds)),
+        max_streams: usize::try_from(flags.max_streams).unwrap_or(usize::MAX),
     }
 }
 

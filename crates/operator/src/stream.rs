@@ -34,12 +34,19 @@ pub struct Admission {
     pub new_streams_per_second: f64,
     /// A stream ends gracefully after this (jittered down by up to 10%); `None` = never.
     pub max_age: Option<Duration>,
+    /// Streams held at most (beyond: `RESOURCE_EXHAUSTED`, the sidecar tries again later).
+    pub max_streams: usize,
 }
 
 impl Admission {
     /// Anyone, unlimited, forever (tests, benchmarks).
     pub fn open() -> Self {
-        Self { auth: Arc::new(Authenticator::Open), new_streams_per_second: 1e9, max_age: None }
+        Self {
+            auth: Arc::new(Authenticator::Open),
+            new_streams_per_second: 1e9,
+            max_age: None,
+            max_streams: usize::MAX,
+        }
     }
 }
 
@@ -53,7 +60,7 @@ pub struct Discovery {
 impl Discovery {
     /// A service serving the views and health of `shared`.
     pub fn new(shared: Arc<Shared>, admission: Admission) -> Self {
-        let burst = admission.new_streams_per_second;
+        let burst = admission.new_streams_per_second.max(1.0);
         Self { shared, admission, bucket: Mutex::new((burst, Instant::now())) }
     }
 
@@ -100,6 +107,14 @@ fn valid_team(team: &str) -> bool {
     !team.is_empty()
         && team.len() <= MAX_TEAM
         && team.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !team.starts_with('-')
+        && !team.ends_with('-')
+}
+
+/// A name from a hello, for logs and `/status`: at most a DNS subdomain's length, control
+/// characters replaced.
+fn clean_name(name: &str) -> String {
+    name.chars().take(253).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 type Outbound = mpsc::Sender<Result<v1::ControlMessage, Status>>;
@@ -112,8 +127,16 @@ impl RoutingDiscovery for Discovery {
         &self,
         request: Request<Streaming<v1::SidecarMessage>>,
     ) -> Result<Response<Self::StreamRoutesStream>, Status> {
-        self.admit()?;
+        // Who first (a digest compare, or a cached/rate-limited review): callers without a
+        // valid token never spend the admission budget of real sidecars.
         let identity = self.admission.auth.authenticate(crate::auth::bearer(request.metadata())).await?;
+        self.admit()?;
+        if self.shared.registry.len() >= self.admission.max_streams {
+            self.shared.metrics.streams_refused.inc();
+            return Err(Status::resource_exhausted(
+                "this operator holds its maximum of streams; retry another replica later",
+            ));
+        }
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -122,6 +145,8 @@ impl RoutingDiscovery for Discovery {
             return Err(Status::invalid_argument("the first message must be a hello"));
         };
         hello.team = self.team_for(&identity, &hello.team)?;
+        hello.pod = clean_name(&hello.pod);
+        hello.namespace = clean_name(&hello.namespace);
         if let Some(namespace) = identity.namespace {
             hello.namespace = namespace;
             hello.pod = identity.pod.unwrap_or(hello.pod);
@@ -324,7 +349,9 @@ impl Subscription {
             }
             Some(sidecar_message::Kind::Nack(nack)) => {
                 let Some(pending) = self.pending.take_if(|p| p.nonce == nack.nonce) else { return };
-                let error: String = nack.error.chars().take(MAX_NACK_TEXT).collect();
+                // Control characters replaced: a sidecar's text must not forge log lines.
+                let error: String =
+                    nack.error.chars().take(MAX_NACK_TEXT).map(|c| if c.is_control() { ' ' } else { c }).collect();
                 tracing::warn!(team = %self.team, version = %pending.version, %error, "view rejected by a sidecar; parked until the view changes");
                 self.shared.registry.nack(self.id, &pending.version, &error);
                 self.shared.metrics.nacks.with_label_values(&[self.team.as_str()]).inc();
@@ -358,5 +385,20 @@ impl Subscription {
             .collect();
         let push = v1::HealthPush { nonce: self.nonce.to_string(), table: Some(v1::HealthTable { entries }), full };
         Some(v1::ControlMessage { kind: Some(control_message::Kind::Health(push)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn teams_are_dns_labels_and_hello_names_are_cleaned() {
+        for good in ["team-a", "a", "t1"] {
+            assert!(super::valid_team(good), "{good}");
+        }
+        for bad in ["", "-", "---", "-a", "a-", "Team", "a_b", &"a".repeat(64)] {
+            assert!(!super::valid_team(bad), "{bad}");
+        }
+        assert_eq!(super::clean_name("pod\n2026-01-01 ERROR forged"), "pod?2026-01-01 ERROR forged");
+        assert_eq!(super::clean_name(&"p".repeat(10_000)).len(), 253);
     }
 }

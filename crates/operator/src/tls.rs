@@ -38,6 +38,9 @@ pub enum TlsError {
     /// The key cannot be read or used.
     #[error("private key: {0}")]
     Key(String),
+    /// A file cannot be read.
+    #[error("{0}")]
+    File(String),
     /// Issuing a certificate failed.
     #[error("issuing a certificate: {0}")]
     Issue(String),
@@ -94,42 +97,57 @@ pub fn acceptor(cert: Arc<ServingCert>) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// A TLS connection tonic can serve.
-pub struct Secured(TlsStream<TcpStream>);
+/// Handshakes in progress from one address at once, once half the slots are taken.
+const MAX_HANDSHAKES_PER_PEER: usize = 64;
+/// After its handshake a client has this long to send its first bytes (the HTTP/2 preface).
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS connection tonic can serve: the bytes read while waiting for the client's first
+/// bytes come first.
+pub struct Secured {
+    tls: TlsStream<TcpStream>,
+    first: bytes::Bytes,
+}
 
 impl tonic::transport::server::Connected for Secured {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.get_ref().0.connect_info()
+        self.tls.get_ref().0.connect_info()
     }
 }
 
 impl AsyncRead for Secured {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        if !self.first.is_empty() {
+            let n = self.first.len().min(buf.remaining());
+            let head = self.first.split_to(n);
+            buf.put_slice(&head);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.tls).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Secured {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.tls).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.tls).poll_flush(cx)
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Pin::new(&mut self.tls).poll_shutdown(cx)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.tls).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        self.tls.is_write_vectored()
     }
 }
 
@@ -139,6 +157,7 @@ impl AsyncWrite for Secured {
 pub fn incoming(listener: TcpListener, acceptor: TlsAcceptor) -> ReceiverStream<io::Result<Secured>> {
     let (tx, rx) = mpsc::channel(64);
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let per_peer: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> = Arc::default();
     tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -150,20 +169,70 @@ pub fn incoming(listener: TcpListener, acceptor: TlsAcceptor) -> ReceiverStream<
                 }
             };
             let Ok(permit) = permits.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "too many TLS handshakes in progress; connection closed");
-                drop(stream);
+                tracing::debug!(%peer, "too many TLS handshakes in progress; connection closed");
                 continue;
             };
+            // Under pressure (half the slots taken), one address cannot take more than its
+            // share: other addresses keep getting handshakes.
+            let ip = peer.ip();
+            let pressed = permits.available_permits() < MAX_HANDSHAKES / 2;
+            let admitted = per_peer.lock().map(|mut m| {
+                let n = m.entry(ip).or_default();
+                *n += 1;
+                !pressed || *n <= MAX_HANDSHAKES_PER_PEER
+            });
+            let release = {
+                let per_peer = per_peer.clone();
+                move || {
+                    if let Ok(mut m) = per_peer.lock()
+                        && let Some(n) = m.get_mut(&ip)
+                    {
+                        *n -= 1;
+                        if *n == 0 {
+                            m.remove(&ip);
+                        }
+                    }
+                }
+            };
+            if !admitted.unwrap_or(false) {
+                release();
+                tracing::debug!(%peer, "too many TLS handshakes from this address; connection closed");
+                continue;
+            }
             let _ = stream.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
                 let _permit = permit;
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(Secured(tls))).await;
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                let secured = match handshake {
+                    Ok(Ok(mut tls)) => {
+                        // A client that completes TLS and then says nothing would hold a
+                        // connection (and a file descriptor) forever: it must speak first.
+                        use tokio::io::AsyncReadExt as _;
+                        let mut first = vec![0u8; 4096];
+                        match tokio::time::timeout(FIRST_BYTES_TIMEOUT, tls.read(&mut first)).await {
+                            Ok(Ok(n)) if n > 0 => {
+                                first.truncate(n);
+                                Some(Secured { tls, first: bytes::Bytes::from(first) })
+                            }
+                            _ => {
+                                tracing::debug!(%peer, "no bytes after the TLS handshake; connection closed");
+                                None
+                            }
+                        }
                     }
-                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
-                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake refused");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        None
+                    }
+                };
+                release();
+                if let Some(secured) = secured {
+                    let _ = tx.send(Ok(secured)).await;
                 }
             });
         }

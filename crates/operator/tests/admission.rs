@@ -88,6 +88,7 @@ async fn server_with(answers: BTreeMap<String, Value>, rate: f64) -> Server {
         auth: Arc::new(Authenticator::Cluster(Box::new(TokenReviewer::new(client, "llmroute")))),
         new_streams_per_second: rate,
         max_age: None,
+        max_streams: usize::MAX,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -22,6 +22,11 @@ use crate::clock::now_ms;
 use crate::metrics::Metrics;
 use crate::routes::RoutesHandle;
 
+/// Longest wait for the operator's first message on a new stream.
+const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest token sent: what an HTTP/2 header of the operator accepts with room to spare.
+const MAX_TOKEN_BYTES: u64 = 8 * 1024;
+
 /// Reconnect backoff: first wait and cap.
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
@@ -81,7 +86,7 @@ enum ConnectError {
     NoCertificate(String),
     #[error("reading --operator-token-file {path}: {error}")]
     TokenFile { path: String, error: std::io::Error },
-    #[error("--operator-token-file {0} does not hold a token a header can carry")]
+    #[error("--operator-token-file {0} is not a regular file of at most 8 KiB holding a token a header can carry")]
     BadToken(String),
 }
 
@@ -116,7 +121,10 @@ impl OperatorSource {
         let mut backoff = BACKOFF_START;
         loop {
             match self.session(&mut applied, &mut health, &mut backoff).await {
-                Ok(()) => tracing::warn!("operator stream ended; reconnecting"),
+                Ok(()) => tracing::info!("operator stream ended; reconnecting"),
+                Err(e) if e.downcast_ref::<ConnectError>().is_some() => {
+                    tracing::error!(error = %e, "cannot connect to the operator; reconnecting");
+                }
                 Err(e) => {
                     let text = chain(e.as_ref());
                     if text.contains("certificate") || text.contains("Certificate") {
@@ -168,8 +176,15 @@ impl OperatorSource {
         }
         let mut inbound = client.stream_routes(request).await?.into_inner();
         tracing::info!(operator = %self.url, "connected to the operator");
+        // An operator that accepts the stream but never answers is left after a while (to
+        // another replica, perhaps); the backoff resets only once something arrives, so a
+        // refusal in headers never turns into a fast retry loop.
+        let first = tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| "the operator sent nothing within 30 s of the stream opening")??;
         *backoff = BACKOFF_START;
-        while let Some(control) = inbound.message().await? {
+        let mut next = first;
+        while let Some(control) = next {
             match control.kind {
                 Some(control_message::Kind::View(push)) => {
                     let reply = match self.apply(&push, applied) {
@@ -196,6 +211,7 @@ impl OperatorSource {
                 Some(control_message::Kind::Health(push)) => self.apply_health(push, health),
                 None => {}
             }
+            next = inbound.message().await?;
         }
         Ok(())
     }
@@ -223,7 +239,7 @@ impl OperatorSource {
         let shown = path.display().to_string();
         let metadata =
             std::fs::metadata(path).map_err(|error| ConnectError::TokenFile { path: shown.clone(), error })?;
-        if !metadata.is_file() || metadata.len() > 64 * 1024 {
+        if !metadata.is_file() || metadata.len() > MAX_TOKEN_BYTES {
             return Err(ConnectError::BadToken(shown));
         }
         let text =

@@ -34,11 +34,11 @@ pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
 /// at most [`MAX_PEM_BYTES`].
 pub fn read_pem(path: &PathBuf) -> Result<Vec<u8>, TlsError> {
     let shown = path.display();
-    let metadata = std::fs::metadata(path).map_err(|e| TlsError::Key(format!("reading {shown}: {e}")))?;
+    let metadata = std::fs::metadata(path).map_err(|e| TlsError::File(format!("reading {shown}: {e}")))?;
     if !metadata.is_file() || metadata.len() > MAX_PEM_BYTES {
-        return Err(TlsError::Key(format!("{shown} is not a regular file of at most {MAX_PEM_BYTES} bytes")));
+        return Err(TlsError::File(format!("{shown} is not a regular file of at most {MAX_PEM_BYTES} bytes")));
     }
-    std::fs::read(path).map_err(|e| TlsError::Key(format!("reading {shown}: {e}")))
+    std::fs::read(path).map_err(|e| TlsError::File(format!("reading {shown}: {e}")))
 }
 
 fn stamp(path: &PathBuf) -> Stamp {
