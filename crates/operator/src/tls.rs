@@ -22,6 +22,10 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
+/// Certificates in a served chain, at most.
+const MAX_CHAIN: usize = 10;
+/// Bytes of a served chain, at most.
+const MAX_CHAIN_BYTES: usize = 48 * 1024;
 /// A client has this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Handshakes in progress at once; beyond it a new connection is closed at once (a sidecar
@@ -79,6 +83,15 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, Tl
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem).filter_map(Result::ok).collect();
     if chain.is_empty() {
         return Err(TlsError::NoCertificate);
+    }
+    // A chain no client could receive (a TLS handshake message is at most 64 KiB) would fail
+    // every handshake: refused, so the served certificate stays.
+    let size: usize = chain.iter().map(|c| c.len()).sum();
+    if chain.len() > MAX_CHAIN || size > MAX_CHAIN_BYTES {
+        return Err(TlsError::Key(format!(
+            "a chain of {} certificates ({size} bytes) is more than a handshake carries (at most {MAX_CHAIN}, {MAX_CHAIN_BYTES} bytes)",
+            chain.len()
+        )));
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Key(e.to_string()))?;
     let provider = tokio_rustls::rustls::crypto::ring::default_provider();
@@ -238,4 +251,22 @@ pub fn incoming(listener: TcpListener, acceptor: TlsAcceptor) -> ReceiverStream<
         }
     });
     ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use time::OffsetDateTime;
+
+    use super::pki::{SERVING_VALIDITY, issue, new_ca};
+
+    #[test]
+    fn a_chain_no_handshake_can_carry_is_refused() {
+        let now = OffsetDateTime::now_utc();
+        let ca = new_ca(now).unwrap();
+        let (cert, key) = issue(&ca, &["localhost".to_owned()], now, SERVING_VALIDITY).unwrap();
+        super::certified_key(cert.as_bytes(), key.as_bytes()).unwrap();
+        let huge = cert.repeat(1_500);
+        let err = super::certified_key(huge.as_bytes(), key.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("more than a handshake carries"), "{err}");
+    }
 }
