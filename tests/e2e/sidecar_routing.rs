@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use llmroute_e2e::{Env, Options, md};
+use llmroute_e2e::{Env, Options, md, tm};
 use llmroute_testkit::process::eventually;
 use serde_json::json;
 
@@ -343,4 +343,27 @@ async fn completion_health_checks_send_a_one_token_request() {
     for _ in 0..10 {
         assert_eq!(env.served_by("m", &[]).await, "llm/b");
     }
+}
+
+#[tokio::test]
+async fn an_adaptive_group_learns_to_avoid_a_failing_deployment() {
+    // Cooldown out of the way (it would exclude the failing one on its own): the adaptive pick
+    // must learn from the failures.
+    let routing = "  routing: {strategy: adaptive, cooldown: {allowedFails: 1000, windowSeconds: 1, seconds: 1}}";
+    let manifests = md("good", "m", "good", "")
+        + &md("flaky", "m", "flaky", "")
+        + &tm("smart", "team-a", "smart", "modelName: m", routing);
+    let env = Env::start(Options { instances: &["good", "flaky"], manifests, ..Default::default() }).await;
+    env.behaviour("flaky", json!({"status": 500})).await;
+    let mut first_tries_on_flaky = Vec::new();
+    for _ in 0..120 {
+        let r = env.chat("smart", &[]).await;
+        assert_eq!((r.status, r.header("x-llmroute-deployment").as_str()), (200, "llm/good"), "{}", r.text());
+        first_tries_on_flaky.push(r.header("x-llmroute-attempts") == "2");
+    }
+    // Every failure taught it: over the last 60 requests the failing deployment is almost
+    // never tried first (a weighted split would try it about half the time).
+    let late = first_tries_on_flaky[60..].iter().filter(|f| **f).count();
+    assert!(late <= 6, "{late} of 60 first attempts still went to the failing deployment");
+    assert!(env.requests("flaky").await <= 30, "flaky saw {} requests", env.requests("flaky").await);
 }

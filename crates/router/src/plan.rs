@@ -26,6 +26,8 @@ pub struct RequestKeys {
     pub prompt_tokens: u64,
     /// `x-llmroute-min-quality-tier` (0 = any).
     pub min_quality_tier: u32,
+    /// The request's type, for adaptive groups (`None`: general).
+    pub request_type: Option<crate::RequestType>,
 }
 
 /// Why an attempt happens; the failover kinds are the `llmroute_failovers_total` labels.
@@ -236,6 +238,17 @@ impl<'t> Planner<'t> {
         period
     }
 
+    /// Whether the requested group picks adaptively (then the caller classifies the request
+    /// and passes its type with [`Self::set_request_type`]).
+    pub fn is_adaptive(&self) -> bool {
+        self.table.route(self.primary).policy.strategy == crate::StrategyKind::Adaptive
+    }
+
+    /// The request's type, for adaptive groups.
+    pub fn set_request_type(&mut self, kind: crate::RequestType) {
+        self.keys.request_type = Some(kind);
+    }
+
     /// Records the outcome of `pick`. Retryable failures are charged toward the deployment's
     /// cooldown in `state`.
     pub fn record(&mut self, pick: &Pick, class: Class, outcome: impl Into<String>, state: &LiveState, now_ms: u64) {
@@ -245,6 +258,22 @@ impl<'t> Planner<'t> {
             outcome: outcome.into(),
         });
         let policy = &self.table.route(pick.route).policy;
+        // An adaptive group learns from every answer: a success is a 1, a failure that
+        // counts against the deployment a 0 (client errors and context windows say nothing
+        // about its quality).
+        if policy.strategy == crate::StrategyKind::Adaptive {
+            let reward = match class {
+                Class::Success => Some(1.0),
+                Class::Retryable => Some(0.0),
+                Class::ContextWindow | Class::ClientError => None,
+            };
+            if let Some(reward) = reward {
+                let deployment = self.table.deployment(pick.deployment);
+                let kind = self.keys.request_type.unwrap_or(crate::RequestType::General);
+                let group = &self.table.route(pick.route).public_name;
+                state.get(pick.deployment).observe_adaptive(group, kind, deployment.quality_tier, reward);
+            }
+        }
         match class {
             Class::Success => {}
             Class::Retryable => {
@@ -383,7 +412,9 @@ impl<'t> Planner<'t> {
         let level = &rest[..len];
         let eligible = |i: DeploymentIdx| ok(&filter, i);
         let weighted = level.iter().any(|i| eligible(*i) && table.deployment(*i).weight > 0);
-        let candidates = Candidates { table, state, level, eligible, weighted };
+        let request_type = self.keys.request_type.unwrap_or(crate::RequestType::General);
+        let candidates =
+            Candidates { table, state, level, eligible, weighted, group: &route.public_name, request_type };
         let affinity_key = match (&self.keys.session, &self.keys.user) {
             (Some(s), _) if policy.session_affinity => Some(("s:", s.as_str())),
             (_, Some(u)) if policy.user_affinity => Some(("u:", u.as_str())),

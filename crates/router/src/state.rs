@@ -88,9 +88,42 @@ pub struct DeploymentState {
     tokens: Mutex<RateWindow<MINUTE_MS>>,
     successes: AtomicU64,
     failures_total: AtomicU64,
+    /// Adaptive groups' posteriors of this deployment: per group, one per request type.
+    adaptive: Mutex<Vec<(String, [Option<crate::adaptive::Posterior>; 7])>>,
 }
 
+/// Adaptive groups a deployment keeps posteriors for, at most (a deployment is in few groups;
+/// the oldest is dropped past this).
+const MAX_ADAPTIVE_GROUPS: usize = 16;
+
 impl DeploymentState {
+    /// The posterior of this deployment in `group` for `kind` (its prior from `quality_tier`
+    /// when nothing was learned).
+    pub fn posterior(&self, group: &str, kind: crate::RequestType, quality_tier: u32) -> crate::adaptive::Posterior {
+        let learned =
+            self.adaptive.lock().ok().and_then(|cells| {
+                cells.iter().find(|(g, _)| g == group).and_then(|(_, per_type)| per_type[kind.index()])
+            });
+        learned.unwrap_or_else(|| crate::adaptive::Posterior::prior(quality_tier))
+    }
+
+    /// Adds an adaptive signal (1 success .. 0 failure).
+    pub fn observe_adaptive(&self, group: &str, kind: crate::RequestType, quality_tier: u32, reward: f64) {
+        let Ok(mut cells) = self.adaptive.lock() else { return };
+        let at = match cells.iter().position(|(g, _)| g == group) {
+            Some(at) => at,
+            None => {
+                if cells.len() >= MAX_ADAPTIVE_GROUPS {
+                    cells.remove(0);
+                }
+                cells.push((group.to_owned(), [None; 7]));
+                cells.len() - 1
+            }
+        };
+        let cell = &mut cells[at].1[kind.index()];
+        cell.get_or_insert_with(|| crate::adaptive::Posterior::prior(quality_tier)).observe(reward);
+    }
+
     /// Requests in flight.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Relaxed)

@@ -17,6 +17,10 @@ pub(crate) struct Candidates<'a, F: Fn(DeploymentIdx) -> bool> {
     pub eligible: F,
     /// Some eligible deployment has weight > 0: zero-weight ones are left out.
     pub weighted: bool,
+    /// The group (adaptive posteriors are kept per group).
+    pub group: &'a str,
+    /// The request's type (adaptive posteriors are kept per type).
+    pub request_type: crate::RequestType,
 }
 
 impl<F: Fn(DeploymentIdx) -> bool> Candidates<'_, F> {
@@ -44,7 +48,8 @@ impl<F: Fn(DeploymentIdx) -> bool> Candidates<'_, F> {
     /// The strategy's pick.
     pub fn by_strategy<R: Rng + ?Sized>(&self, strategy: StrategyKind, rng: &mut R) -> Option<DeploymentIdx> {
         match strategy {
-            StrategyKind::Weighted | StrategyKind::Adaptive => self.weighted_draw(rng),
+            StrategyKind::Weighted => self.weighted_draw(rng),
+            StrategyKind::Adaptive => self.thompson(rng),
             StrategyKind::LeastBusy => self.min_by(rng, |i| f64::from(self.state.get(i).in_flight())),
             StrategyKind::Cost => self.min_by(rng, |i| self.table.deployment(i).cost),
             StrategyKind::Latency => {
@@ -58,6 +63,20 @@ impl<F: Fn(DeploymentIdx) -> bool> Candidates<'_, F> {
                 }
             }
         }
+    }
+
+    /// Thompson sampling: the candidate whose posterior draw for this group and request type
+    /// is highest (priors from `qualityTier`).
+    fn thompson<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<DeploymentIdx> {
+        let mut best: Option<(DeploymentIdx, f64)> = None;
+        for i in self.iter() {
+            let tier = self.table.deployment(i).quality_tier;
+            let draw = self.state.get(i).posterior(self.group, self.request_type, tier).sample(rng);
+            if best.is_none_or(|(_, b)| draw > b) {
+                best = Some((i, draw));
+            }
+        }
+        best.map(|(i, _)| i)
     }
 
     fn weighted_draw<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<DeploymentIdx> {

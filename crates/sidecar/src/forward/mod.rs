@@ -54,6 +54,9 @@ pub(crate) async fn forward<U: Upstream>(
         ctx.metrics.requests.with_label_values(&["", "", "404"]).inc();
         return ApiError::ModelNotFound { model: request.model.clone(), team: ctx.team.clone() }.response();
     };
+    if planner.is_adaptive() {
+        planner.set_request_type(crate::inbound::classify_body(&request.raw));
+    }
     // Policies are bounded (timeoutSeconds <= 86400): the sum cannot overflow.
     let deadline = Instant::now() + Duration::from_millis(planner.timeout_ms());
     let mut last: Option<LastFailure> = None;

@@ -2,6 +2,7 @@
 //! what routing needs, dispatch; errors answered here are [`ApiError`]s.
 
 mod body;
+mod classify;
 mod error;
 mod models;
 mod parse;
@@ -13,6 +14,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use llmroute_upstream::Endpoint;
 
+pub(crate) use classify::classify_body;
 pub(crate) use error::ApiError;
 #[cfg(test)]
 pub(crate) use parse::ReadBody;

@@ -118,6 +118,7 @@ pub(crate) fn parse(endpoint: Endpoint, headers: &HeaderMap, body: ReadBody) -> 
             previous_deployment,
             prompt_tokens: body.len() as u64 / BYTES_PER_TOKEN,
             min_quality_tier,
+            request_type: None,
         },
         previous_upstream_id,
         raw: body,
