@@ -301,7 +301,7 @@ async fn status_loop(client: Client, options: Options, stores: Stores, fleet: St
             }
             was_leader = false;
             // A follower serves the leader's health table.
-            if let Some(table) = read_health(&fleet)
+            if let Some(table) = read_health(&fleet, &options.namespace)
                 && *shared.health.borrow() != table
             {
                 shared.health.send_replace(table);
@@ -385,9 +385,8 @@ impl From<&[v1::HealthEntry]> for HealthTable {
     }
 }
 
-fn read_health(fleet: &Store<ConfigMap>) -> Option<Arc<Vec<v1::HealthEntry>>> {
-    let cm =
-        fleet.get(&ObjectRef::new(HEALTH_CONFIGMAP).within(fleet.state().first()?.metadata.namespace.as_deref()?))?;
+fn read_health(fleet: &Store<ConfigMap>, namespace: &str) -> Option<Arc<Vec<v1::HealthEntry>>> {
+    let cm = fleet.get(&ObjectRef::new(HEALTH_CONFIGMAP).within(namespace))?;
     let table: HealthTable = serde_json::from_str(cm.data.as_ref()?.get(DATA_KEY)?).ok()?;
     Some(Arc::new(
         table
