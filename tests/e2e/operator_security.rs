@@ -50,7 +50,18 @@ struct Setup {
     operator: Operator,
 }
 
-fn setup(pki: Option<&Pki>, extra: &[&str]) -> Setup {
+/// Fake upstreams, a manifests directory and an empty config in a temp dir; with `pki`, a
+/// `localhost` certificate in `tls.crt` / `tls.key` there too.
+struct Prepared {
+    fakes: Fakes,
+    dir: tempfile::TempDir,
+    manifests: PathBuf,
+    config: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn prepare(pki: Option<&Pki>) -> Prepared {
     let fakes = Fakes::start(&["x"]);
     let dir = tempfile::tempdir().unwrap();
     let manifests = dir.path().join("manifests");
@@ -59,9 +70,16 @@ fn setup(pki: Option<&Pki>, extra: &[&str]) -> Setup {
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, "").unwrap();
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let mut flags: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     if let Some(pki) = pki {
         pki.write_cert(&cert, &key, false);
+    }
+    Prepared { fakes, dir, manifests, config, cert, key }
+}
+
+fn setup(pki: Option<&Pki>, extra: &[&str]) -> Setup {
+    let Prepared { fakes, dir, manifests, config, cert, key } = prepare(pki);
+    let mut flags: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    if pki.is_some() {
         flags.extend(["--tls-mode", "files", "--tls-cert-file"].map(String::from));
         flags.push(cert.display().to_string());
         flags.push("--tls-key-file".into());
@@ -237,15 +255,7 @@ async fn certificate_files_that_are_not_files_keep_the_served_one_and_a_fixed_ca
 #[tokio::test]
 async fn certificate_files_alone_turn_tls_on_and_a_token_file_works() {
     let pki = Pki::new("test CA");
-    let fakes = Fakes::start(&["x"]);
-    let dir = tempfile::tempdir().unwrap();
-    let manifests = dir.path().join("manifests");
-    std::fs::create_dir(&manifests).unwrap();
-    write_atomic(&manifests.join("all.yaml"), &fakes.fill(&md("shared", "m", "x", "")));
-    let config = dir.path().join("config.yaml");
-    std::fs::write(&config, "").unwrap();
-    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    pki.write_cert(&cert, &key, false);
+    let Prepared { fakes: _fakes, dir, manifests, config, cert, key } = prepare(Some(&pki));
     let token = dir.path().join("token");
     std::fs::write(&token, "from-a-file\n").unwrap();
     let (cert_s, key_s, token_s) = (cert.display().to_string(), key.display().to_string(), token.display().to_string());
