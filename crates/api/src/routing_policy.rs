@@ -67,6 +67,64 @@ pub struct RetryBudgetPolicy {
     pub min_per_second: Option<u32>,
 }
 
+/// A weight of adaptive scoring, from 0 to 100, kept in thousandths so that policies compare
+/// exactly (`Eq`). Written as a plain number (`1.0`, `0.25`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Weight(u32);
+
+impl Weight {
+    /// The weight of `value` (rounded to thousandths; saturating far above 100).
+    pub fn new(value: f64) -> Option<Self> {
+        (value.is_finite() && value >= 0.0).then(|| Self((value * 1000.0).round().min(f64::from(u32::MAX)) as u32))
+    }
+
+    /// The weight as a number.
+    pub fn get(self) -> f64 {
+        f64::from(self.0) / 1000.0
+    }
+}
+
+impl Serialize for Weight {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.get())
+    }
+}
+
+impl<'de> Deserialize<'de> for Weight {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = f64::deserialize(deserializer)?;
+        Self::new(value).ok_or_else(|| serde::de::Error::custom(format!("{value} is not a weight from 0 to 100")))
+    }
+}
+
+impl schemars::JsonSchema for Weight {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Weight".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "number", "minimum": 0, "maximum": 100 })
+    }
+}
+
+/// How an adaptive group trades quality for price: it picks the deployment maximising
+/// `qualityWeight * sampled success - costWeight * normalised price`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdaptivePolicy {
+    /// Weight of the sampled success rate (0..100; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_weight: Option<Weight>,
+    /// Weight of the price, normalised so the group's most expensive deployment is 1
+    /// (0..100; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_weight: Option<Weight>,
+}
+
 /// Routing behaviour of one public model name. Every field is optional: precedence is resolved
 /// field by field (TeamModel `routing` > `modelGroups[name]` > `defaults` > built-in defaults).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
@@ -111,6 +169,9 @@ pub struct RoutingPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 86400").message("timeoutSeconds must be between 1 and 86400"))]
     pub timeout_seconds: Option<u32>,
+    /// Strategy `adaptive`: how quality and price are weighed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptivePolicy>,
 }
 
 /// The routing config: the `RoutingConfig` custom resource's spec in a cluster, the

@@ -181,6 +181,15 @@ impl Learning {
         p
     }
 
+    /// Every cell with a posterior or pending evidence, with its merged posterior (`prior`
+    /// gives a new cell's prior).
+    pub fn merged(&self, prior: impl Fn(&Cell) -> Posterior) -> Vec<(Cell, Posterior)> {
+        let mut cells: Vec<&Cell> = self.posteriors.keys().chain(self.pending.keys()).collect();
+        cells.sort();
+        cells.dedup();
+        cells.into_iter().map(|c| (c.clone(), self.posterior(c, prior(c)))).collect()
+    }
+
     /// Pending evidence of `cell`, exactly: (successes, failures) in millionths.
     pub fn pending_units(&self, cell: &Cell) -> (u64, u64) {
         self.pending.get(cell).copied().unwrap_or_default()

@@ -4,13 +4,13 @@
 //! reserve never add up to more than the limit. A sidecar admits through a token bucket at its
 //! assigned rate, which falls back to its share of the reserve when the assignment expires.
 //!
-//! Error bound: a bucket starts with one second of its rate (at least one request), so within
-//! one minute the fleet admits at most `limit + holders` requests, where `holders` is the
-//! number of sidecars holding an assignment (each at most one request over its rate at the
-//! start of a period). A sidecar on the reserve starts empty and has no burst.
+//! Error bound: a bucket holds at most one second of its rate (at least one request) and a new
+//! grant starts full, so within one minute the fleet admits at most `limit + Σ max(rate/60, 1)`
+//! over the sidecars holding a grant (about `limit × 1.02 + holders`), plus what a grant the
+//! operator has already moved elsewhere admits until it expires (its time to live, a few
+//! seconds of its rate). A sidecar on the reserve starts empty.
 
-/// Share of a limit set aside for sidecars that hold no assignment.
-pub const RESERVE_SHARE: f64 = 0.05;
+pub use llmroute_router::quota::{Bucket, RESERVE_SHARE};
 /// Headroom on reported demand while capacity lasts, so that growing demand can show in the
 /// next report.
 pub const HEADROOM: f64 = 1.25;
@@ -91,72 +91,6 @@ fn water_fill(grants: &mut [f64], wants: &[f64], left: &mut f64) {
         });
         if open.len() == before {
             break;
-        }
-    }
-}
-
-/// A sidecar's admission at a rate: a token bucket refilled continuously.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Bucket {
-    /// Holding a grant (else on the reserve).
-    granted: bool,
-    per_minute: f64,
-    tokens: f64,
-    at: f64,
-    /// When the rate stops being valid (seconds), after which `fallback` applies.
-    expires: f64,
-    fallback: f64,
-}
-
-impl Bucket {
-    /// A bucket on the reserve (`fallback` per minute), empty.
-    pub fn reserve(fallback: f64, now: f64) -> Self {
-        Self { granted: false, per_minute: fallback, tokens: 0.0, at: now, expires: f64::INFINITY, fallback }
-    }
-
-    fn capacity(&self) -> f64 {
-        if self.granted { (self.per_minute / 60.0).max(1.0) } else { (self.per_minute / 60.0).min(1.0) }
-    }
-
-    /// Applies an assignment of `per_minute` valid until `expires`; the reserve share
-    /// `fallback` applies after. A new grant starts with one second of its rate.
-    pub fn grant(&mut self, per_minute: f64, expires: f64, fallback: f64, now: f64) {
-        self.refill(now);
-        let fresh = !self.granted;
-        self.granted = true;
-        self.per_minute = per_minute.max(0.0);
-        self.expires = expires;
-        self.fallback = fallback.max(0.0);
-        if fresh {
-            self.tokens = self.tokens.max(self.capacity());
-        }
-        self.tokens = self.tokens.min(self.capacity());
-    }
-
-    fn refill(&mut self, now: f64) {
-        if now > self.expires {
-            // Tokens earned at the granted rate up to the expiry, then the fallback.
-            let granted = (self.expires - self.at).max(0.0);
-            self.tokens = (self.tokens + granted * self.per_minute / 60.0).min(self.capacity());
-            self.at = self.expires;
-            self.per_minute = self.fallback;
-            self.granted = false;
-            self.expires = f64::INFINITY;
-            self.tokens = self.tokens.min(self.capacity());
-        }
-        let elapsed = (now - self.at).max(0.0);
-        self.tokens = (self.tokens + elapsed * self.per_minute / 60.0).min(self.capacity());
-        self.at = now.max(self.at);
-    }
-
-    /// Whether one request (or `cost` tokens) may go now.
-    pub fn admit(&mut self, cost: f64, now: f64) -> bool {
-        self.refill(now);
-        if self.tokens + 1e-9 >= cost {
-            self.tokens -= cost;
-            true
-        } else {
-            false
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Admin endpoints: `/healthz`, `/readyz` (200 once the first build is served), `/metrics`,
-//! `/status` (JSON). `/status` reveals the fleet (pods, teams, rejections), so only loopback
+//! `/status` (JSON), `/adaptive` (the fleet's merged posteriors, quota assignments and shared
+//! cooldowns, JSON). `/status` and `/adaptive` reveal the fleet (pods, teams, rejections), so only loopback
 //! peers get it; Prometheus scrapes `/metrics` over the pod IP.
 
 use std::convert::Infallible;
@@ -44,8 +45,13 @@ fn handle<B>(shared: &Shared, request: &Request<B>, local: bool) -> Response<Ful
             let health = shared.health.borrow().clone();
             text(StatusCode::OK, "text/plain; version=0.0.4", shared.metrics.render(&shared.registry.teams(), &health))
         }
-        "/status" if !local => {
-            text(StatusCode::FORBIDDEN, "text/plain", "/status is served to loopback peers only\n".into())
+        "/status" | "/adaptive" if !local => {
+            text(StatusCode::FORBIDDEN, "text/plain", "served to loopback peers only\n".into())
+        }
+        "/adaptive" => {
+            let body =
+                serde_json::to_string_pretty(&shared.fleet.describe(std::time::Instant::now())).unwrap_or_default();
+            text(StatusCode::OK, "application/json", body)
         }
         "/status" => {
             let body = serde_json::to_string_pretty(&shared.status()).unwrap_or_default();

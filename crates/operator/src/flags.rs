@@ -100,6 +100,62 @@ pub struct Flags {
     /// told to come back later.
     #[arg(long, default_value_t = 100.0, value_parser = positive_rate)]
     pub new_streams_per_second: f64,
+
+    /// Manifests mode: where the fleet's merged adaptive posteriors are kept (written
+    /// atomically every epoch and at shutdown, loaded at start). Without it a restart starts
+    /// from the priors.
+    #[arg(long, env = "LLMROUTE_FLEET_STATE")]
+    pub fleet_state: Option<PathBuf>,
+    /// Length of a learning epoch: merged posteriors decay (and are saved) once per epoch.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub learning_epoch_seconds: u64,
+    /// Decay factor of the merged posteriors at every epoch's end (old evidence fades, so a
+    /// deployment that got better can win again).
+    #[arg(long, default_value_t = 0.98, value_parser = share)]
+    pub learning_decay: f64,
+    /// How often fleet-wide quota (`limits.rpm` / `limits.tpm`) is reassigned from demand.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub quota_rebalance_seconds: u64,
+    /// How long a sidecar's quota assignment holds; then it falls back to the reserve rate.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub quota_ttl_seconds: u64,
+    /// Share sidecars' cooldowns with the whole fleet (Envoy outlier-detection rules).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub share_cooldowns: bool,
+    /// Distinct namespaces that must report a cooldown before it is shared.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub cooldown_min_reporters: u64,
+    /// Failure share (5xx, connection errors, timeouts) above which a reported cooldown is
+    /// shared.
+    #[arg(long, default_value_t = 0.5, value_parser = share)]
+    pub cooldown_failure_share: f64,
+    /// Requests the reports must add up to before a cooldown is shared.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub cooldown_min_requests: u32,
+    /// Most of a group's deployments sharing may cool at once, percent.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub max_ejection_percent: u32,
+}
+
+impl Flags {
+    /// The fleet's configuration.
+    pub fn fleet(&self) -> crate::fleet::Config {
+        crate::fleet::Config {
+            epoch: std::time::Duration::from_secs(self.learning_epoch_seconds),
+            decay: self.learning_decay,
+            rebalance: std::time::Duration::from_secs(self.quota_rebalance_seconds),
+            assignment_ttl: std::time::Duration::from_secs(self.quota_ttl_seconds),
+            share_cooldowns: self.share_cooldowns,
+            rules: llmroute_fleet::outlier::Rules {
+                min_reporters: usize::try_from(self.cooldown_min_reporters).unwrap_or(usize::MAX),
+                failure_share: self.cooldown_failure_share,
+                min_requests: self.cooldown_min_requests,
+                max_ejection_percent: self.max_ejection_percent,
+            },
+            caps: llmroute_fleet::learning::Caps::default(),
+            state_file: self.fleet_state.clone(),
+        }
+    }
 }
 
 /// How the gRPC stream is secured.

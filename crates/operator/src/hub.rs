@@ -81,6 +81,16 @@ impl Built {
         self.overlays.values().find(|p| p.digest == digest).cloned()
     }
 
+    /// Every deployment of every part.
+    pub fn all_deployments(&self) -> impl Iterator<Item = &v1::Deployment> {
+        self.compiled.parts().flat_map(|(_, deployments, _)| deployments.iter())
+    }
+
+    /// Every route of every part, with its team ("" for global routes).
+    pub fn all_routes(&self) -> impl Iterator<Item = (&str, &v1::Route)> {
+        self.compiled.parts().flat_map(|(team, _, routes)| routes.iter().map(move |r| (team, r)))
+    }
+
     /// The view of `team` (any team: one with no entries of its own sees the global part).
     pub fn view(&self, team: &str) -> TeamView {
         TeamView {

@@ -10,6 +10,7 @@ pub mod check;
 pub mod clock;
 pub mod cluster;
 pub mod flags;
+pub mod fleet;
 pub mod hub;
 pub mod metrics;
 pub mod publish;

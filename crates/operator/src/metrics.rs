@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::registry::TeamCounts;
@@ -28,8 +29,14 @@ pub struct Metrics {
     pub status_writes: IntCounter,
     /// `llmroute_operator_streams_refused_total`: new streams over the admission rate.
     pub streams_refused: IntCounter,
+    /// `llmroute_fleet_reports_total{result}`: sidecar fleet reports merged, duplicate (a
+    /// resend) or refused (over one a second).
+    pub fleet_reports: IntCounterVec,
     connected: IntGaugeVec,
     healthy: IntGaugeVec,
+    adaptive_mean: GaugeVec,
+    adaptive_samples: GaugeVec,
+    shared_cooldowns: IntGauge,
 }
 
 impl Metrics {
@@ -65,7 +72,32 @@ impl Metrics {
             &["deployment"],
         )?;
         registry.register(Box::new(healthy.clone()))?;
+        let cell = |name: &str, help: &str| -> Result<GaugeVec, prometheus::Error> {
+            let g = GaugeVec::new(Opts::new(name, help), &["group", "request_type", "deployment"])?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let adaptive_mean = cell(
+            "llmroute_adaptive_posterior_mean",
+            "Merged adaptive posterior mean per (group, request type, deployment).",
+        )?;
+        let adaptive_samples = cell(
+            "llmroute_adaptive_posterior_samples",
+            "Evidence (alpha + beta) of the merged adaptive posterior per (group, request type, deployment).",
+        )?;
+        let shared_cooldowns =
+            IntGauge::new("llmroute_fleet_shared_cooldowns", "Deployments the fleet currently cools together.")?;
+        registry.register(Box::new(shared_cooldowns.clone()))?;
+        let fleet_reports = IntCounterVec::new(
+            Opts::new("llmroute_fleet_reports_total", "Sidecar fleet reports by result: merged, duplicate, refused."),
+            &["result"],
+        )?;
+        registry.register(Box::new(fleet_reports.clone()))?;
         Ok(Self {
+            fleet_reports,
+            adaptive_mean,
+            adaptive_samples,
+            shared_cooldowns,
             builds: counter("llmroute_operator_builds_total", "Compiles of the resources into views.")?,
             build_seconds: histogram("llmroute_operator_build_seconds", "Duration of a build (compile + encode).")?,
             config_rejected: counter(
@@ -90,6 +122,18 @@ impl Metrics {
             healthy,
             registry,
         })
+    }
+
+    /// Refreshes the fleet gauges from the published state.
+    pub fn observe_fleet(&self, fleet: &crate::fleet::FleetState) {
+        self.adaptive_mean.reset();
+        self.adaptive_samples.reset();
+        for c in fleet.posteriors.iter() {
+            let labels = [c.group.as_str(), c.request_type.as_str(), c.deployment_id.as_str()];
+            self.adaptive_mean.with_label_values(&labels).set(c.alpha / (c.alpha + c.beta));
+            self.adaptive_samples.with_label_values(&labels).set(c.alpha + c.beta);
+        }
+        self.shared_cooldowns.set(i64::try_from(fleet.cooldowns.len()).unwrap_or(i64::MAX));
     }
 
     /// Drops the per-team series of a team with no stream left.

@@ -36,10 +36,7 @@ impl Publisher {
         self.shared.metrics.builds.inc();
         self.shared.metrics.build_seconds.observe(started.elapsed().as_secs_f64());
         if let Some(prober) = &self.prober {
-            let mut all = built.compiled.view("").deployments;
-            for team in built.compiled.teams() {
-                all.extend(built.compiled.team_part(team).1.deployments);
-            }
+            let all: Vec<_> = built.all_deployments().cloned().collect();
             prober.reconcile(&all);
         }
         tracing::info!(watermark = self.watermark, teams = built.compiled.teams().count(), "views built");

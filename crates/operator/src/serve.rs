@@ -65,6 +65,7 @@ async fn run_manifests(flags: Flags, dir: &Path) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&flags).await?;
     let mut shared = Shared::new(Metrics::new().context("registering metrics")?);
     shared.ready_threshold = flags.ready_threshold;
+    shared.fleet = Arc::new(crate::fleet::Fleet::new(flags.fleet()));
     let shared = Arc::new(shared);
     let prober = new_prober(&shared)?;
     // Reading, admitting and compiling run on a thread of their own, never on the runtime that
@@ -185,6 +186,7 @@ pub async fn serve(
     let (grpc_addr, admin_addr): (SocketAddr, SocketAddr) =
         (listeners.grpc.local_addr()?, listeners.admin.local_addr()?);
     tokio::spawn(crate::admin::serve(listeners.admin, shared.clone()));
+    let fleet = tokio::spawn(shared.fleet.clone().run(shared.clone()));
     tracing::info!(grpc = %grpc_addr, admin = %admin_addr, tls = tls.is_some(), "llmroute-operator serving");
     // Streams end on their own (jittered) at their maximum age; a connection that outlives it
     // anyway gets an HTTP/2 GOAWAY, with a minute to finish.
@@ -229,6 +231,8 @@ pub async fn serve(
         served = server => served.context("serving gRPC")?,
         () = deadline => tracing::warn!("drain timeout reached; closing the remaining streams"),
     }
+    // The fleet saves what it learned once the streams have ended.
+    let _ = tokio::time::timeout(DRAIN, fleet).await;
     tracing::info!("stopped");
     Ok(())
 }

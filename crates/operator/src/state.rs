@@ -32,6 +32,8 @@ pub struct Shared {
     pub ready_threshold: f64,
     /// Team of each labelled namespace (cluster mode).
     pub namespace_teams: watch::Sender<Arc<BTreeMap<String, String>>>,
+    /// What the fleet learns and shares.
+    pub fleet: Arc<crate::fleet::Fleet>,
 }
 
 impl Shared {
@@ -47,6 +49,7 @@ impl Shared {
             namespace_teams: watch::Sender::new(Arc::new(BTreeMap::new())),
             leader: watch::Sender::new(true),
             ready_threshold: 0.99,
+            fleet: Arc::new(crate::fleet::Fleet::new(crate::fleet::Config::default())),
         }
     }
 

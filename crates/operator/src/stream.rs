@@ -164,11 +164,25 @@ impl RoutingDiscovery for Discovery {
             (None, Some(e)) => Some((e, End::TokenExpired)),
             (None, None) => None,
         };
-        let (views, health) = (self.shared.views.subscribe(), self.shared.health.subscribe());
-        tokio::spawn(subscriber.run(inbound, tx, views, health));
+        let channels = Channels {
+            views: self.shared.views.subscribe(),
+            health: self.shared.health.subscribe(),
+            fleet: self.shared.fleet.subscribe(),
+        };
+        tokio::spawn(subscriber.run(inbound, tx, channels));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
+
+/// What a subscriber follows.
+struct Channels {
+    views: watch::Receiver<Option<Arc<Built>>>,
+    health: watch::Receiver<Arc<Vec<v1::HealthEntry>>>,
+    fleet: watch::Receiver<Arc<crate::fleet::FleetState>>,
+}
+
+/// Fleet reports are taken at most this often per stream (sidecars send one a second).
+const MIN_REPORT_GAP: Duration = Duration::from_millis(500);
 
 /// A push not acknowledged yet.
 #[derive(Clone, Debug)]
@@ -199,6 +213,12 @@ struct Subscription {
     stopping: watch::Receiver<bool>,
     /// When and why the stream ends on its own.
     ends: Option<(SystemTime, End)>,
+    /// Who reports fleet learning on this stream.
+    reporter: crate::fleet::Reporter,
+    /// When the last fleet report was taken.
+    last_report: Option<Instant>,
+    /// Fleet state last sent.
+    fleet_sent: crate::fleet::Sent,
 }
 
 /// Why a stream ends on its own.
@@ -214,6 +234,14 @@ impl Subscription {
     fn new(hello: v1::Hello, shared: Arc<Shared>) -> Self {
         let pod = format!("{}/{}", hello.namespace, hello.pod);
         let id = shared.registry.register(&hello.team, pod, hello.protocol);
+        // Reports are deduplicated by the sidecar's own id; one that gives none is known by
+        // this stream (a reconnect then counts as a new sidecar).
+        let uid = clean_name(&hello.sidecar_uid);
+        let reporter = crate::fleet::Reporter {
+            sidecar: if uid.is_empty() { format!("stream-{id}") } else { uid },
+            team: hello.team.clone(),
+            namespace: hello.namespace.clone(),
+        };
         // A sidecar that already holds a version (an earlier stream, its cache) has it applied.
         if !hello.last_applied_version.is_empty() {
             shared.registry.ack(id, &hello.last_applied_version);
@@ -231,16 +259,14 @@ impl Subscription {
             health_sent: false,
             connected_at: std::time::Instant::now(),
             ends: None,
+            reporter,
+            last_report: None,
+            fleet_sent: crate::fleet::Sent::default(),
         }
     }
 
-    async fn run(
-        mut self,
-        mut inbound: Streaming<v1::SidecarMessage>,
-        tx: Outbound,
-        mut views: watch::Receiver<Option<Arc<Built>>>,
-        mut health: watch::Receiver<Arc<Vec<v1::HealthEntry>>>,
-    ) {
+    async fn run(mut self, mut inbound: Streaming<v1::SidecarMessage>, tx: Outbound, channels: Channels) {
+        let Channels { mut views, mut health, mut fleet } = channels;
         let mut last_health: Arc<Vec<v1::HealthEntry>> = Arc::new(Vec::new());
         let mut stopping = self.stopping.clone();
         let ends = self.ends;
@@ -269,11 +295,19 @@ impl Subscription {
                 }
                 last_health = table;
             }
+            let state = fleet.borrow_and_update().clone();
+            if let Some(push) = self.fleet_push(&state, built_now(&views))
+                && tx.send(Ok(push)).await.is_err()
+            {
+                break;
+            }
+            let mut reply = None;
             tokio::select! {
                 changed = views.changed() => if changed.is_err() { break },
                 changed = health.changed() => if changed.is_err() { break },
+                changed = fleet.changed() => if changed.is_err() { break },
                 message = inbound.message() => match message {
-                    Ok(Some(message)) => self.receive(message),
+                    Ok(Some(message)) => reply = self.receive(message, built_now(&views)),
                     Ok(None) => break,
                     Err(status) => {
                         tracing::warn!(team = %self.team, %status, "sidecar stream ended with an error");
@@ -288,6 +322,11 @@ impl Subscription {
                     tracing::debug!(team = %self.team, "stream reached its end of life; the sidecar reconnects");
                     break;
                 }
+            }
+            if let Some(reply) = reply
+                && tx.send(Ok(reply)).await.is_err()
+            {
+                break;
             }
         }
         if let Some(team) = self.shared.registry.remove(self.id) {
@@ -331,11 +370,40 @@ impl Subscription {
         Some(v1::ControlMessage { kind: Some(control_message::Kind::View(push)) })
     }
 
-    fn receive(&mut self, message: v1::SidecarMessage) {
+    /// This sidecar's part of the fleet state, when it changed.
+    fn fleet_push(
+        &mut self,
+        state: &crate::fleet::FleetState,
+        built: Option<Arc<Built>>,
+    ) -> Option<v1::ControlMessage> {
+        let built = built?;
+        let team = self.team.clone();
+        let holds = |id: &str| built.compiled.holds(&team, id);
+        let push = state.push_for(&self.reporter.sidecar, holds, &mut self.fleet_sent, Instant::now())?;
+        Some(v1::ControlMessage { kind: Some(control_message::Kind::Fleet(push)) })
+    }
+
+    /// Handles one message; what to answer, if anything.
+    fn receive(&mut self, message: v1::SidecarMessage, built: Option<Arc<Built>>) -> Option<v1::ControlMessage> {
         match message.kind {
+            Some(sidecar_message::Kind::Report(report)) => {
+                let now = Instant::now();
+                if self.last_report.is_some_and(|at| now.duration_since(at) < MIN_REPORT_GAP) {
+                    // Faster than a sidecar reports: not taken, not acknowledged (a real
+                    // sidecar resends it).
+                    self.shared.metrics.fleet_reports.with_label_values(&["refused"]).inc();
+                    return None;
+                }
+                self.last_report = Some(now);
+                let merged = self.shared.fleet.report(&self.reporter, &report, built.as_deref(), now);
+                let result = if merged == llmroute_fleet::learning::Merge::Duplicate { "duplicate" } else { "merged" };
+                self.shared.metrics.fleet_reports.with_label_values(&[result]).inc();
+                let ack = v1::ReportAck { seq: report.seq };
+                return Some(v1::ControlMessage { kind: Some(control_message::Kind::ReportAck(ack)) });
+            }
             Some(sidecar_message::Kind::Ack(ack)) => {
                 let Some(pending) = self.pending.take_if(|p| p.nonce == ack.nonce && p.version == ack.version) else {
-                    return;
+                    return None;
                 };
                 self.applied = (pending.version.clone(), pending.watermark);
                 self.held = pending.parts.into_iter().collect();
@@ -348,7 +416,7 @@ impl Subscription {
                 }
             }
             Some(sidecar_message::Kind::Nack(nack)) => {
-                let Some(pending) = self.pending.take_if(|p| p.nonce == nack.nonce) else { return };
+                let Some(pending) = self.pending.take_if(|p| p.nonce == nack.nonce) else { return None };
                 // Control characters replaced: a sidecar's text must not forge log lines.
                 let error: String =
                     nack.error.chars().take(MAX_NACK_TEXT).map(|c| if c.is_control() { ' ' } else { c }).collect();
@@ -359,6 +427,7 @@ impl Subscription {
             }
             Some(sidecar_message::Kind::Hello(_)) | None => {}
         }
+        None
     }
 
     /// The health table to send: the whole table first, then only changed entries.
@@ -386,6 +455,10 @@ impl Subscription {
         let push = v1::HealthPush { nonce: self.nonce.to_string(), table: Some(v1::HealthTable { entries }), full };
         Some(v1::ControlMessage { kind: Some(control_message::Kind::Health(push)) })
     }
+}
+
+fn built_now(views: &watch::Receiver<Option<Arc<Built>>>) -> Option<Arc<Built>> {
+    views.borrow().clone()
 }
 
 #[cfg(test)]

@@ -15,15 +15,16 @@
 pub mod adaptive;
 mod classify;
 mod eligibility;
-pub mod feedback;
 mod lru;
 mod plan;
 mod policy;
+pub mod quota;
 mod random;
 mod rendezvous;
 mod request_type;
 mod resolve;
 mod response_id;
+pub mod signals;
 mod state;
 mod strategy;
 mod table;
@@ -35,7 +36,7 @@ pub use policy::{AffinityKind, Cooldown, MAX_ATTEMPTS, MAX_TIMEOUT_SECONDS, Poli
 pub use request_type::{MAX_CHARS as CLASSIFY_MAX_CHARS, RequestType, classify_request};
 pub use resolve::Resolved;
 pub use response_id::{unwrap_response_id, wrap_response_id};
-pub use state::{DeploymentState, HealthObservation, LiveState, RetryBudgetState};
+pub use state::{DeploymentState, HealthObservation, LiveState, RetryBudgetState, Share};
 pub use table::{
     Deployment, DeploymentIdx, HealthMode, InvalidSnapshot, Limits, Provider, Route, RouteIdx, RouteTable, degrade,
 };

@@ -36,6 +36,13 @@ impl<K: Clone + Eq + Hash, V: Clone> BoundedLru<K, V> {
         Some(value)
     }
 
+    /// Removes `key`, returning its value if it had not expired at `now_ms`.
+    pub fn remove(&mut self, key: &K, now_ms: u64) -> Option<V> {
+        let (value, expires, stamp) = self.entries.remove(key)?;
+        self.order.remove(&stamp);
+        (expires > now_ms).then_some(value)
+    }
+
     /// Inserts or replaces `key`, evicting the least recently used entry when full.
     pub fn insert(&mut self, key: K, value: V, now_ms: u64) {
         if let Some((_, _, stamp)) = self.entries.remove(&key) {

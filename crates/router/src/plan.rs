@@ -28,6 +28,9 @@ pub struct RequestKeys {
     pub min_quality_tier: u32,
     /// The request's type, for adaptive groups (`None`: general).
     pub request_type: Option<crate::RequestType>,
+    /// Adaptive groups: the deployment the request's session started on (it stays there
+    /// while eligible, so that later signals are charged to the right arm).
+    pub session_owner: Option<String>,
 }
 
 /// Why an attempt happens; the failover kinds are the `llmroute_failovers_total` labels.
@@ -249,6 +252,16 @@ impl<'t> Planner<'t> {
         self.keys.request_type = Some(kind);
     }
 
+    /// The request's type as classified (general when not).
+    pub fn request_type(&self) -> crate::RequestType {
+        self.keys.request_type.unwrap_or(crate::RequestType::General)
+    }
+
+    /// Adaptive groups: the deployment the request's session started on.
+    pub fn set_session_owner(&mut self, deployment_id: Option<String>) {
+        self.keys.session_owner = deployment_id;
+    }
+
     /// Records the outcome of `pick`. Retryable failures are charged toward the deployment's
     /// cooldown in `state`.
     pub fn record(&mut self, pick: &Pick, class: Class, outcome: impl Into<String>, state: &LiveState, now_ms: u64) {
@@ -406,6 +419,13 @@ impl<'t> Planner<'t> {
         {
             return Some(prev);
         }
+        if policy.strategy == crate::StrategyKind::Adaptive
+            && let Some(owner) = self.keys.session_owner.as_deref().and_then(|id| table.deployment_index(id))
+            && route.deployments.contains(&owner)
+            && ok(&filter, owner)
+        {
+            return Some(owner);
+        }
         let order = table.deployment(route.deployments[first]).order;
         let rest = &route.deployments[first..];
         let len = rest.iter().position(|i| table.deployment(*i).order != order).unwrap_or(rest.len());
@@ -413,8 +433,16 @@ impl<'t> Planner<'t> {
         let eligible = |i: DeploymentIdx| ok(&filter, i);
         let weighted = level.iter().any(|i| eligible(*i) && table.deployment(*i).weight > 0);
         let request_type = self.keys.request_type.unwrap_or(crate::RequestType::General);
-        let candidates =
-            Candidates { table, state, level, eligible, weighted, group: &route.public_name, request_type };
+        let candidates = Candidates {
+            table,
+            state,
+            level,
+            eligible,
+            weighted,
+            group: &route.public_name,
+            request_type,
+            weights: policy.adaptive,
+        };
         let affinity_key = match (&self.keys.session, &self.keys.user) {
             (Some(s), _) if policy.session_affinity => Some(("s:", s.as_str())),
             (_, Some(u)) if policy.user_affinity => Some(("u:", u.as_str())),

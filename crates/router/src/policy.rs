@@ -89,6 +89,8 @@ pub struct Policy {
     pub timeout_ms: u64,
     /// Cap on failover attempts.
     pub retry_budget: RetryBudget,
+    /// Strategy adaptive: quality against price.
+    pub adaptive: crate::adaptive::Weights,
 }
 
 impl TryFrom<&v1::RoutingPolicy> for Policy {
@@ -142,6 +144,12 @@ impl TryFrom<&v1::RoutingPolicy> for Policy {
             health_routing: p.health_routing,
             timeout_ms: u64::from(p.timeout_seconds.max(1)) * 1000,
             retry_budget: budget,
+            adaptive: p.adaptive.map_or_else(crate::adaptive::Weights::default, |w| {
+                // Weights are bounded (0..100) by the schema; a sender that breaks the bound
+                // cannot make a score infinite.
+                let clean = |x: f64| if x.is_finite() { x.clamp(0.0, 100.0) } else { 0.0 };
+                crate::adaptive::Weights { quality: clean(w.quality_weight), cost: clean(w.cost_weight) }
+            }),
         })
     }
 }

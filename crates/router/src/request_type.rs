@@ -47,6 +47,11 @@ impl RequestType {
         }
     }
 
+    /// The type named `text` (its [`Self::as_str`]).
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+
     /// Position in [`Self::ALL`].
     pub fn index(self) -> usize {
         self as usize

@@ -89,7 +89,54 @@ pub struct DeploymentState {
     successes: AtomicU64,
     failures_total: AtomicU64,
     /// Adaptive groups' posteriors of this deployment: per group, one per request type.
-    adaptive: Mutex<Vec<(String, [Option<crate::adaptive::Posterior>; 7])>>,
+    adaptive: Mutex<Vec<(String, [Option<AdaptiveCell>; 7])>>,
+    /// End of a cooldown the fleet shares (operator mode), Unix milliseconds; 0 = none.
+    shared_cooldown_until_ms: AtomicU64,
+    /// Fleet-wide limits (operator mode): admission by the operator's assignment. `None`:
+    /// the limits hold for this sidecar alone (standalone).
+    quota: Mutex<Option<FleetQuota>>,
+    /// Demand since the last fleet report: requests (admitted or refused by a limit), tokens.
+    demand_requests: AtomicU64,
+    demand_tokens: AtomicU64,
+    /// Server-side failures (5xx, connection errors, timeouts) over the last minute: the
+    /// evidence of a cooldown shared with the fleet.
+    server_failures: Mutex<RateWindow<MINUTE_MS>>,
+}
+
+/// One adaptive cell: the posterior in force (the fleet's merged one plus what this sidecar
+/// observed since), and what it observed that the fleet has not been told yet.
+#[derive(Clone, Copy, Debug)]
+struct AdaptiveCell {
+    posterior: crate::adaptive::Posterior,
+    unreported: (f64, f64),
+}
+
+/// Admission buckets of a fleet-limited deployment.
+#[derive(Clone, Debug, Default)]
+struct FleetQuota {
+    rpm: Option<crate::quota::Bucket>,
+    tpm: Option<crate::quota::Bucket>,
+}
+
+/// This sidecar's share of a deployment's fleet limits, per minute (see [`DeploymentState::assign`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Share {
+    /// Requests per minute granted (when `granted`).
+    pub rpm: f64,
+    /// Tokens per minute granted (when `granted`).
+    pub tpm: f64,
+    /// Requests per minute without a grant (and once the grant expires).
+    pub reserve_rpm: f64,
+    /// Tokens per minute without a grant (and once the grant expires).
+    pub reserve_tpm: f64,
+    /// Whether a grant is given (else the reserve rates apply at once).
+    pub granted: bool,
+    /// How long the grant holds, milliseconds.
+    pub ttl_ms: u64,
+}
+
+fn secs(ms: u64) -> f64 {
+    ms as f64 / 1000.0
 }
 
 /// Adaptive groups a deployment keeps posteriors for, at most (a deployment is in few groups;
@@ -100,16 +147,21 @@ impl DeploymentState {
     /// The posterior of this deployment in `group` for `kind` (its prior from `quality_tier`
     /// when nothing was learned).
     pub fn posterior(&self, group: &str, kind: crate::RequestType, quality_tier: u32) -> crate::adaptive::Posterior {
-        let learned =
-            self.adaptive.lock().ok().and_then(|cells| {
-                cells.iter().find(|(g, _)| g == group).and_then(|(_, per_type)| per_type[kind.index()])
-            });
+        let learned = self.adaptive.lock().ok().and_then(|cells| {
+            cells.iter().find(|(g, _)| g == group).and_then(|(_, per_type)| per_type[kind.index()].map(|c| c.posterior))
+        });
         learned.unwrap_or_else(|| crate::adaptive::Posterior::prior(quality_tier))
     }
 
-    /// Adds an adaptive signal (1 success .. 0 failure).
-    pub fn observe_adaptive(&self, group: &str, kind: crate::RequestType, quality_tier: u32, reward: f64) {
-        let Ok(mut cells) = self.adaptive.lock() else { return };
+    /// The cell of (`group`, `kind`), created from `prior` when new.
+    fn with_cell<T>(
+        &self,
+        group: &str,
+        kind: crate::RequestType,
+        prior: crate::adaptive::Posterior,
+        f: impl FnOnce(&mut AdaptiveCell) -> T,
+    ) -> Option<T> {
+        let mut cells = self.adaptive.lock().ok()?;
         let at = match cells.iter().position(|(g, _)| g == group) {
             Some(at) => at,
             None => {
@@ -120,8 +172,54 @@ impl DeploymentState {
                 cells.len() - 1
             }
         };
-        let cell = &mut cells[at].1[kind.index()];
-        cell.get_or_insert_with(|| crate::adaptive::Posterior::prior(quality_tier)).observe(reward);
+        let cell = cells[at].1[kind.index()].get_or_insert(AdaptiveCell { posterior: prior, unreported: (0.0, 0.0) });
+        Some(f(cell))
+    }
+
+    /// Adds an adaptive signal (1 success .. 0 failure); it is also kept for the next fleet
+    /// report.
+    pub fn observe_adaptive(&self, group: &str, kind: crate::RequestType, quality_tier: u32, reward: f64) {
+        if !reward.is_finite() {
+            return;
+        }
+        let r = reward.clamp(0.0, 1.0);
+        self.with_cell(group, kind, crate::adaptive::Posterior::prior(quality_tier), |cell| {
+            cell.posterior.observe(r);
+            cell.unreported.0 += r;
+            cell.unreported.1 += 1.0 - r;
+        });
+    }
+
+    /// Takes the adaptive evidence not reported yet: (group, type, successes, failures).
+    pub fn take_adaptive_deltas(&self) -> Vec<(String, crate::RequestType, f64, f64)> {
+        let Ok(mut cells) = self.adaptive.lock() else { return Vec::new() };
+        let mut out = Vec::new();
+        for (group, per_type) in cells.iter_mut() {
+            for (kind, cell) in crate::RequestType::ALL.into_iter().zip(per_type.iter_mut()) {
+                if let Some(cell) = cell
+                    && cell.unreported != (0.0, 0.0)
+                {
+                    out.push((group.clone(), kind, cell.unreported.0, cell.unreported.1));
+                    cell.unreported = (0.0, 0.0);
+                }
+            }
+        }
+        out
+    }
+
+    /// Sets a cell to the fleet's merged posterior plus what this sidecar observed since its
+    /// last report.
+    pub fn set_fleet_posterior(&self, group: &str, kind: crate::RequestType, merged: crate::adaptive::Posterior) {
+        if !(merged.alpha.is_finite() && merged.beta.is_finite()) {
+            return;
+        }
+        self.with_cell(group, kind, merged, |cell| {
+            let mut p = merged;
+            p.alpha += cell.unreported.0;
+            p.beta += cell.unreported.1;
+            p.decay(1.0); // floors and the evidence cap
+            cell.posterior = p;
+        });
     }
 
     /// Requests in flight.
@@ -137,14 +235,42 @@ impl DeploymentState {
         }
     }
 
-    /// Whether a cooldown is running at `now_ms`.
+    /// Whether a cooldown (this sidecar's own or the fleet's) is running at `now_ms`.
     pub fn in_cooldown(&self, now_ms: u64) -> bool {
-        self.cooldown_until_ms.load(Relaxed) > now_ms
+        self.cooldown_until_ms() > now_ms
     }
 
     /// End of the running cooldown, Unix milliseconds (0 = none ever).
     pub fn cooldown_until_ms(&self) -> u64 {
+        self.cooldown_until_ms.load(Relaxed).max(self.shared_cooldown_until_ms.load(Relaxed))
+    }
+
+    /// End of this sidecar's own cooldown, Unix milliseconds.
+    pub fn local_cooldown_until_ms(&self) -> u64 {
         self.cooldown_until_ms.load(Relaxed)
+    }
+
+    /// Sets the cooldown the fleet shares (0: none, a shared cooldown is released).
+    pub fn set_shared_cooldown(&self, until_ms: u64) {
+        self.shared_cooldown_until_ms.store(until_ms, Relaxed);
+    }
+
+    /// End of the fleet's shared cooldown, Unix milliseconds (0 = none).
+    pub fn shared_cooldown_until_ms(&self) -> u64 {
+        self.shared_cooldown_until_ms.load(Relaxed)
+    }
+
+    /// A server-side failure (5xx, connection error, timeout): evidence for the fleet.
+    pub fn note_server_failure(&self, now_ms: u64) {
+        if let Ok(mut w) = self.server_failures.lock() {
+            w.add(now_ms, 1);
+        }
+    }
+
+    /// Server-side failures and requests over the last minute.
+    pub fn recent_evidence(&self, now_ms: u64) -> (u64, u64) {
+        let read = |m: &Mutex<RateWindow<MINUTE_MS>>| m.lock().map(|mut w| w.estimate(now_ms)).unwrap_or(0);
+        (read(&self.server_failures), read(&self.requests))
     }
 
     /// The latest health result, if any.
@@ -168,10 +294,21 @@ impl DeploymentState {
         self.health().is_some_and(|h| !h.healthy && h.is_fresh(now_ms))
     }
 
-    /// Whether starting one more request of `tokens` would break a limit.
+    /// Whether starting one more request of `tokens` would break a limit. `maxConcurrency`
+    /// always holds per sidecar; rpm and tpm hold for the fleet under an assignment, else for
+    /// this sidecar alone.
     pub fn over_limit(&self, limits: &Limits, now_ms: u64, tokens: u64) -> bool {
         if limits.max_concurrency > 0 && u64::from(self.in_flight()) >= limits.max_concurrency {
             return true;
+        }
+        if let Ok(mut quota) = self.quota.lock()
+            && let Some(quota) = quota.as_mut()
+        {
+            let now = secs(now_ms);
+            // tpm: admitted while the balance is positive; the tokens are charged at the start
+            // (estimate) and corrected by the answer's real usage.
+            return quota.rpm.as_mut().is_some_and(|b| !b.allows(1.0, now))
+                || quota.tpm.as_mut().is_some_and(|b| !b.allows(1.0, now));
         }
         let lock = |m: &Mutex<RateWindow<MINUTE_MS>>| m.lock().map(|mut w| w.estimate(now_ms)).unwrap_or(0);
         (limits.rpm > 0 && lock(&self.requests) >= limits.rpm)
@@ -181,12 +318,99 @@ impl DeploymentState {
     /// An attempt starts: counts toward in-flight and the rate windows.
     pub fn start(&self, now_ms: u64, tokens: u64) {
         self.in_flight.fetch_add(1, Relaxed);
+        self.demand_requests.fetch_add(1, Relaxed);
+        self.demand_tokens.fetch_add(tokens, Relaxed);
+        if let Ok(mut quota) = self.quota.lock()
+            && let Some(quota) = quota.as_mut()
+        {
+            let now = secs(now_ms);
+            if let Some(b) = quota.rpm.as_mut() {
+                b.charge(1.0, now);
+            }
+            if let Some(b) = quota.tpm.as_mut() {
+                b.charge(tokens as f64, now);
+            }
+        }
         if let Ok(mut w) = self.requests.lock() {
             w.add(now_ms, 1);
         }
         if let Ok(mut w) = self.tokens.lock() {
             w.add(now_ms, tokens);
         }
+    }
+
+    /// The real token usage of an answer is known: `delta` more (or fewer, when negative) than
+    /// was counted at the start.
+    pub fn charge_tokens(&self, now_ms: u64, delta: i64) {
+        if delta > 0 {
+            self.demand_tokens.fetch_add(delta.unsigned_abs(), Relaxed);
+            if let Ok(mut w) = self.tokens.lock() {
+                w.add(now_ms, delta.unsigned_abs());
+            }
+        }
+        if let Ok(mut quota) = self.quota.lock()
+            && let Some(b) = quota.as_mut().and_then(|q| q.tpm.as_mut())
+        {
+            b.charge(delta as f64, secs(now_ms));
+        }
+    }
+
+    /// A request wanted this deployment but its limit refused it (demand the fleet should see).
+    pub fn note_refused(&self) {
+        self.demand_requests.fetch_add(1, Relaxed);
+    }
+
+    /// Takes the demand counted since the last call: (requests, tokens).
+    pub fn take_demand(&self) -> (u64, u64) {
+        (self.demand_requests.swap(0, Relaxed), self.demand_tokens.swap(0, Relaxed))
+    }
+
+    /// Applies this sidecar's share of the fleet limits at `now_ms`.
+    pub fn assign(&self, limits: &Limits, share: &Share, now_ms: u64) {
+        let Ok(mut quota) = self.quota.lock() else { return };
+        let now = secs(now_ms);
+        let quota = quota.get_or_insert_with(FleetQuota::default);
+        let expires = now + secs(share.ttl_ms);
+        let apply = |slot: &mut Option<crate::quota::Bucket>, limit: u64, rate: f64, reserve: f64| {
+            if limit == 0 {
+                *slot = None;
+                return;
+            }
+            let clean = |x: f64| if x.is_finite() { x.clamp(0.0, limit as f64) } else { 0.0 };
+            let bucket = slot.get_or_insert_with(|| crate::quota::Bucket::reserve(clean(reserve), now));
+            if share.granted {
+                bucket.grant(clean(rate), expires, clean(reserve), now);
+            } else {
+                bucket.set_reserve(clean(reserve), now);
+            }
+        };
+        apply(&mut quota.rpm, limits.rpm, share.rpm, share.reserve_rpm);
+        apply(&mut quota.tpm, limits.tpm, share.tpm, share.reserve_tpm);
+    }
+
+    /// Operator mode, before any assignment: a fleet-limited deployment admits at the
+    /// conservative reserve share of its limits.
+    pub fn default_fleet_quota(&self, limits: &Limits, now_ms: u64) {
+        if limits.rpm == 0 && limits.tpm == 0 {
+            return;
+        }
+        let Ok(mut quota) = self.quota.lock() else { return };
+        if quota.is_none() {
+            let now = secs(now_ms);
+            let bucket = |limit: u64| {
+                (limit > 0).then(|| crate::quota::Bucket::reserve(limit as f64 * crate::quota::RESERVE_SHARE, now))
+            };
+            *quota = Some(FleetQuota { rpm: bucket(limits.rpm), tpm: bucket(limits.tpm) });
+        }
+    }
+
+    /// The fleet rates in force (requests, tokens per minute), `None` outside operator mode.
+    pub fn fleet_rates(&self, now_ms: u64) -> Option<(Option<f64>, Option<f64>, bool)> {
+        let quota = self.quota.lock().ok()?;
+        let quota = quota.as_ref()?;
+        let now = secs(now_ms);
+        let granted = quota.rpm.iter().chain(quota.tpm.iter()).any(|b| b.granted(now));
+        Some((quota.rpm.as_ref().map(|b| b.per_minute()), quota.tpm.as_ref().map(|b| b.per_minute()), granted))
     }
 
     /// An attempt ends (whatever its outcome).
@@ -324,6 +548,51 @@ impl LiveState {
                     interval_ms: u64::from(e.interval_seconds) * 1000,
                 });
             }
+        }
+    }
+
+    /// Applies the fleet's state (operator mode): merged adaptive posteriors, this sidecar's
+    /// quota shares, and the cooldowns the fleet shares (a deployment not listed is released).
+    /// Entries for deployments not in `table` are ignored.
+    pub fn apply_fleet(&self, table: &RouteTable, push: &v1::FleetPush, now_ms: u64) {
+        for cell in &push.posteriors {
+            if let (Some(idx), Some(kind)) =
+                (table.deployment_index(&cell.deployment_id), crate::RequestType::parse(&cell.request_type))
+            {
+                let merged = crate::adaptive::Posterior { alpha: cell.alpha, beta: cell.beta };
+                self.get(idx).set_fleet_posterior(&cell.group, kind, merged);
+            }
+        }
+        for a in &push.assignments {
+            if let Some(idx) = table.deployment_index(&a.deployment_id) {
+                let share = Share {
+                    rpm: a.rpm,
+                    tpm: a.tpm,
+                    reserve_rpm: a.reserve_rpm,
+                    reserve_tpm: a.reserve_tpm,
+                    granted: a.granted,
+                    ttl_ms: a.ttl_ms.min(600_000),
+                };
+                self.get(idx).assign(&table.deployment(idx).limits, &share, now_ms);
+            }
+        }
+        let mut shared = vec![0u64; self.states.len()];
+        for c in &push.cooldowns {
+            if let Some(idx) = table.deployment_index(&c.deployment_id) {
+                // A shared cooldown lasts at most a day, whatever is sent.
+                shared[idx as usize] = now_ms.saturating_add(c.remaining_ms.min(86_400_000));
+            }
+        }
+        for (state, until) in self.states.iter().zip(shared) {
+            state.set_shared_cooldown(until);
+        }
+    }
+
+    /// Operator mode: fleet-limited deployments without an assignment admit at the
+    /// conservative reserve share of their limits until one arrives.
+    pub fn default_fleet_quota(&self, table: &RouteTable, now_ms: u64) {
+        for (state, d) in self.states.iter().zip(table.deployments()) {
+            state.default_fleet_quota(&d.limits, now_ms);
         }
     }
 

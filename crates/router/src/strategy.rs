@@ -21,6 +21,8 @@ pub(crate) struct Candidates<'a, F: Fn(DeploymentIdx) -> bool> {
     pub group: &'a str,
     /// The request's type (adaptive posteriors are kept per type).
     pub request_type: crate::RequestType,
+    /// Adaptive groups: quality against price.
+    pub weights: crate::adaptive::Weights,
 }
 
 impl<F: Fn(DeploymentIdx) -> bool> Candidates<'_, F> {
@@ -65,15 +67,23 @@ impl<F: Fn(DeploymentIdx) -> bool> Candidates<'_, F> {
         }
     }
 
-    /// Thompson sampling: the candidate whose posterior draw for this group and request type
-    /// is highest (priors from `qualityTier`).
+    /// Thompson sampling: the candidate maximising `quality * draw - cost * price / max
+    /// price`, where the draw comes from its posterior for this group and request type (priors
+    /// from `qualityTier`) and the price is its declared cost.
     fn thompson<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<DeploymentIdx> {
+        let price = |i: DeploymentIdx| {
+            let c = self.table.deployment(i).cost;
+            if c.is_finite() && c > 0.0 { c } else { 0.0 }
+        };
+        let max_price = if self.weights.cost > 0.0 { self.iter().map(price).fold(0.0, f64::max) } else { 0.0 };
         let mut best: Option<(DeploymentIdx, f64)> = None;
         for i in self.iter() {
             let tier = self.table.deployment(i).quality_tier;
             let draw = self.state.get(i).posterior(self.group, self.request_type, tier).sample(rng);
-            if best.is_none_or(|(_, b)| draw > b) {
-                best = Some((i, draw));
+            let normalised = if max_price > 0.0 { price(i) / max_price } else { 0.0 };
+            let score = self.weights.quality * draw - self.weights.cost * normalised;
+            if best.is_none_or(|(_, b)| score > b) {
+                best = Some((i, score));
             }
         }
         best.map(|(i, _)| i)

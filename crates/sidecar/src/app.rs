@@ -69,6 +69,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             stream_idle_timeout: Duration::from_millis(flags.stream_idle_timeout_ms),
         },
         body_memory: Arc::new(Semaphore::new(usize::try_from(flags.max_buffered_body_bytes).unwrap_or(usize::MAX))),
+        memory: crate::fleet::Memory::default().with_metric(metrics.memory_evictions.clone()),
     });
     match source {
         Some(source) => {
@@ -88,6 +89,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             let cache = flags.snapshot_cache.clone();
             let max_part_bytes = flags.max_view_bytes;
             let (ca_file, token_file) = (flags.operator_ca_file.clone(), flags.operator_token_file.clone());
+            routes.enable_fleet_limits();
             let source = crate::operator::OperatorSource {
                 url,
                 identity,
@@ -97,6 +99,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
                 max_part_bytes,
                 ca_file,
                 token_file,
+                uid: format!("{:016x}", rand::random::<u64>()),
+                outbox: std::sync::Mutex::default(),
             };
             tokio::spawn(source.run());
         }

@@ -36,4 +36,6 @@ pub(crate) struct Context<U> {
     pub limits: RequestLimits,
     /// Bytes of request bodies all requests together may hold in memory.
     pub body_memory: Arc<Semaphore>,
+    /// Adaptive groups: answers awaiting feedback, session owners.
+    pub memory: crate::fleet::Memory,
 }

@@ -14,6 +14,7 @@ mod body;
 mod clock;
 mod context;
 pub mod flags;
+mod fleet;
 mod forward;
 mod health;
 mod inbound;

@@ -25,6 +25,12 @@ pub(crate) struct Metrics {
     pub snapshot_rejected: IntCounter,
     /// `llmroute_retry_budget_exhausted_total`: requests failed fast by the retry budget.
     pub retry_budget_exhausted: IntCounter,
+    /// `llmroute_adaptive_memory_evictions_total{memory}`: answers (awaiting feedback) and
+    /// session owners forgotten early to stay within their bounds.
+    pub memory_evictions: IntCounterVec,
+    /// `llmroute_feedback_total{result}`: `POST /v1/feedback` by result (accepted, unknown,
+    /// invalid).
+    pub feedback: IntCounterVec,
     healthy: IntGaugeVec,
     cooldown: IntGaugeVec,
     in_flight: IntGaugeVec,
@@ -115,7 +121,15 @@ impl Metrics {
             "llmroute_retry_budget_exhausted_total",
             "Requests that failed fast because their group's retry budget was spent.",
         )?;
+        let memory_evictions = counter(
+            "llmroute_adaptive_memory_evictions_total",
+            "Remembered answers (for feedback) and session owners evicted early to stay within their bounds.",
+            &["memory"],
+        )?;
+        let feedback = counter("llmroute_feedback_total", "POST /v1/feedback requests by result.", &["result"])?;
         Ok(Self {
+            memory_evictions,
+            feedback,
             registry,
             requests,
             attempts,

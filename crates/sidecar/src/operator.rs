@@ -75,7 +75,14 @@ pub(crate) struct OperatorSource {
     pub ca_file: Option<PathBuf>,
     /// `--operator-token-file`, read at every connection.
     pub token_file: Option<PathBuf>,
+    /// This sidecar process's id in fleet reports (random at start).
+    pub uid: String,
+    /// Reports made and not acknowledged yet (kept across streams).
+    pub outbox: std::sync::Mutex<crate::fleet::report::Outbox>,
 }
+
+/// How often a fleet report is made.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why a connection to the operator could not even start.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +175,7 @@ impl OperatorSource {
             last_applied_watermark: applied.watermark,
             protocol: v1::Protocol::V1 as i32,
             held_parts,
+            sidecar_uid: self.uid.clone(),
         };
         tx.send(message(sidecar_message::Kind::Hello(hello))).await?;
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
@@ -183,6 +191,14 @@ impl OperatorSource {
             .await
             .map_err(|_| "the operator sent nothing within 30 s of the stream opening")??;
         *backoff = BACKOFF_START;
+        // What the operator may have missed when the last stream broke, oldest first.
+        let resend = self.outbox.lock().map(|o| o.unacked()).unwrap_or_default();
+        for report in resend {
+            tx.send(message(sidecar_message::Kind::Report(report))).await?;
+        }
+        let mut reports = tokio::time::interval(REPORT_INTERVAL);
+        reports.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        reports.tick().await;
         let mut next = first;
         while let Some(control) = next {
             match control.kind {
@@ -209,9 +225,28 @@ impl OperatorSource {
                     tx.send(message(reply)).await?;
                 }
                 Some(control_message::Kind::Health(push)) => self.apply_health(push, health),
+                Some(control_message::Kind::Fleet(push)) => self.routes.apply_fleet(push),
+                Some(control_message::Kind::ReportAck(ack)) => {
+                    if let Ok(mut outbox) = self.outbox.lock() {
+                        outbox.acked(ack.seq);
+                    }
+                }
                 None => {}
             }
-            next = inbound.message().await?;
+            next = loop {
+                tokio::select! {
+                    message = inbound.message() => break message?,
+                    _ = reports.tick() => {
+                        let interval = u64::try_from(REPORT_INTERVAL.as_millis()).unwrap_or(1_000);
+                        let report = self.routes.load().and_then(|routes| {
+                            self.outbox.lock().ok().and_then(|mut o| o.collect(&routes, interval, now_ms()))
+                        });
+                        if let Some(report) = report {
+                            tx.send(message(sidecar_message::Kind::Report(report))).await?;
+                        }
+                    }
+                }
+            };
         }
         Ok(())
     }

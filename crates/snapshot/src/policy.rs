@@ -1,7 +1,9 @@
 //! Policy precedence, field by field: TeamModel `routing` > `modelGroups[name]` > `defaults`
 //! > built-in defaults.
 
-use llmroute_api::{Affinity, CooldownPolicy, RetryBudgetPolicy, RoutingConfig, RoutingPolicy, Strategy};
+use llmroute_api::{
+    AdaptivePolicy, Affinity, CooldownPolicy, RetryBudgetPolicy, RoutingConfig, RoutingPolicy, Strategy, Weight,
+};
 use llmroute_proto::v1;
 
 /// The built-in defaults every unset field falls back to.
@@ -18,6 +20,7 @@ pub fn builtin_defaults() -> RoutingPolicy {
         health_routing: Some(true),
         timeout_seconds: Some(600),
         retry_budget: Some(RetryBudgetPolicy { percent: Some(20), min_per_second: Some(10) }),
+        adaptive: Some(AdaptivePolicy { quality_weight: Weight::new(1.0), cost_weight: Weight::new(0.0) }),
     }
 }
 
@@ -35,6 +38,9 @@ pub fn resolve_policy(team_model: Option<&RoutingPolicy>, config: &RoutingConfig
     };
     let budget = |f: &dyn Fn(&RetryBudgetPolicy) -> Option<u32>| {
         layers.iter().find_map(|p| p.retry_budget.as_ref().and_then(f)).unwrap_or_default()
+    };
+    let weight = |f: &dyn Fn(&AdaptivePolicy) -> Option<Weight>| {
+        layers.iter().find_map(|p| p.adaptive.as_ref().and_then(f)).unwrap_or_default().get()
     };
     let list = |f: &dyn Fn(&RoutingPolicy) -> Option<&Vec<String>>| {
         layers.iter().find_map(|p| f(p)).cloned().unwrap_or_default()
@@ -57,6 +63,10 @@ pub fn resolve_policy(team_model: Option<&RoutingPolicy>, config: &RoutingConfig
         retry_budget: Some(v1::RetryBudget {
             percent: budget(&|b| b.percent),
             min_per_second: budget(&|b| b.min_per_second),
+        }),
+        adaptive: Some(v1::AdaptiveWeights {
+            quality_weight: weight(&|a| a.quality_weight),
+            cost_weight: weight(&|a| a.cost_weight),
         }),
     }
 }

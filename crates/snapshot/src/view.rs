@@ -70,6 +70,19 @@ impl Compiled {
         version::view_version(team, &self.global.digest, &self.own(team).digest)
     }
 
+    /// Every part without copying: the global one (team "") first, then each team's own.
+    pub fn parts(&self) -> impl Iterator<Item = (&str, &[v1::Deployment], &[v1::Route])> {
+        std::iter::once(("", self.global.as_ref()))
+            .chain(self.teams.iter().map(|(team, part)| (team.as_str(), part)))
+            .map(|(team, part)| (team, part.deployments.as_slice(), part.routes.as_slice()))
+    }
+
+    /// Whether `team`'s view holds deployment `id`.
+    pub fn holds(&self, team: &str, id: &str) -> bool {
+        let find = |part: &Part| part.deployments.binary_search_by(|d| d.id.as_str().cmp(id)).is_ok();
+        find(&self.global) || find(self.own(team))
+    }
+
     /// The whole view of `team`: every global entry plus the team's own.
     pub fn view(&self, team: &str) -> v1::Snapshot {
         let (global, own) = (self.global.wire(), self.own(team).wire());

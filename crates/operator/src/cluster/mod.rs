@@ -74,6 +74,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&flags).await?;
     let mut shared = Shared::new(Metrics::new().context("registering metrics")?);
     shared.ready_threshold = flags.ready_threshold;
+    shared.fleet = Arc::new(crate::fleet::Fleet::new(flags.fleet()));
     let shared = Arc::new(shared);
     let (serving, bundle) = match flags.tls_mode.unwrap_or(TlsMode::SelfSigned) {
         TlsMode::Off => (None, None),

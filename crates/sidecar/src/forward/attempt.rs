@@ -38,6 +38,15 @@ impl Failure {
         }
     }
 
+    /// A failure of the upstream itself (5xx, connection error, timeout, broken answer), the
+    /// only kind that counts as cooldown evidence for the fleet (never a 4xx).
+    pub fn is_server_side(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => status.is_server_error(),
+            Self::Timeout | Self::Transport(_) | Self::Malformed(_) => true,
+        }
+    }
+
     /// The `outcome` label of `llmroute_upstream_attempts_total`.
     pub fn label(&self) -> &'static str {
         match (self, self.class()) {

@@ -5,6 +5,7 @@
 mod attempt;
 mod failure;
 mod headers;
+mod learn;
 mod mask;
 mod relay;
 mod responses;
@@ -21,6 +22,7 @@ use llmroute_upstream::{Endpoint, shape};
 use self::attempt::{Answer, Failure};
 use self::failure::LastFailure;
 use self::headers::llmroute_headers;
+use self::learn::adaptive_turn;
 use self::relay::{Outcome, Relay, RelaySpec};
 use crate::body::Body;
 use crate::clock::now_ms;
@@ -54,9 +56,7 @@ pub(crate) async fn forward<U: Upstream>(
         ctx.metrics.requests.with_label_values(&["", "", "404"]).inc();
         return ApiError::ModelNotFound { model: request.model.clone(), team: ctx.team.clone() }.response();
     };
-    if planner.is_adaptive() {
-        planner.set_request_type(crate::inbound::classify_body(&request.raw));
-    }
+    let adaptive = planner.is_adaptive().then(|| adaptive_turn(ctx, &routes, &request, &mut planner));
     // Policies are bounded (timeoutSeconds <= 86400): the sum cannot overflow.
     let deadline = Instant::now() + Duration::from_millis(planner.timeout_ms());
     let mut last: Option<LastFailure> = None;
@@ -65,7 +65,15 @@ pub(crate) async fn forward<U: Upstream>(
         let attempt_ms = now_ms();
         let pick = match planner.next(&routes.state, attempt_ms, &mut rng) {
             Ok(pick) => pick,
-            Err(exhausted) => return failure::finish(ctx, &routes, &request, exhausted, last),
+            Err(exhausted) => {
+                if exhausted.reason == llmroute_router::ExhaustedReason::Limited {
+                    // Demand the fleet should see, though no limit let it through.
+                    for idx in &table.route(planner.primary_route()).deployments {
+                        routes.state.get(*idx).note_refused();
+                    }
+                }
+                return failure::finish(ctx, &routes, &request, exhausted, last);
+            }
         };
         if pick.kind != AttemptKind::First {
             ctx.metrics.failovers.with_label_values(&[pick.kind.as_str()]).inc();
@@ -100,7 +108,8 @@ pub(crate) async fn forward<U: Upstream>(
                     idle_timeout: ctx.limits.stream_idle_timeout,
                     stream: request.stream,
                 };
-                return commit(ctx, &routes, &request, Committed { attempts, pick, answer, guard, spec });
+                let watch = learn::answered(ctx, &routes, &request, &planner, &pick, &answer, adaptive);
+                return commit(ctx, &routes, &request, Committed { attempts, pick, answer, guard, spec, watch });
             }
             Err(failure) => {
                 drop(guard);
@@ -108,6 +117,9 @@ pub(crate) async fn forward<U: Upstream>(
                 tracing::debug!(deployment = id, outcome = %failure.describe(), "upstream attempt failed");
                 ctx.metrics.attempts.with_label_values(&[id, failure.label()]).inc();
                 let now = now_ms();
+                if failure.is_server_side() {
+                    routes.state.get(pick.deployment).note_server_failure(now);
+                }
                 planner.record(&pick, failure.class(), failure.describe(), &routes.state, now);
                 if let Some(pause) = failure.retry_after_ms(std::time::SystemTime::now()) {
                     planner.cool_down(&pick, pause, &routes.state, now);
@@ -129,11 +141,12 @@ struct Committed {
     answer: Answer,
     guard: InFlight,
     spec: RelaySpec,
+    watch: Option<relay::Watch>,
 }
 
 /// Streams a 2xx answer to the client; nothing is retried after this.
 fn commit<U>(ctx: &Context<U>, routes: &Arc<Routes>, request: &ClientRequest, c: Committed) -> Response<Body> {
-    let Committed { attempts, pick, answer, guard, spec } = c;
+    let Committed { attempts, pick, answer, guard, spec, watch } = c;
     let Answer { mut parts, first, rest, .. } = answer;
     let deployment_id = routes.table.deployment(pick.deployment).id.clone();
     let outcome = Outcome {
@@ -143,7 +156,7 @@ fn commit<U>(ctx: &Context<U>, routes: &Arc<Routes>, request: &ClientRequest, c:
         status: parts.status.as_u16(),
     };
     let secret = routes.credential(pick.deployment);
-    let relay = mask::mask(Relay::new(first, rest, spec, guard, outcome).boxed(), secret);
+    let relay = mask::mask(Relay::new(first, rest, spec, guard, outcome).with_watch(watch).boxed(), secret);
     mask::scrub_headers(&mut parts.headers, secret);
     let body = if request.endpoint == Endpoint::Responses {
         responses::rewrite(relay, deployment_id, request.stream)

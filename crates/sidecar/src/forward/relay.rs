@@ -36,6 +36,12 @@ impl Outcome {
     }
 }
 
+/// Reads the answer as it passes (truncation, real usage) and acts once it completed.
+pub(crate) struct Watch {
+    pub scan: crate::fleet::scan::AnswerScan,
+    pub on_complete: Box<dyn FnOnce(&crate::fleet::scan::AnswerScan) + Send + Sync>,
+}
+
 /// Why a relay ended early.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Cut {
@@ -63,6 +69,7 @@ pub(crate) struct Relay {
     guard: Option<InFlight>,
     outcome: Option<Outcome>,
     done: bool,
+    watch: Option<Watch>,
 }
 
 /// Settings of one relay.
@@ -87,7 +94,17 @@ impl Relay {
             guard: Some(guard),
             outcome: Some(outcome),
             done: false,
+            watch: None,
         }
+    }
+
+    /// Reads the answer with `watch` (only answers that need it pay for the scan).
+    pub fn with_watch(mut self, watch: Option<Watch>) -> Self {
+        self.watch = watch;
+        if let (Some(w), Some(first)) = (self.watch.as_mut(), self.first.as_ref()) {
+            w.scan.feed(first);
+        }
+        self
     }
 
     fn end(&mut self, code: &str) {
@@ -138,6 +155,9 @@ impl Relay {
     fn end_completed(&mut self) {
         let code = self.outcome.as_ref().map_or(200, |o| o.status).to_string();
         self.end(&code);
+        if let Some(watch) = self.watch.take() {
+            (watch.on_complete)(&watch.scan);
+        }
     }
 
     /// Ends at once when the upstream's body has nothing more to send, so the server can finish
@@ -172,6 +192,9 @@ impl HttpBody for Relay {
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(watch), Some(data)) = (self.watch.as_mut(), frame.data_ref()) {
+                    watch.scan.feed(data);
+                }
                 let next = Instant::now() + self.idle_timeout;
                 if let Some(timers) = self.timers.as_mut() {
                     timers.idle.as_mut().reset(next);

@@ -161,6 +161,7 @@ fn context(deployments: Vec<v1::Deployment>, scripts: &[(&str, Script)], max_att
     routes.apply(snapshot).unwrap();
     let scripts = scripts.iter().map(|(id, s)| (format!("http://{id}.test:80"), s.clone())).collect();
     Context {
+        memory: crate::fleet::Memory::default(),
         routes,
         upstream: Fake { scripts, calls: Mutex::default() },
         metrics: Metrics::new().unwrap(),

@@ -4,10 +4,27 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+/// What an adaptive group reads of a request: its type, its session key when no
+/// `x-llmroute-session-id` names one (a hash of the first user message), and the last user
+/// message (cut to what the classifier reads), for signals from the next turn.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Turn {
+    pub kind: llmroute_router::RequestType,
+    /// Hex SHA-256 of the first user message ("" when there is none).
+    pub conversation: String,
+    pub last_user: String,
+}
+
+/// The request type of `body` (see [`turn`]).
+#[cfg(test)]
+pub(crate) fn classify_body(body: &[u8]) -> llmroute_router::RequestType {
+    turn(body).kind
+}
+
 /// The texts an adaptive group classifies by: the system prompt and the last user message
 /// (chat `messages`, completions `prompt`, Responses `instructions` and `input`), each cut to
 /// what the classifier reads. Only adaptive groups pay for this parse.
-pub(crate) fn classify_body(body: &[u8]) -> llmroute_router::RequestType {
+pub(crate) fn turn(body: &[u8]) -> Turn {
     #[derive(Deserialize)]
     struct Message {
         role: Option<String>,
@@ -39,16 +56,32 @@ pub(crate) fn classify_body(body: &[u8]) -> llmroute_router::RequestType {
             _ => String::new(),
         }
     }
-    let Ok(texts) = serde_json::from_slice::<Texts>(body) else { return llmroute_router::RequestType::General };
-    let (system, user) = match &texts.messages {
+    let general =
+        || Turn { kind: llmroute_router::RequestType::General, conversation: String::new(), last_user: String::new() };
+    let Ok(texts) = serde_json::from_slice::<Texts>(body) else { return general() };
+    let (system, user, first) = match &texts.messages {
         Some(messages) => {
             let by_role = |role: &str| messages.iter().rev().find(|m| m.role.as_deref() == Some(role));
             let system = by_role("system").or_else(|| by_role("developer"));
-            (text(system.and_then(|m| m.content.as_ref())), text(by_role("user").and_then(|m| m.content.as_ref())))
+            let first = messages.iter().find(|m| m.role.as_deref() == Some("user"));
+            (
+                text(system.and_then(|m| m.content.as_ref())),
+                text(by_role("user").and_then(|m| m.content.as_ref())),
+                text(first.and_then(|m| m.content.as_ref())),
+            )
         }
-        None => (text(texts.instructions.as_ref()), text(texts.prompt.as_ref().or(texts.input.as_ref()))),
+        None => {
+            let user = text(texts.prompt.as_ref().or(texts.input.as_ref()));
+            (text(texts.instructions.as_ref()), user.clone(), user)
+        }
     };
-    llmroute_router::classify_request(&system, &user)
+    let conversation = if first.is_empty() {
+        String::new()
+    } else {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(first.as_bytes()))
+    };
+    Turn { kind: llmroute_router::classify_request(&system, &user), conversation, last_user: user }
 }
 
 #[cfg(test)]

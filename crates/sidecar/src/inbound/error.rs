@@ -72,6 +72,12 @@ pub(crate) enum ApiError {
     /// The request deadline passed before an upstream answered.
     #[error("{message}")]
     DeadlineExceeded { message: String, attempts: Value },
+    /// Feedback for an answer this sidecar does not remember (unknown, expired, already
+    /// rated, or from a group that does not learn).
+    #[error(
+        "No answer `{0}` to give feedback on: it is unknown to this sidecar, older than an hour, already rated, or not from an adaptive group."
+    )]
+    ResponseNotFound(String),
 }
 
 /// Seconds a client is asked to wait after a 503 it can retry.
@@ -101,6 +107,7 @@ impl ApiError {
             Self::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", "overloaded"),
             Self::UpstreamFailed { status, .. } => (*status, "upstream_error", "upstream_failed"),
             Self::DeadlineExceeded { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", "deadline_exceeded"),
+            Self::ResponseNotFound(_) => (StatusCode::NOT_FOUND, INVALID, "response_not_found"),
         }
     }
 

@@ -14,7 +14,7 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use llmroute_upstream::Endpoint;
 
-pub(crate) use classify::classify_body;
+pub(crate) use classify::{Turn, turn};
 pub(crate) use error::ApiError;
 #[cfg(test)]
 pub(crate) use parse::ReadBody;
@@ -25,6 +25,9 @@ use crate::body::Body;
 use crate::context::Context;
 use crate::outbound::Upstream;
 
+/// Largest feedback body, bytes (an id and a score).
+const FEEDBACK_MAX_BYTES: usize = 8 * 1024;
+
 /// Handles one API request.
 pub(crate) async fn handle<U: Upstream>(ctx: Arc<Context<U>>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path();
@@ -34,6 +37,31 @@ pub(crate) async fn handle<U: Upstream>(ctx: Arc<Context<U>>, request: Request<I
             Some(r) => models::list(&r),
             None => ApiError::NoSnapshot.response(),
         };
+    }
+    if path.trim_end_matches('/') == "/v1/feedback" {
+        if method != Method::POST {
+            return ApiError::MethodNotAllowed(path.to_owned()).response();
+        }
+        let limits = &ctx.limits;
+        let body = match body::read(
+            request.into_body(),
+            limits.max_body_bytes.min(FEEDBACK_MAX_BYTES),
+            limits.body_read_timeout,
+            &ctx.body_memory,
+        )
+        .await
+        {
+            Ok(body) => body,
+            Err(e) => return e.response(),
+        };
+        let answer = crate::fleet::feedback(&ctx.memory, &ctx.routes, &body.bytes);
+        let result = match answer.status().as_u16() {
+            200 => "accepted",
+            404 => "unknown",
+            _ => "invalid",
+        };
+        ctx.metrics.feedback.with_label_values(&[result]).inc();
+        return answer;
     }
     let Some(endpoint) = Endpoint::of_path(path) else {
         // The path is echoed back in the message: cap it so a hostile URL stays small.

@@ -119,6 +119,7 @@ pub(crate) fn parse(endpoint: Endpoint, headers: &HeaderMap, body: ReadBody) -> 
             prompt_tokens: body.len() as u64 / BYTES_PER_TOKEN,
             min_quality_tier,
             request_type: None,
+            session_owner: None,
         },
         previous_upstream_id,
         raw: body,

@@ -77,6 +77,10 @@ pub(crate) struct RoutesHandle {
     current: ArcSwapOption<Routes>,
     /// Latest health table, re-applied to every new state.
     health: Mutex<Vec<v1::HealthEntry>>,
+    /// Operator mode: limits hold for the fleet (assignments from the operator).
+    fleet_mode: std::sync::atomic::AtomicBool,
+    /// Latest fleet state and when it arrived (Unix ms), re-applied to every new state.
+    fleet: Mutex<Option<(v1::FleetPush, u64)>>,
 }
 
 impl RoutesHandle {
@@ -102,6 +106,14 @@ impl RoutesHandle {
         if let Ok(health) = self.health.lock() {
             state.apply_health(&health);
         }
+        if self.fleet_mode.load(std::sync::atomic::Ordering::Relaxed) {
+            state.default_fleet_quota(&table, crate::clock::now_ms());
+            if let Ok(fleet) = self.fleet.lock()
+                && let Some((push, at)) = fleet.as_ref()
+            {
+                state.apply_fleet(&table, push, *at);
+            }
+        }
         let header = |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
         let version_header = header(&snapshot.version);
         let deployment_headers = table.deployments().iter().map(|d| header(&d.id)).collect();
@@ -115,6 +127,26 @@ impl RoutesHandle {
             metrics: OnceLock::new(),
         })));
         Ok(true)
+    }
+
+    /// Operator mode: `limits.rpm` / `limits.tpm` hold for the fleet from now on.
+    pub fn enable_fleet_limits(&self) {
+        self.fleet_mode.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(routes) = self.load() {
+            routes.state.default_fleet_quota(&routes.table, crate::clock::now_ms());
+        }
+    }
+
+    /// Applies the fleet's state (posteriors, quota, shared cooldowns) and keeps it for the
+    /// next views.
+    pub fn apply_fleet(&self, push: v1::FleetPush) {
+        let now = crate::clock::now_ms();
+        if let Some(routes) = self.load() {
+            routes.state.apply_fleet(&routes.table, &push, now);
+        }
+        if let Ok(mut fleet) = self.fleet.lock() {
+            *fleet = Some((push, now));
+        }
     }
 
     /// Applies a full health table to the current state and remembers it for the next ones.

@@ -1,0 +1,478 @@
+//! Fleet learning in the operator: what sidecars report on the stream (adaptive posterior
+//! deltas, demand on limited deployments, cooldown evidence) merged into one state, and the
+//! state pushed back to each sidecar on the fleet channel (never as configuration):
+//!
+//! - adaptive posteriors merged exactly and deduplicated by (sidecar, sequence number), one
+//!   sidecar's and one team's evidence capped per epoch, decayed once per epoch, persisted
+//!   (`--fleet-state`) and loaded at start;
+//! - quota assignments of every fleet-limited deployment, rebalanced from reported demand
+//!   every `--quota-rebalance-seconds`, each with a time to live;
+//! - cooldowns shared under Envoy's outlier-detection rules, released when they end or when
+//!   the reporters see the deployment answer again.
+//!
+//! The decisions are the pure functions of `llmroute-fleet`; this module only keeps the
+//! inputs, times them and hands out the results.
+
+mod persist;
+mod push;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use llmroute_fleet::learning::{Caps, Cell, Delta, Learning, Merge, Report};
+use llmroute_fleet::outlier::{self, Evidence, Rules};
+use llmroute_fleet::quota::{Assignment, Demand, assign};
+use llmroute_proto::v1;
+use llmroute_router::adaptive::Posterior;
+use tokio::sync::watch;
+
+pub use self::push::{FleetState, Quota, Sent};
+use crate::hub::Built;
+
+/// Most entries of each kind taken from one report (the rest is ignored).
+const MAX_ENTRIES: usize = 4_096;
+/// Demand not refreshed for this long is forgotten.
+const DEMAND_TTL: Duration = Duration::from_secs(10);
+/// Cooldown evidence not refreshed for this long is forgotten.
+const EVIDENCE_TTL: Duration = Duration::from_secs(30);
+/// A sidecar silent for this many epochs is forgotten by the deduplication.
+const FORGET_AFTER_EPOCHS: u32 = 60;
+/// Merged posteriors are pushed at most this often (assignments and cooldowns at once).
+const POSTERIOR_PUSH: Duration = Duration::from_secs(5);
+/// Longest shared cooldown, whatever sidecars report.
+const MAX_SHARED_COOLDOWN: Duration = Duration::from_secs(3_600);
+/// Largest group name or deployment id taken from a report, bytes.
+const MAX_NAME: usize = 253;
+
+/// How the fleet learns and shares.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Length of a learning epoch: posteriors decay and are persisted once per epoch.
+    pub epoch: Duration,
+    /// Decay factor applied at the end of every epoch (0..=1).
+    pub decay: f64,
+    /// How often quota is reassigned from reported demand.
+    pub rebalance: Duration,
+    /// How long an assignment holds once a sidecar has it.
+    pub assignment_ttl: Duration,
+    /// Whether cooldowns are shared at all.
+    pub share_cooldowns: bool,
+    /// When a cooldown is shared.
+    pub rules: Rules,
+    /// Per-epoch evidence caps.
+    pub caps: Caps,
+    /// Where the merged posteriors are persisted (manifests mode).
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            epoch: Duration::from_secs(60),
+            decay: 0.98,
+            rebalance: Duration::from_secs(2),
+            assignment_ttl: Duration::from_secs(10),
+            share_cooldowns: true,
+            rules: Rules::default(),
+            caps: Caps::default(),
+            state_file: None,
+        }
+    }
+}
+
+/// Who reports.
+#[derive(Clone, Debug)]
+pub struct Reporter {
+    /// Unique per sidecar process.
+    pub sidecar: String,
+    /// Its team.
+    pub team: String,
+    /// Its namespace (cooldown evidence of one namespace counts once).
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug)]
+struct Demanded {
+    rpm: f64,
+    tpm: f64,
+    at: Instant,
+    seq: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Reported {
+    evidence: Evidence,
+    cooling: bool,
+    remaining: Duration,
+    at: Instant,
+    seq: u64,
+}
+
+/// What the derived inputs of a build are (recomputed when the watermark changes).
+#[derive(Debug, Default)]
+struct Catalog {
+    watermark: u64,
+    /// Per deployment: its quality tier and limits (rpm, tpm).
+    deployments: HashMap<String, (u32, u64, u64)>,
+    /// Every group (team, public name) and its deployments.
+    groups: BTreeMap<String, Vec<String>>,
+    /// Every (group public name, deployment) pair a route holds: the only cells learned.
+    cells: std::collections::HashSet<(String, String)>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    learning: Learning,
+    demand: HashMap<(String, String), Demanded>,
+    evidence: HashMap<(String, String), Reported>,
+    shared: BTreeMap<String, Instant>,
+    catalog: Catalog,
+    last_epoch: Instant,
+    last_rebalance: Option<Instant>,
+    last_posteriors: Option<Instant>,
+    quotas: BTreeMap<String, Quota>,
+    posteriors: Arc<Vec<v1::PosteriorCell>>,
+    generation: u64,
+}
+
+/// The operator's fleet state.
+#[derive(Debug)]
+pub struct Fleet {
+    config: Config,
+    inner: Mutex<Inner>,
+    state: watch::Sender<Arc<FleetState>>,
+}
+
+impl Fleet {
+    /// A fleet with `config`, its posteriors loaded from `config.state_file` when it exists.
+    pub fn new(config: Config) -> Self {
+        let mut learning = Learning::new(config.caps);
+        if let Some(path) = &config.state_file {
+            match persist::load(path) {
+                Ok(cells) => {
+                    tracing::info!(cells = cells.len(), file = %path.display(), "adaptive state loaded");
+                    learning.restore(cells);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "adaptive state not loaded; starting afresh")
+                }
+            }
+        }
+        let now = Instant::now();
+        let inner = Inner {
+            learning,
+            demand: HashMap::new(),
+            evidence: HashMap::new(),
+            shared: BTreeMap::new(),
+            catalog: Catalog::default(),
+            last_epoch: now,
+            last_rebalance: None,
+            last_posteriors: None,
+            quotas: BTreeMap::new(),
+            posteriors: Arc::new(Vec::new()),
+            generation: 0,
+        };
+        Self { config, inner: Mutex::new(inner), state: watch::Sender::new(Arc::new(FleetState::default())) }
+    }
+
+    /// The state pushed to sidecars.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<FleetState>> {
+        self.state.subscribe()
+    }
+
+    /// The state in force.
+    pub fn current(&self) -> Arc<FleetState> {
+        self.state.borrow().clone()
+    }
+
+    /// Merges one report. Duplicates (a resend) change nothing.
+    /// Only what the reporter's team view holds is taken: made-up groups, deployments or
+    /// request types are ignored (they could otherwise grow the state without bound).
+    pub fn report(&self, who: &Reporter, report: &v1::FleetReport, built: Option<&Built>, now: Instant) -> Merge {
+        let Ok(mut guard) = self.inner.lock() else { return Merge::Duplicate };
+        let inner = &mut *guard;
+        if let Some(built) = built
+            && built.watermark != inner.catalog.watermark
+        {
+            inner.catalog = catalog(built);
+        }
+        let name_ok =
+            |s: &str| !s.is_empty() && s.len() <= MAX_NAME && built.is_some_and(|b| b.compiled.holds(&who.team, s));
+        let cells = &inner.catalog.cells;
+        let deltas = report
+            .deltas
+            .iter()
+            .take(MAX_ENTRIES)
+            .filter(|d| name_ok(&d.deployment_id) && cells.contains(&(d.group.clone(), d.deployment_id.clone())))
+            .filter(|d| llmroute_router::RequestType::parse(&d.request_type).is_some())
+            .map(|d| Delta {
+                cell: (d.group.clone(), d.request_type.clone(), d.deployment_id.clone()),
+                successes: d.successes,
+                failures: d.failures,
+            })
+            .collect();
+        let merged = inner.learning.merge(&Report {
+            sidecar: who.sidecar.clone(),
+            team: who.team.clone(),
+            seq: report.seq,
+            deltas,
+        });
+        if merged == Merge::Duplicate {
+            return merged;
+        }
+        for u in report.usage.iter().take(MAX_ENTRIES).filter(|u| name_ok(&u.deployment_id)) {
+            let key = (who.sidecar.clone(), u.deployment_id.clone());
+            let clean = |x: f64| if x.is_finite() { x.clamp(0.0, 1e12) } else { 0.0 };
+            let fresh = Demanded {
+                rpm: clean(u.requests_per_minute),
+                tpm: clean(u.tokens_per_minute),
+                at: now,
+                seq: report.seq,
+            };
+            // A late resend never replaces newer demand.
+            if inner.demand.get(&key).is_none_or(|d| d.seq < report.seq) {
+                inner.demand.insert(key, fresh);
+            }
+        }
+        for c in report.cooldowns.iter().take(MAX_ENTRIES).filter(|c| name_ok(&c.deployment_id)) {
+            let key = (who.sidecar.clone(), c.deployment_id.clone());
+            let reported = Reported {
+                evidence: Evidence {
+                    sidecar: who.sidecar.clone(),
+                    namespace: who.namespace.clone(),
+                    deployment: c.deployment_id.clone(),
+                    failures: c.failures.min(c.requests),
+                    requests: c.requests,
+                },
+                cooling: c.cooling,
+                remaining: Duration::from_millis(c.remaining_ms).min(MAX_SHARED_COOLDOWN),
+                at: now,
+                seq: report.seq,
+            };
+            if inner.evidence.get(&key).is_none_or(|r| r.seq < report.seq) {
+                inner.evidence.insert(key, reported);
+            }
+        }
+        merged
+    }
+
+    /// One step: forgets stale inputs, ends the epoch when due (decay, persist), rebalances
+    /// quota when due, decides shared cooldowns, and publishes the state when it changed.
+    /// `connected` is the number of sidecar streams.
+    pub fn tick(&self, built: Option<&Built>, connected: usize, now: Instant) {
+        let Ok(mut guard) = self.inner.lock() else { return };
+        let inner = &mut *guard;
+        if let Some(built) = built
+            && built.watermark != inner.catalog.watermark
+        {
+            inner.catalog = catalog(built);
+        }
+        inner.demand.retain(|_, d| now.duration_since(d.at) < DEMAND_TTL);
+        inner.evidence.retain(|_, e| now.duration_since(e.at) < EVIDENCE_TTL);
+        let deployments = &inner.catalog.deployments;
+        let prior = |cell: &Cell| Posterior::prior(deployments.get(&cell.2).map_or(0, |d| d.0));
+        let mut changed = false;
+        if now.duration_since(inner.last_epoch) >= self.config.epoch {
+            inner.last_epoch = now;
+            inner.learning.end_epoch(self.config.decay, FORGET_AFTER_EPOCHS, prior);
+            self.persist(&inner.learning, prior);
+        }
+        if inner.last_posteriors.is_none_or(|at| now.duration_since(at) >= POSTERIOR_PUSH) {
+            inner.last_posteriors = Some(now);
+            let cells = push::cells(&inner.learning.merged(prior));
+            if *inner.posteriors != cells {
+                inner.posteriors = Arc::new(cells);
+                changed = true;
+            }
+        }
+        if inner.last_rebalance.is_none_or(|at| now.duration_since(at) >= self.config.rebalance) {
+            inner.last_rebalance = Some(now);
+            inner.quotas = quotas(&inner.catalog, &inner.demand, connected);
+            changed = true;
+        }
+        let before: BTreeSet<String> = inner.shared.keys().cloned().collect();
+        self.share_cooldowns(inner, now);
+        changed |= inner.shared.keys().cloned().collect::<BTreeSet<_>>() != before;
+        if changed {
+            inner.generation += 1;
+            self.state.send_replace(Arc::new(FleetState {
+                generation: inner.generation,
+                posteriors: inner.posteriors.clone(),
+                quotas: Arc::new(inner.quotas.clone()),
+                cooldowns: inner.shared.clone(),
+                ttl: self.config.assignment_ttl,
+            }));
+        }
+    }
+
+    fn share_cooldowns(&self, inner: &mut Inner, now: Instant) {
+        inner.shared.retain(|_, until| *until > now);
+        if !self.config.share_cooldowns {
+            inner.shared.clear();
+            return;
+        }
+        let cooling: Vec<Evidence> =
+            inner.evidence.values().filter(|r| r.cooling).map(|r| r.evidence.clone()).collect();
+        let already: BTreeSet<String> = inner.shared.keys().cloned().collect();
+        for deployment in outlier::verdicts(&cooling, &inner.catalog.groups, &already, self.config.rules) {
+            // As long as the shortest cooldown the reporters still have (at least a second).
+            let remaining = inner
+                .evidence
+                .values()
+                .filter(|r| r.cooling && r.evidence.deployment == deployment)
+                .map(|r| r.remaining.saturating_sub(now.duration_since(r.at)))
+                .min()
+                .unwrap_or_default()
+                .max(Duration::from_secs(1));
+            tracing::info!(%deployment, seconds = remaining.as_secs(), "cooldown shared with the fleet");
+            inner.shared.insert(deployment, now + remaining);
+        }
+        // Released the same way: enough namespaces see it answer again (failure share at or
+        // below the threshold) once their own cooldowns end.
+        let mut recovered: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for r in inner.evidence.values() {
+            let e = &r.evidence;
+            if !r.cooling
+                && e.requests > 0
+                && f64::from(e.failures) / f64::from(e.requests) <= self.config.rules.failure_share
+            {
+                recovered.entry(e.deployment.as_str()).or_default().insert(e.namespace.as_str());
+            }
+        }
+        let released: Vec<String> = recovered
+            .into_iter()
+            .filter(|(d, namespaces)| {
+                namespaces.len() >= self.config.rules.min_reporters && inner.shared.contains_key(*d)
+            })
+            .map(|(d, _)| d.to_owned())
+            .collect();
+        for deployment in released {
+            inner.shared.remove(&deployment);
+            tracing::info!(%deployment, "shared cooldown released: the fleet sees it answer again");
+        }
+    }
+
+    fn persist(&self, learning: &Learning, prior: impl Fn(&Cell) -> Posterior) {
+        let Some(path) = &self.config.state_file else { return };
+        let cells = learning.merged(prior);
+        if let Err(e) = persist::save(path, &cells) {
+            tracing::warn!(file = %path.display(), error = %e, "adaptive state not saved");
+        }
+    }
+
+    /// Saves the merged posteriors now (at shutdown).
+    pub fn save(&self) {
+        let Ok(inner) = self.inner.lock() else { return };
+        let deployments = &inner.catalog.deployments;
+        self.persist(&inner.learning, |cell: &Cell| Posterior::prior(deployments.get(&cell.2).map_or(0, |d| d.0)));
+    }
+
+    /// `GET /adaptive`: per cell the merged mean and evidence; the quota assignments and the
+    /// shared cooldowns.
+    pub fn describe(&self, now: Instant) -> serde_json::Value {
+        let Ok(inner) = self.inner.lock() else { return serde_json::Value::Null };
+        let deployments = &inner.catalog.deployments;
+        let prior = |cell: &Cell| Posterior::prior(deployments.get(&cell.2).map_or(0, |d| d.0));
+        let cells: Vec<serde_json::Value> = inner
+            .learning
+            .merged(prior)
+            .iter()
+            .map(|((group, kind, deployment), p)| {
+                serde_json::json!({
+                    "group": group, "requestType": kind, "deployment": deployment,
+                    "mean": p.mean(), "samples": p.evidence(), "alpha": p.alpha, "beta": p.beta,
+                })
+            })
+            .collect();
+        let quotas: Vec<serde_json::Value> = inner
+            .quotas
+            .iter()
+            .map(|(deployment, q)| {
+                let side = |a: &Option<Assignment>| {
+                    a.as_ref().map(|a| {
+                        serde_json::json!({
+                            "grants": a.grants.iter().map(|(s, r)| serde_json::json!({"sidecar": s, "perMinute": r})).collect::<Vec<_>>(),
+                            "reserve": a.reserve, "reserveEach": a.reserve_each,
+                        })
+                    })
+                };
+                serde_json::json!({"deployment": deployment, "rpm": side(&q.rpm), "tpm": side(&q.tpm)})
+            })
+            .collect();
+        let cooldowns: Vec<serde_json::Value> = inner
+            .shared
+            .iter()
+            .map(|(d, until)| serde_json::json!({"deployment": d, "remainingMs": until.saturating_duration_since(now).as_millis() as u64}))
+            .collect();
+        serde_json::json!({ "cells": cells, "quotas": quotas, "sharedCooldowns": cooldowns })
+    }
+
+    /// Ticks every second until `stopping`, then saves.
+    pub async fn run(self: Arc<Self>, shared: Arc<crate::state::Shared>) {
+        let mut stopping = shared.stopping.subscribe();
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = stopping.wait_for(|stop| *stop) => break,
+            }
+            let built = shared.built();
+            self.tick(built.as_deref(), shared.registry.len(), Instant::now());
+            shared.metrics.observe_fleet(&self.current());
+        }
+        self.save();
+    }
+}
+
+/// The inputs a build gives the fleet: tiers, limits, groups.
+fn catalog(built: &Built) -> Catalog {
+    let mut deployments = HashMap::new();
+    for d in built.all_deployments() {
+        let limits = d.limits.unwrap_or_default();
+        deployments.insert(d.id.clone(), (d.quality_tier, limits.rpm, limits.tpm));
+    }
+    let mut groups = BTreeMap::new();
+    let mut cells = std::collections::HashSet::new();
+    for (team, route) in built.all_routes() {
+        groups.insert(format!("{team}/{}", route.public_name), route.deployment_ids.clone());
+        for id in &route.deployment_ids {
+            cells.insert((route.public_name.clone(), id.clone()));
+        }
+    }
+    Catalog { watermark: built.watermark, deployments, groups, cells }
+}
+
+/// Assignments of every fleet-limited deployment from the demand reported.
+fn quotas(
+    catalog: &Catalog,
+    demand: &HashMap<(String, String), Demanded>,
+    connected: usize,
+) -> BTreeMap<String, Quota> {
+    let mut per_deployment: HashMap<&str, Vec<(&str, &Demanded)>> = HashMap::new();
+    for ((sidecar, deployment), d) in demand {
+        per_deployment.entry(deployment.as_str()).or_default().push((sidecar.as_str(), d));
+    }
+    let mut out = BTreeMap::new();
+    for (id, (_, rpm, tpm)) in &catalog.deployments {
+        if *rpm == 0 && *tpm == 0 {
+            continue;
+        }
+        let mut reports = per_deployment.remove(id.as_str()).unwrap_or_default();
+        reports.sort_by(|a, b| a.0.cmp(b.0));
+        let side = |limit: u64, f: &dyn Fn(&Demanded) -> f64| {
+            (limit > 0).then(|| {
+                let demands: Vec<Demand> =
+                    reports.iter().map(|(s, d)| Demand { sidecar: (*s).to_owned(), per_minute: f(d) }).collect();
+                assign(limit as f64, &demands, connected.max(reports.len()))
+            })
+        };
+        out.insert(id.clone(), Quota { rpm: side(*rpm, &|d| d.rpm), tpm: side(*tpm, &|d| d.tpm) });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,229 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use llmroute_fleet::learning::Merge;
+use llmroute_proto::v1;
+use llmroute_snapshot::{ResourceStore, compile};
+
+use super::*;
+
+fn built() -> Built {
+    let md = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: llmroute.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {{name: {name}, namespace: llm}}\n\
+             spec: {{modelName: smart, upstream: {{baseUrl: 'http://127.0.0.1:9/v1'}}{extra}}}\n---\n"
+        )
+    };
+    let text = md("d1", ", limits: {rpm: 600}") + &md("d2", "") + &md("d3", "") + &md("d4", "");
+    let mut store = ResourceStore::default();
+    let (docs, error) = llmroute_api::manifest::parse_documents(&text);
+    assert!(error.is_none());
+    for d in docs {
+        store.apply_document(d);
+    }
+    Built::new(compile(&store), 1, Instant::now(), None)
+}
+
+fn who(sidecar: &str, namespace: &str) -> Reporter {
+    Reporter { sidecar: sidecar.into(), team: "team-a".into(), namespace: namespace.into() }
+}
+
+fn delta(group: &str, kind: &str, deployment: &str, successes: f64, failures: f64) -> v1::PosteriorDelta {
+    v1::PosteriorDelta {
+        group: group.into(),
+        request_type: kind.into(),
+        deployment_id: deployment.into(),
+        successes,
+        failures,
+    }
+}
+
+fn report(seq: u64, deltas: Vec<v1::PosteriorDelta>) -> v1::FleetReport {
+    v1::FleetReport { seq, deltas, ..Default::default() }
+}
+
+fn cell(fleet: &Fleet, deployment: &str) -> Option<v1::PosteriorCell> {
+    fleet.current().posteriors.iter().find(|c| c.deployment_id == deployment).cloned()
+}
+
+#[test]
+fn deltas_from_100_concurrent_reporters_sum_exactly_and_a_resend_counts_once() {
+    let fleet = Arc::new(Fleet::new(Config::default()));
+    let built = Arc::new(built());
+    let threads: Vec<_> = (0..100)
+        .map(|i| {
+            let (fleet, built) = (fleet.clone(), built.clone());
+            std::thread::spawn(move || {
+                let me = who(&format!("sidecar-{i}"), "team-a");
+                for seq in 1..=5 {
+                    let r = report(seq, vec![delta("smart", "writing", "llm/d1", 0.75, 0.25)]);
+                    fleet.report(&me, &r, Some(&built), Instant::now());
+                    // A resend after a reconnect: the same sequence number again.
+                    assert_eq!(fleet.report(&me, &r, Some(&built), Instant::now()), Merge::Duplicate);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    fleet.tick(Some(&built), 100, Instant::now());
+    let c = cell(&fleet, "llm/d1").expect("merged");
+    let prior = llmroute_router::adaptive::Posterior::prior(3);
+    assert!((c.alpha - (prior.alpha + 375.0)).abs() < 1e-6, "{}", c.alpha);
+    assert!((c.beta - (prior.beta + 125.0)).abs() < 1e-6, "{}", c.beta);
+}
+
+#[test]
+fn made_up_groups_deployments_and_types_are_ignored() {
+    let fleet = Fleet::new(Config::default());
+    let built = built();
+    let r = report(
+        1,
+        vec![
+            delta("other-group", "writing", "llm/d1", 1.0, 0.0),
+            delta("smart", "writing", "llm/nope", 1.0, 0.0),
+            delta("smart", "poetry", "llm/d1", 1.0, 0.0),
+            delta(&"x".repeat(10_000), "writing", "llm/d1", 1.0, 0.0),
+        ],
+    );
+    fleet.report(&who("s", "team-a"), &r, Some(&built), Instant::now());
+    // Nothing to learn about without a build.
+    fleet.report(
+        &who("s", "team-a"),
+        &report(2, vec![delta("smart", "writing", "llm/d1", 1.0, 0.0)]),
+        None,
+        Instant::now(),
+    );
+    fleet.tick(Some(&built), 1, Instant::now());
+    assert!(fleet.current().posteriors.is_empty(), "{:?}", fleet.current().posteriors);
+}
+
+#[test]
+fn what_was_learned_survives_a_restart_and_a_half_written_file_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.json");
+    let config = Config { state_file: Some(path.clone()), ..Config::default() };
+    let built = built();
+    let first = Fleet::new(config.clone());
+    first.report(
+        &who("s", "team-a"),
+        &report(1, vec![delta("smart", "code_generation", "llm/d2", 30.0, 2.0)]),
+        Some(&built),
+        Instant::now(),
+    );
+    first.tick(Some(&built), 1, Instant::now());
+    first.save();
+    let before = cell(&first, "llm/d2").unwrap();
+    let second = Fleet::new(config.clone());
+    second.tick(Some(&built), 1, Instant::now());
+    assert_eq!(cell(&second, "llm/d2"), Some(before));
+    // A truncated file: the operator starts from the priors (and says so), never crashes.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+    let third = Fleet::new(config);
+    third.tick(Some(&built), 1, Instant::now());
+    assert!(third.current().posteriors.is_empty());
+}
+
+#[test]
+fn an_epoch_decays_the_merged_posteriors() {
+    let config = Config { epoch: Duration::from_secs(60), decay: 0.5, ..Config::default() };
+    let fleet = Fleet::new(config);
+    let built = built();
+    let t0 = Instant::now();
+    fleet.report(
+        &who("s", "team-a"),
+        &report(1, vec![delta("smart", "writing", "llm/d1", 100.0, 0.0)]),
+        Some(&built),
+        t0,
+    );
+    fleet.tick(Some(&built), 1, t0);
+    let before = cell(&fleet, "llm/d1").unwrap();
+    fleet.tick(Some(&built), 1, t0 + Duration::from_secs(61));
+    let after = cell(&fleet, "llm/d1").unwrap();
+    assert!(after.alpha < before.alpha * 0.6 && after.alpha > 0.5, "{} -> {}", before.alpha, after.alpha);
+}
+
+#[test]
+fn quota_goes_to_the_sidecars_with_demand_and_never_adds_up_past_the_limit() {
+    let fleet = Fleet::new(Config::default());
+    let built = built();
+    let now = Instant::now();
+    let usage =
+        |rpm: f64| v1::Usage { deployment_id: "llm/d1".into(), requests_per_minute: rpm, tokens_per_minute: 0.0 };
+    let hot = v1::FleetReport { seq: 1, usage: vec![usage(420.0)], ..Default::default() };
+    let cold = v1::FleetReport { seq: 1, usage: vec![usage(60.0)], ..Default::default() };
+    fleet.report(&who("hot", "team-a"), &hot, Some(&built), now);
+    fleet.report(&who("cold", "team-a"), &cold, Some(&built), now);
+    fleet.tick(Some(&built), 10, now);
+    let state = fleet.current();
+    let holds = |id: &str| built.compiled.holds("team-a", id);
+    let share = |sidecar: &str| {
+        let push = state.push_for(sidecar, holds, &mut Sent::default(), now).unwrap();
+        push.assignments.into_iter().find(|a| a.deployment_id == "llm/d1").unwrap()
+    };
+    let (h, c, idle) = (share("hot"), share("cold"), share("idle"));
+    assert!(h.granted && c.granted && !idle.granted);
+    assert!(h.rpm >= 420.0 && c.rpm >= 60.0, "demand is covered: {} {}", h.rpm, c.rpm);
+    assert!(h.rpm + c.rpm + idle.reserve_rpm * 8.0 <= 600.0 + 1e-6);
+    assert_eq!(h.ttl_ms, 10_000);
+    // Deployments without limits get no assignment.
+    assert!(state.push_for("hot", holds, &mut Sent::default(), now).unwrap().assignments.len() == 1);
+}
+
+fn cooling(deployment: &str, failures: u32, requests: u32, cooling: bool) -> v1::FleetReport {
+    v1::FleetReport {
+        seq: 1,
+        cooldowns: vec![v1::CooldownReport {
+            deployment_id: deployment.into(),
+            failures,
+            requests,
+            cooling,
+            remaining_ms: 30_000,
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_cooldown_is_shared_only_when_two_namespaces_see_it_and_released_when_they_see_it_answer() {
+    let fleet = Fleet::new(Config::default());
+    let built = built();
+    let now = Instant::now();
+    fleet.report(&who("a1", "ns-a"), &cooling("llm/d1", 10, 10, true), Some(&built), now);
+    fleet.report(&who("a2", "ns-a"), &cooling("llm/d1", 10, 10, true), Some(&built), now);
+    fleet.tick(Some(&built), 3, now);
+    assert!(fleet.current().cooldowns.is_empty(), "one namespace cannot cool it for the fleet");
+    fleet.report(&who("b1", "ns-b"), &cooling("llm/d1", 8, 10, true), Some(&built), now);
+    fleet.tick(Some(&built), 3, now);
+    let state = fleet.current();
+    assert!(state.cooldowns.contains_key("llm/d1"));
+    let push = state.push_for("x", |id| built.compiled.holds("team-a", id), &mut Sent::default(), now).unwrap();
+    assert_eq!(push.cooldowns.len(), 1);
+    assert!(push.cooldowns[0].remaining_ms <= 30_000 && push.cooldowns[0].remaining_ms > 29_000);
+    // Both namespaces see it answer again: released.
+    let mut recovered = cooling("llm/d1", 0, 10, false);
+    recovered.seq = 2;
+    fleet.report(&who("a1", "ns-a"), &recovered, Some(&built), now);
+    fleet.report(&who("b1", "ns-b"), &recovered, Some(&built), now);
+    fleet.tick(Some(&built), 3, now);
+    assert!(fleet.current().cooldowns.is_empty());
+}
+
+#[test]
+fn sharing_never_cools_more_than_half_a_group_and_can_be_turned_off() {
+    let built = built();
+    let now = Instant::now();
+    let run = |config: Config| {
+        let fleet = Fleet::new(config);
+        for d in ["llm/d1", "llm/d2", "llm/d3", "llm/d4"] {
+            fleet.report(&who(&format!("a-{d}"), "ns-a"), &cooling(d, 10, 10, true), Some(&built), now);
+            fleet.report(&who(&format!("b-{d}"), "ns-b"), &cooling(d, 10, 10, true), Some(&built), now);
+        }
+        fleet.tick(Some(&built), 8, now);
+        fleet.current().cooldowns.len()
+    };
+    assert_eq!(run(Config::default()), 2);
+    assert_eq!(run(Config { share_cooldowns: false, ..Config::default() }), 0);
+}

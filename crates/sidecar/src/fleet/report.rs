@@ -1,0 +1,101 @@
+//! What a sidecar tells the operator, at most once a second: adaptive evidence not reported
+//! yet, demand on fleet-limited deployments, and cooldown evidence (its own cooldowns and,
+//! for a while after, whether the deployment answers again). Every report is numbered and
+//! kept until the operator acknowledges it, then resent after a reconnect: the operator
+//! merges a number once, so nothing is lost and nothing counts twice.
+
+use std::collections::{HashMap, VecDeque};
+
+use llmroute_proto::v1;
+
+use crate::routes::Routes;
+
+/// Reports kept for a resend, at most (a minute of reports); older ones are dropped.
+const MAX_UNACKED: usize = 60;
+/// How long after its own cooldown a sidecar keeps reporting whether the deployment answers.
+const RECOVERY_REPORT_MS: u64 = 30_000;
+
+/// Reports made and not yet acknowledged.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    next_seq: u64,
+    unacked: VecDeque<v1::FleetReport>,
+    /// Deployments this sidecar cooled, and when its cooldown ended (0 while it runs).
+    cooled: HashMap<String, u64>,
+    /// Reports dropped unacknowledged because the outbox was full.
+    pub dropped: u64,
+}
+
+impl Outbox {
+    /// Collects a report from `routes` over the last `interval_ms`; `None` when there is
+    /// nothing to say. The report is kept until acknowledged.
+    pub fn collect(&mut self, routes: &Routes, interval_ms: u64, now_ms: u64) -> Option<v1::FleetReport> {
+        let per_minute = 60_000.0 / interval_ms.max(1) as f64;
+        let mut report = v1::FleetReport::default();
+        for (i, d) in routes.table.deployments().iter().enumerate() {
+            let state = routes.state.get(i as llmroute_router::DeploymentIdx);
+            for (group, kind, successes, failures) in state.take_adaptive_deltas() {
+                report.deltas.push(v1::PosteriorDelta {
+                    group,
+                    request_type: kind.as_str().to_owned(),
+                    deployment_id: d.id.clone(),
+                    successes,
+                    failures,
+                });
+            }
+            let (requests, tokens) = state.take_demand();
+            if d.limits.rpm > 0 || d.limits.tpm > 0 {
+                report.usage.push(v1::Usage {
+                    deployment_id: d.id.clone(),
+                    requests_per_minute: requests as f64 * per_minute,
+                    tokens_per_minute: tokens as f64 * per_minute,
+                });
+            }
+            let own_until = state.local_cooldown_until_ms();
+            let cooling = own_until > now_ms;
+            if cooling {
+                self.cooled.insert(d.id.clone(), 0);
+            } else if let Some(ended) = self.cooled.get_mut(&d.id)
+                && *ended == 0
+            {
+                *ended = now_ms;
+            }
+            if let Some(ended) = self.cooled.get(&d.id).copied() {
+                let (failures, requests) = state.recent_evidence(now_ms);
+                report.cooldowns.push(v1::CooldownReport {
+                    deployment_id: d.id.clone(),
+                    failures: u32::try_from(failures).unwrap_or(u32::MAX),
+                    requests: u32::try_from(requests).unwrap_or(u32::MAX),
+                    cooling,
+                    remaining_ms: own_until.saturating_sub(now_ms),
+                });
+                if !cooling && now_ms.saturating_sub(ended) >= RECOVERY_REPORT_MS {
+                    self.cooled.remove(&d.id);
+                }
+            }
+        }
+        // Deployments gone from the view are not reported on any more.
+        self.cooled.retain(|id, _| routes.table.deployment_index(id).is_some());
+        if report.deltas.is_empty() && report.usage.is_empty() && report.cooldowns.is_empty() {
+            return None;
+        }
+        self.next_seq += 1;
+        report.seq = self.next_seq;
+        if self.unacked.len() >= MAX_UNACKED {
+            self.unacked.pop_front();
+            self.dropped += 1;
+        }
+        self.unacked.push_back(report.clone());
+        Some(report)
+    }
+
+    /// The operator merged report `seq`.
+    pub fn acked(&mut self, seq: u64) {
+        self.unacked.retain(|r| r.seq != seq);
+    }
+
+    /// Reports to send again on a new stream, oldest first.
+    pub fn unacked(&self) -> Vec<v1::FleetReport> {
+        self.unacked.iter().cloned().collect()
+    }
+}

@@ -1,0 +1,101 @@
+//! What an adaptive group learns around one request: the request's type, its session's owner
+//! and the signal its turn gives about the previous answer (a repeated question, a
+//! correction); after a 2xx, the answer remembered for feedback and the session's new turn;
+//! once relayed, truncation (`finish_reason: length`) as a failure and the real token usage
+//! charged to a fleet `tpm` limit.
+
+use std::sync::Arc;
+
+use llmroute_router::{Pick, Planner};
+
+use super::attempt::Answer;
+use super::relay::Watch;
+use crate::clock::now_ms;
+use crate::context::Context;
+use crate::fleet::scan::{AnswerScan, string_field};
+use crate::fleet::{Credit, Session};
+use crate::inbound::{ClientRequest, Turn};
+use crate::routes::Routes;
+
+/// An adaptive request's turn and its session key (group-scoped).
+pub(crate) struct AdaptiveTurn {
+    turn: Turn,
+    session: Option<String>,
+}
+
+/// Classifies the request, pins it to its session's owner, and charges the previous answer
+/// when this turn says it failed.
+pub(crate) fn adaptive_turn<U>(
+    ctx: &Context<U>,
+    routes: &Routes,
+    request: &ClientRequest,
+    planner: &mut Planner<'_>,
+) -> AdaptiveTurn {
+    let turn = crate::inbound::turn(&request.raw);
+    planner.set_request_type(turn.kind);
+    let group = &routes.table.route(planner.primary_route()).public_name;
+    let key =
+        request.keys.session.clone().or_else(|| (!turn.conversation.is_empty()).then(|| turn.conversation.clone()));
+    let session = key.map(|k| format!("{group}\u{0}{k}"));
+    if let Some(previous) = session.as_deref().and_then(|key| ctx.memory.session(key, now_ms())) {
+        planner.set_session_owner(Some(previous.credit.deployment.clone()));
+        if llmroute_router::signals::failed_previous(&previous.last_user, &turn.last_user) {
+            credit(routes, &previous.credit, 0.0);
+        }
+    }
+    AdaptiveTurn { turn, session }
+}
+
+/// A signal for `credit` (ignored when its deployment left the view).
+fn credit(routes: &Routes, credit: &Credit, reward: f64) {
+    if let Some(idx) = routes.table.deployment_index(&credit.deployment) {
+        routes.state.get(idx).observe_adaptive(&credit.group, credit.kind, credit.quality_tier, reward);
+    }
+}
+
+/// After a 2xx: remembers the answer and the session's turn (adaptive groups), and returns
+/// the watch that reads the answer as it is relayed, when one is needed.
+pub(crate) fn answered<U>(
+    ctx: &Context<U>,
+    routes: &Arc<Routes>,
+    request: &ClientRequest,
+    planner: &Planner<'_>,
+    pick: &Pick,
+    answer: &Answer,
+    adaptive: Option<AdaptiveTurn>,
+) -> Option<Watch> {
+    let deployment = routes.table.deployment(pick.deployment);
+    let fleet_tpm = deployment.limits.tpm > 0;
+    let credit = adaptive.map(|a| {
+        let credit = Credit {
+            group: pick.model_group.clone(),
+            kind: planner.request_type(),
+            deployment: deployment.id.clone(),
+            quality_tier: deployment.quality_tier,
+        };
+        let now = now_ms();
+        if let Some(key) = a.session {
+            ctx.memory.turn(key, Session { credit: credit.clone(), last_user: a.turn.last_user }, now);
+        }
+        if let Some(id) = string_field(&answer.first, "id") {
+            ctx.memory.answered(id, credit.clone(), now);
+        }
+        credit
+    });
+    if credit.is_none() && !fleet_tpm {
+        return None;
+    }
+    let (routes, idx, estimate) = (routes.clone(), pick.deployment, request.keys.prompt_tokens);
+    let on_complete = move |scan: &AnswerScan| {
+        if let Some(credit) = &credit
+            && scan.truncated
+        {
+            self::credit(&routes, credit, 0.0);
+        }
+        if fleet_tpm && let Some(total) = scan.total_tokens {
+            let delta = i64::try_from(total).unwrap_or(i64::MAX).saturating_sub(i64::try_from(estimate).unwrap_or(0));
+            routes.state.get(idx).charge_tokens(now_ms(), delta);
+        }
+    };
+    Some(Watch { scan: AnswerScan::default(), on_complete: Box::new(on_complete) })
+}
