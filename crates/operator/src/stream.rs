@@ -181,8 +181,10 @@ struct Channels {
     fleet: watch::Receiver<Arc<crate::fleet::FleetState>>,
 }
 
-/// Fleet reports are taken at most this often per stream (sidecars send one a second).
-const MIN_REPORT_GAP: Duration = Duration::from_millis(500);
+/// Fleet reports taken per stream: one a second (what a sidecar sends), with a burst for the
+/// unacknowledged reports a sidecar resends after a reconnect.
+const REPORTS_PER_SECOND: f64 = 1.0;
+const REPORT_BURST: f64 = 64.0;
 
 /// A push not acknowledged yet.
 #[derive(Clone, Debug)]
@@ -215,8 +217,8 @@ struct Subscription {
     ends: Option<(SystemTime, End)>,
     /// Who reports fleet learning on this stream.
     reporter: crate::fleet::Reporter,
-    /// When the last fleet report was taken.
-    last_report: Option<Instant>,
+    /// Fleet reports that may be taken now, and when that was computed.
+    report_tokens: (f64, Instant),
     /// Fleet state last sent.
     fleet_sent: crate::fleet::Sent,
 }
@@ -260,7 +262,7 @@ impl Subscription {
             connected_at: std::time::Instant::now(),
             ends: None,
             reporter,
-            last_report: None,
+            report_tokens: (REPORT_BURST, Instant::now()),
             fleet_sent: crate::fleet::Sent::default(),
         }
     }
@@ -388,13 +390,16 @@ impl Subscription {
         match message.kind {
             Some(sidecar_message::Kind::Report(report)) => {
                 let now = Instant::now();
-                if self.last_report.is_some_and(|at| now.duration_since(at) < MIN_REPORT_GAP) {
+                let (tokens, at) = self.report_tokens;
+                let tokens = (tokens + now.duration_since(at).as_secs_f64() * REPORTS_PER_SECOND).min(REPORT_BURST);
+                if tokens < 1.0 {
                     // Faster than a sidecar reports: not taken, not acknowledged (a real
                     // sidecar resends it).
+                    self.report_tokens = (tokens, now);
                     self.shared.metrics.fleet_reports.with_label_values(&["refused"]).inc();
                     return None;
                 }
-                self.last_report = Some(now);
+                self.report_tokens = (tokens - 1.0, now);
                 let merged = self.shared.fleet.report(&self.reporter, &report, built.as_deref(), now);
                 let result = if merged == llmroute_fleet::learning::Merge::Duplicate { "duplicate" } else { "merged" };
                 self.shared.metrics.fleet_reports.with_label_values(&[result]).inc();
