@@ -407,9 +407,7 @@ impl Subscription {
                 return Some(v1::ControlMessage { kind: Some(control_message::Kind::ReportAck(ack)) });
             }
             Some(sidecar_message::Kind::Ack(ack)) => {
-                let Some(pending) = self.pending.take_if(|p| p.nonce == ack.nonce && p.version == ack.version) else {
-                    return None;
-                };
+                let pending = self.pending.take_if(|p| p.nonce == ack.nonce && p.version == ack.version)?;
                 self.applied = (pending.version.clone(), pending.watermark);
                 self.held = pending.parts.into_iter().collect();
                 self.parked = None;
@@ -421,7 +419,7 @@ impl Subscription {
                 }
             }
             Some(sidecar_message::Kind::Nack(nack)) => {
-                let Some(pending) = self.pending.take_if(|p| p.nonce == nack.nonce) else { return None };
+                let pending = self.pending.take_if(|p| p.nonce == nack.nonce)?;
                 // Control characters replaced: a sidecar's text must not forge log lines.
                 let error: String =
                     nack.error.chars().take(MAX_NACK_TEXT).map(|c| if c.is_control() { ' ' } else { c }).collect();

@@ -52,39 +52,6 @@ impl Default for Memory {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use llmroute_router::RequestType;
-
-    use super::*;
-
-    fn credit(d: &str) -> Credit {
-        Credit { group: "g".into(), kind: RequestType::Writing, deployment: d.into(), quality_tier: 3 }
-    }
-
-    #[test]
-    fn memories_are_bounded_count_evictions_and_rate_an_answer_once() {
-        let registry = prometheus::Registry::new();
-        let counter = prometheus::IntCounterVec::new(prometheus::Opts::new("e", "e"), &["memory"]).unwrap();
-        registry.register(Box::new(counter.clone())).unwrap();
-        let memory = Memory::new(2, 1).with_metric(counter.clone());
-        for i in 0..5 {
-            memory.answered(format!("id-{i}"), credit("d"), 0);
-        }
-        assert_eq!(counter.with_label_values(&["answers"]).get(), 3);
-        assert!(memory.take_answer("id-0", 0).is_none(), "evicted");
-        assert_eq!(memory.take_answer("id-4", 0), Some(credit("d")));
-        assert!(memory.take_answer("id-4", 0).is_none(), "rated once");
-        assert!(memory.take_answer("id-3", ANSWER_TTL_MS + 1).is_none(), "expired");
-        let session = |d: &str| Session { credit: credit(d), last_user: "q".into() };
-        memory.turn("a".into(), session("d1"), 0);
-        memory.turn("b".into(), session("d2"), 0);
-        assert!(memory.session("a", 0).is_none());
-        assert_eq!(memory.session("b", 0).map(|s| s.credit.deployment), Some("d2".into()));
-        assert_eq!(counter.with_label_values(&["sessions"]).get(), 1);
-    }
-}
-
 impl Memory {
     pub fn new(answers: usize, sessions: usize) -> Self {
         Self {
@@ -134,5 +101,38 @@ impl Memory {
             sessions.insert(key, session, now_ms);
             self.count("sessions", before, sessions.evicted());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use llmroute_router::RequestType;
+
+    use super::*;
+
+    fn credit(d: &str) -> Credit {
+        Credit { group: "g".into(), kind: RequestType::Writing, deployment: d.into(), quality_tier: 3 }
+    }
+
+    #[test]
+    fn memories_are_bounded_count_evictions_and_rate_an_answer_once() {
+        let registry = prometheus::Registry::new();
+        let counter = prometheus::IntCounterVec::new(prometheus::Opts::new("e", "e"), &["memory"]).unwrap();
+        registry.register(Box::new(counter.clone())).unwrap();
+        let memory = Memory::new(2, 1).with_metric(counter.clone());
+        for i in 0..5 {
+            memory.answered(format!("id-{i}"), credit("d"), 0);
+        }
+        assert_eq!(counter.with_label_values(&["answers"]).get(), 3);
+        assert!(memory.take_answer("id-0", 0).is_none(), "evicted");
+        assert_eq!(memory.take_answer("id-4", 0), Some(credit("d")));
+        assert!(memory.take_answer("id-4", 0).is_none(), "rated once");
+        assert!(memory.take_answer("id-3", ANSWER_TTL_MS + 1).is_none(), "expired");
+        let session = |d: &str| Session { credit: credit(d), last_user: "q".into() };
+        memory.turn("a".into(), session("d1"), 0);
+        memory.turn("b".into(), session("d2"), 0);
+        assert!(memory.session("a", 0).is_none());
+        assert_eq!(memory.session("b", 0).map(|s| s.credit.deployment), Some("d2".into()));
+        assert_eq!(counter.with_label_values(&["sessions"]).get(), 1);
     }
 }
