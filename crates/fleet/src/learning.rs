@@ -190,6 +190,19 @@ impl Learning {
         cells.into_iter().map(|c| (c.clone(), self.posterior(c, prior(c)))).collect()
     }
 
+    /// Takes the evidence merged since the last call or epoch, in millionths (a follower
+    /// replica forwards it to the leader).
+    pub fn take_pending(&mut self) -> Vec<(Cell, u64, u64)> {
+        std::mem::take(&mut self.pending).into_iter().map(|(c, (s, f))| (c, s, f)).collect()
+    }
+
+    /// Adds evidence another replica merged (deduplicated and capped there), in millionths.
+    pub fn add_units(&mut self, cell: Cell, successes: u64, failures: u64) {
+        let p = self.pending.entry(cell).or_default();
+        p.0 = p.0.saturating_add(successes);
+        p.1 = p.1.saturating_add(failures);
+    }
+
     /// Pending evidence of `cell`, exactly: (successes, failures) in millionths.
     pub fn pending_units(&self, cell: &Cell) -> (u64, u64) {
         self.pending.get(cell).copied().unwrap_or_default()

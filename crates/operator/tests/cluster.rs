@@ -343,3 +343,108 @@ async fn the_ca_is_created_once_and_published_into_team_namespaces() {
     publisher.publish(namespaces.iter()).await;
     assert_eq!(api.writes("PATCH", "/configmaps/llmroute-ca").len(), 2);
 }
+
+fn learning_shared() -> Arc<Shared> {
+    let mut shared = Shared::new(Metrics::new().unwrap());
+    let config = llmroute_operator::fleet::Config {
+        epoch: Duration::from_secs(1),
+        decay: 1.0,
+        rebalance: Duration::from_millis(500),
+        ..Default::default()
+    };
+    shared.fleet = Arc::new(llmroute_operator::fleet::Fleet::new(config));
+    let shared = Arc::new(shared);
+    tokio::spawn(shared.fleet.clone().run(shared.clone()));
+    shared
+}
+
+fn cell_alpha(shared: &Shared) -> Option<f64> {
+    let described = shared.fleet.describe(std::time::Instant::now());
+    described["cells"].as_array()?.iter().find(|c| c["deployment"] == "llmroute/gpt").and_then(|c| c["alpha"].as_f64())
+}
+
+#[tokio::test]
+async fn reports_reach_the_leader_through_a_follower_count_once_and_survive_a_leader_change() {
+    use llmroute_proto::v1;
+    let api = FakeApi::new();
+    cluster_with_global_deployment(&api);
+    let mut limited = md("llmroute", "gpt", None);
+    limited["spec"]["limits"] = json!({"rpm": 600});
+    api.put(MD, limited);
+    let (a, b) = (learning_shared(), learning_shared());
+    let ca = Controller::start(api.client(), options("op-a", 60, 20.0), a.clone(), None);
+    assert!(eventually(Duration::from_secs(8), || async { *a.leader.borrow() }).await);
+    let cb = Controller::start(api.client(), options("op-b", 60, 20.0), b.clone(), None);
+    assert!(eventually(Duration::from_secs(5), || async { b.built().is_some() && a.built().is_some() }).await);
+    // A sidecar on the follower reports 10 successes and its demand.
+    let who = llmroute_operator::fleet::Reporter {
+        sidecar: "sidecar-1".into(),
+        team: "team-a".into(),
+        namespace: "team-a".into(),
+    };
+    let report = v1::FleetReport {
+        seq: 1,
+        deltas: vec![v1::PosteriorDelta {
+            group: "gpt-4o".into(),
+            request_type: "writing".into(),
+            deployment_id: "llmroute/gpt".into(),
+            successes: 10.0,
+            failures: 0.0,
+        }],
+        usage: vec![v1::Usage {
+            deployment_id: "llmroute/gpt".into(),
+            requests_per_minute: 300.0,
+            tokens_per_minute: 0.0,
+        }],
+        cooldowns: vec![],
+    };
+    b.fleet.report(&who, &report, b.built().as_deref(), std::time::Instant::now());
+    let prior = llmroute_router::adaptive::Posterior::prior(0).alpha;
+    assert!(
+        eventually(Duration::from_secs(8), || async { cell_alpha(&a) == Some(prior + 10.0) }).await,
+        "the leader merged the follower's report: {:?}\n{:?}\n{}",
+        cell_alpha(&a),
+        api.get("api/v1/configmaps", "llmroute", "llmroute-report-op-b"),
+        b.fleet.describe(std::time::Instant::now())
+    );
+    // The leader's decisions reach the follower: posteriors, and a grant for its sidecar.
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let state = b.fleet.current();
+            let granted = state
+                .quotas
+                .get("llmroute/gpt")
+                .and_then(|q| q.rpm.as_ref())
+                .is_some_and(|a| a.rate_of("sidecar-1") >= 300.0);
+            granted
+                && state
+                    .posteriors
+                    .iter()
+                    .any(|c| c.deployment_id == "llmroute/gpt" && (c.alpha - prior - 10.0).abs() < 1e-9)
+        })
+        .await,
+        "{:?}",
+        b.fleet.current()
+    );
+    // Forwards are read again and again: still counted once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(cell_alpha(&a), Some(prior + 10.0));
+    // The leader saved the merged state in its ConfigMaps.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            api.get("api/v1/configmaps", "llmroute", "llmroute-adaptive-index").is_some()
+        })
+        .await
+    );
+    // The leader goes: the follower leads and goes on from the saved state, nothing counted twice.
+    ca.stop().await;
+    assert!(eventually(Duration::from_secs(6), || async { *b.leader.borrow() }).await, "no hand-over");
+    assert!(
+        eventually(Duration::from_secs(5), || async { cell_alpha(&b) == Some(prior + 10.0) }).await,
+        "{:?}",
+        cell_alpha(&b)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(cell_alpha(&b), Some(prior + 10.0));
+    cb.stop().await;
+}

@@ -2,6 +2,7 @@
 //! stores feed builds; the leader (a Lease) writes status and Events, runs the probes and
 //! publishes the CA bundle; followers report their acknowledgements to it.
 
+pub mod adaptive;
 pub mod ca;
 pub mod conditions;
 pub mod fleet;
@@ -63,6 +64,10 @@ pub struct Options {
 
 /// The name of the health ConfigMap the leader writes.
 const HEALTH_CONFIGMAP: &str = "llmroute-fleet-health";
+/// The ConfigMap in which the leader publishes the fleet's decisions for followers.
+const STATE_CONFIGMAP: &str = "llmroute-fleet-state";
+/// The key of a follower's report ConfigMap holding what its sidecars reported.
+const FORWARD_KEY: &str = "fleet-forward.json";
 
 /// Runs the in-cluster operator until SIGINT/SIGTERM.
 pub async fn run(flags: Flags) -> anyhow::Result<()> {
@@ -289,10 +294,20 @@ async fn status_loop(client: Client, options: Options, stores: Stores, fleet: St
     let leases: Api<Lease> = Api::namespaced(client.clone(), &options.namespace);
     let configmaps: Api<ConfigMap> = Api::namespaced(client, &options.namespace);
     let mut stopping = shared.stopping.subscribe();
+    let mut learning = LearningSync::default();
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(options.tick) => {}
-            _ = stopping.wait_for(|s| *s) => return,
+        let stop = tokio::select! {
+            () = tokio::time::sleep(options.tick) => false,
+            _ = stopping.wait_for(|s| *s) => true,
+        };
+        if stop {
+            // The leader saves what it learned for the next one.
+            let leading = *shared.leader.borrow();
+            if leading {
+                let save = learning.save(&configmaps, &shared, true);
+                let _ = tokio::time::timeout(Duration::from_secs(2), save).await;
+            }
+            return;
         }
         let leader = *shared.leader.borrow();
         if !leader {
@@ -301,15 +316,32 @@ async fn status_loop(client: Client, options: Options, stores: Stores, fleet: St
                 published_health = None;
             }
             was_leader = false;
-            // A follower serves the leader's health table.
+            // A follower serves the leader's health table and fleet decisions.
             if let Some(table) = read_health(&fleet, &options.namespace)
                 && *shared.health.borrow() != table
             {
                 shared.health.send_replace(table);
             }
+            if let Some(published) =
+                read_data::<crate::fleet::replicas::Published>(&fleet, &options.namespace, STATE_CONFIGMAP)
+            {
+                shared.fleet.adopt(&published, Instant::now());
+            }
             continue;
         }
+        if !was_leader {
+            // Go on from what the last leader saved.
+            learning = LearningSync::default();
+            if let Some((generation, persisted)) = adaptive::load(&fleet, &options.namespace) {
+                tracing::info!(cells = persisted.cells.len(), generation, "adaptive state loaded from its ConfigMaps");
+                shared.fleet.restore(&options.pod, &persisted);
+                learning.saved = generation;
+            }
+        }
         was_leader = true;
+        learning.absorb(&fleet, &options, &shared);
+        learning.publish(&configmaps, &shared).await;
+        learning.save(&configmaps, &shared, false).await;
         let Some(built) = shared.built() else { continue };
         let term = term(&leases, &options.lease_name).await;
         let reports: Vec<Report> = fleet
@@ -386,6 +418,82 @@ impl From<&[v1::HealthEntry]> for HealthTable {
     }
 }
 
+/// The leader's side of fleet learning across replicas: followers' forwards absorbed, the
+/// decisions published for them, the merged state saved once per epoch.
+#[derive(Default)]
+struct LearningSync {
+    /// Generation of the last saved state.
+    saved: u64,
+    /// Epoch count at the last save.
+    saved_epochs: u64,
+    /// Generation of the fleet state last published, and when.
+    published: Option<(u64, Instant)>,
+}
+
+impl LearningSync {
+    fn absorb(&self, fleet: &Store<ConfigMap>, options: &Options, shared: &Shared) {
+        let now_ms = crate::clock::now_ms();
+        for cm in fleet.state() {
+            let labels = cm.metadata.labels.as_ref();
+            if labels.and_then(|l| l.get(FLEET_LABEL)).map(String::as_str) != Some("report") {
+                continue;
+            }
+            let Some(data) = cm.data.as_ref() else { continue };
+            let Some(report) = data.get(DATA_KEY).and_then(|d| serde_json::from_str::<Report>(d).ok()) else {
+                continue;
+            };
+            if report.replica == options.pod || now_ms.saturating_sub(report.at_ms) > fleet::REPORT_TTL_MS {
+                continue;
+            }
+            if let Some(forward) = data.get(FORWARD_KEY).and_then(|d| serde_json::from_str(d).ok()) {
+                shared.fleet.absorb(&report.replica, &forward, shared.built().as_deref(), Instant::now());
+            }
+        }
+    }
+
+    async fn publish(&mut self, configmaps: &Api<ConfigMap>, shared: &Shared) {
+        let now = Instant::now();
+        let published = shared.fleet.published(now);
+        let due = self.published.is_none_or(|(generation, at)| {
+            generation != published.generation && now.duration_since(at) >= Duration::from_secs(1)
+        });
+        if !due {
+            return;
+        }
+        let body = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": STATE_CONFIGMAP, "labels": {FLEET_LABEL: "state"}},
+            "data": {DATA_KEY: serde_json::to_string(&published).unwrap_or_default()},
+        });
+        let params = PatchParams::apply(writer::FIELD_MANAGER).force();
+        match configmaps.patch(STATE_CONFIGMAP, &params, &Patch::Apply(&body)).await {
+            Ok(_) => self.published = Some((published.generation, now)),
+            Err(e) => tracing::debug!(error = %e, "publishing the fleet state failed"),
+        }
+    }
+
+    async fn save(&mut self, configmaps: &Api<ConfigMap>, shared: &Shared, now: bool) {
+        let epochs = shared.fleet.epochs();
+        if !now && epochs == self.saved_epochs {
+            return;
+        }
+        let generation = self.saved + 1;
+        match adaptive::save(configmaps, writer::FIELD_MANAGER, &shared.fleet.persisted(), generation).await {
+            Ok(()) => {
+                self.saved = generation;
+                self.saved_epochs = epochs;
+            }
+            Err(e) => tracing::warn!(error = %e, "saving the adaptive state failed; retrying next pass"),
+        }
+    }
+}
+
+/// The JSON document of ConfigMap `name`.
+fn read_data<T: serde::de::DeserializeOwned>(fleet: &Store<ConfigMap>, namespace: &str, name: &str) -> Option<T> {
+    let cm = fleet.get(&ObjectRef::new(name).within(namespace))?;
+    serde_json::from_str(cm.data.as_ref()?.get(DATA_KEY)?).ok()
+}
+
 fn read_health(fleet: &Store<ConfigMap>, namespace: &str) -> Option<Arc<Vec<v1::HealthEntry>>> {
     let cm = fleet.get(&ObjectRef::new(HEALTH_CONFIGMAP).within(namespace))?;
     let table: HealthTable = serde_json::from_str(cm.data.as_ref()?.get(DATA_KEY)?).ok()?;
@@ -413,13 +521,13 @@ async fn term(leases: &Api<Lease>, name: &str) -> i32 {
     }
 }
 
-/// A follower's loop: its acknowledgements, written when they change (and every 5 s, so the
-/// leader knows the report is alive), under the current term.
+/// A follower's loop: its acknowledgements and what its sidecars reported, written when they
+/// change (and every 5 s, so the leader knows the report is alive), under the current term.
 async fn report_loop(client: Client, options: Options, _fleet: Store<ConfigMap>, shared: Arc<Shared>) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &options.namespace);
     let configmaps: Api<ConfigMap> = Api::namespaced(client, &options.namespace);
     let name = report_name(&options.pod);
-    let mut last: Option<(Report, Instant)> = None;
+    let mut last: Option<(Report, crate::fleet::replicas::Forward, Instant)> = None;
     let mut stopping = shared.stopping.subscribe();
     loop {
         tokio::select! {
@@ -431,7 +539,11 @@ async fn report_loop(client: Client, options: Options, _fleet: Store<ConfigMap>,
         }
         let term = term(&leases, &options.lease_name).await;
         let report = Report::of(&options.pod, term, 0, &shared.registry.teams());
-        let fresh = last.as_ref().is_some_and(|(r, at)| *r == report && at.elapsed() < Duration::from_secs(5));
+        // What this replica's sidecars reported, for the leader to merge.
+        let forward = shared.fleet.forward(shared.registry.len(), Instant::now());
+        let fresh = last
+            .as_ref()
+            .is_some_and(|(r, f, at)| *r == report && *f == forward && at.elapsed() < Duration::from_secs(5));
         if fresh {
             continue;
         }
@@ -439,11 +551,14 @@ async fn report_loop(client: Client, options: Options, _fleet: Store<ConfigMap>,
         let body = serde_json::json!({
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "labels": {FLEET_LABEL: "report"}},
-            "data": {DATA_KEY: serde_json::to_string(&stamped).unwrap_or_default()},
+            "data": {
+                DATA_KEY: serde_json::to_string(&stamped).unwrap_or_default(),
+                FORWARD_KEY: serde_json::to_string(&forward).unwrap_or_default(),
+            },
         });
         let params = PatchParams::apply(writer::FIELD_MANAGER).force();
         match configmaps.patch(&name, &params, &Patch::Apply(&body)).await {
-            Ok(_) => last = Some((report, Instant::now())),
+            Ok(_) => last = Some((report, forward, Instant::now())),
             Err(e) => tracing::debug!(error = %e, "writing the report failed"),
         }
     }

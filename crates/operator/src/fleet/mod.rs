@@ -15,6 +15,7 @@
 
 mod persist;
 mod push;
+pub mod replicas;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -94,7 +95,7 @@ pub struct Reporter {
 }
 
 #[derive(Clone, Debug)]
-struct Demanded {
+pub(crate) struct Demanded {
     rpm: f64,
     tpm: f64,
     at: Instant,
@@ -102,7 +103,7 @@ struct Demanded {
 }
 
 #[derive(Clone, Debug)]
-struct Reported {
+pub(crate) struct Reported {
     evidence: Evidence,
     cooling: bool,
     remaining: Duration,
@@ -135,6 +136,12 @@ struct Inner {
     quotas: BTreeMap<String, Quota>,
     posteriors: Arc<Vec<v1::PosteriorCell>>,
     generation: u64,
+    /// Epochs ended so far (the cluster persists once per epoch).
+    epochs: u64,
+    /// A follower's evidence forwarded so far, cumulative per cell (millionths).
+    forwarded: BTreeMap<Cell, (u64, u64)>,
+    /// The leader's record of what it absorbed of each replica.
+    absorbed: HashMap<String, replicas::Absorbed>,
 }
 
 /// The operator's fleet state.
@@ -143,6 +150,8 @@ pub struct Fleet {
     config: Config,
     inner: Mutex<Inner>,
     state: watch::Sender<Arc<FleetState>>,
+    /// Random per process (a follower's forwarded totals start again with a new one).
+    boot: String,
 }
 
 impl Fleet {
@@ -173,8 +182,16 @@ impl Fleet {
             quotas: BTreeMap::new(),
             posteriors: Arc::new(Vec::new()),
             generation: 0,
+            epochs: 0,
+            forwarded: BTreeMap::new(),
+            absorbed: HashMap::new(),
         };
-        Self { config, inner: Mutex::new(inner), state: watch::Sender::new(Arc::new(FleetState::default())) }
+        Self {
+            config,
+            inner: Mutex::new(inner),
+            state: watch::Sender::new(Arc::new(FleetState::default())),
+            boot: format!("{:016x}", rand::random::<u64>()),
+        }
     }
 
     /// The state pushed to sidecars.
@@ -258,10 +275,17 @@ impl Fleet {
         merged
     }
 
-    /// One step: forgets stale inputs, ends the epoch when due (decay, persist), rebalances
-    /// quota when due, decides shared cooldowns, and publishes the state when it changed.
-    /// `connected` is the number of sidecar streams.
-    pub fn tick(&self, built: Option<&Built>, connected: usize, now: Instant) {
+    /// Epochs ended so far.
+    pub fn epochs(&self) -> u64 {
+        self.inner.lock().map_or(0, |i| i.epochs)
+    }
+
+    /// One step of the leader: forgets stale inputs, ends the epoch when due (decay,
+    /// persist), rebalances quota when due, decides shared cooldowns, and publishes the state
+    /// when it changed. `connected` is the number of this replica's sidecar streams. A
+    /// follower only forgets stale inputs: it serves the leader's decisions.
+    pub fn tick(&self, built: Option<&Built>, connected: usize, leader: bool, now: Instant) {
+        let connected = connected + self.remote_connected(now);
         let Ok(mut guard) = self.inner.lock() else { return };
         let inner = &mut *guard;
         if let Some(built) = built
@@ -271,12 +295,18 @@ impl Fleet {
         }
         inner.demand.retain(|_, d| now.duration_since(d.at) < DEMAND_TTL);
         inner.evidence.retain(|_, e| now.duration_since(e.at) < EVIDENCE_TTL);
+        if !leader {
+            // Its own epoch clock starts again when it leads.
+            inner.last_epoch = now;
+            return;
+        }
         let deployments = &inner.catalog.deployments;
         let prior = |cell: &Cell| Posterior::prior(deployments.get(&cell.2).map_or(0, |d| d.0));
         let mut changed = false;
         if now.duration_since(inner.last_epoch) >= self.config.epoch {
             inner.last_epoch = now;
             inner.learning.end_epoch(self.config.decay, FORGET_AFTER_EPOCHS, prior);
+            inner.epochs += 1;
             self.persist(&inner.learning, prior);
         }
         if inner.last_posteriors.is_none_or(|at| now.duration_since(at) >= POSTERIOR_PUSH) {
@@ -420,7 +450,8 @@ impl Fleet {
                 _ = stopping.wait_for(|stop| *stop) => break,
             }
             let built = shared.built();
-            self.tick(built.as_deref(), shared.registry.len(), Instant::now());
+            let leader = *shared.leader.borrow();
+            self.tick(built.as_deref(), shared.registry.len(), leader, Instant::now());
             shared.metrics.observe_fleet(&self.current());
         }
         self.save();

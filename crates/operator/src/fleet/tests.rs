@@ -67,7 +67,7 @@ fn deltas_from_100_concurrent_reporters_sum_exactly_and_a_resend_counts_once() {
     for t in threads {
         t.join().unwrap();
     }
-    fleet.tick(Some(&built), 100, Instant::now());
+    fleet.tick(Some(&built), 100, true, Instant::now());
     let c = cell(&fleet, "llm/d1").expect("merged");
     let prior = llmroute_router::adaptive::Posterior::prior(3);
     assert!((c.alpha - (prior.alpha + 375.0)).abs() < 1e-6, "{}", c.alpha);
@@ -95,7 +95,7 @@ fn made_up_groups_deployments_and_types_are_ignored() {
         None,
         Instant::now(),
     );
-    fleet.tick(Some(&built), 1, Instant::now());
+    fleet.tick(Some(&built), 1, true, Instant::now());
     assert!(fleet.current().posteriors.is_empty(), "{:?}", fleet.current().posteriors);
 }
 
@@ -112,17 +112,17 @@ fn what_was_learned_survives_a_restart_and_a_half_written_file_is_not_trusted() 
         Some(&built),
         Instant::now(),
     );
-    first.tick(Some(&built), 1, Instant::now());
+    first.tick(Some(&built), 1, true, Instant::now());
     first.save();
     let before = cell(&first, "llm/d2").unwrap();
     let second = Fleet::new(config.clone());
-    second.tick(Some(&built), 1, Instant::now());
+    second.tick(Some(&built), 1, true, Instant::now());
     assert_eq!(cell(&second, "llm/d2"), Some(before));
     // A truncated file: the operator starts from the priors (and says so), never crashes.
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
     let third = Fleet::new(config);
-    third.tick(Some(&built), 1, Instant::now());
+    third.tick(Some(&built), 1, true, Instant::now());
     assert!(third.current().posteriors.is_empty());
 }
 
@@ -138,9 +138,9 @@ fn an_epoch_decays_the_merged_posteriors() {
         Some(&built),
         t0,
     );
-    fleet.tick(Some(&built), 1, t0);
+    fleet.tick(Some(&built), 1, true, t0);
     let before = cell(&fleet, "llm/d1").unwrap();
-    fleet.tick(Some(&built), 1, t0 + Duration::from_secs(61));
+    fleet.tick(Some(&built), 1, true, t0 + Duration::from_secs(61));
     let after = cell(&fleet, "llm/d1").unwrap();
     assert!(after.alpha < before.alpha * 0.6 && after.alpha > 0.5, "{} -> {}", before.alpha, after.alpha);
 }
@@ -156,7 +156,7 @@ fn quota_goes_to_the_sidecars_with_demand_and_never_adds_up_past_the_limit() {
     let cold = v1::FleetReport { seq: 1, usage: vec![usage(60.0)], ..Default::default() };
     fleet.report(&who("hot", "team-a"), &hot, Some(&built), now);
     fleet.report(&who("cold", "team-a"), &cold, Some(&built), now);
-    fleet.tick(Some(&built), 10, now);
+    fleet.tick(Some(&built), 10, true, now);
     let state = fleet.current();
     let holds = |id: &str| built.compiled.holds("team-a", id);
     let share = |sidecar: &str| {
@@ -193,10 +193,10 @@ fn a_cooldown_is_shared_only_when_two_namespaces_see_it_and_released_when_they_s
     let now = Instant::now();
     fleet.report(&who("a1", "ns-a"), &cooling("llm/d1", 10, 10, true), Some(&built), now);
     fleet.report(&who("a2", "ns-a"), &cooling("llm/d1", 10, 10, true), Some(&built), now);
-    fleet.tick(Some(&built), 3, now);
+    fleet.tick(Some(&built), 3, true, now);
     assert!(fleet.current().cooldowns.is_empty(), "one namespace cannot cool it for the fleet");
     fleet.report(&who("b1", "ns-b"), &cooling("llm/d1", 8, 10, true), Some(&built), now);
-    fleet.tick(Some(&built), 3, now);
+    fleet.tick(Some(&built), 3, true, now);
     let state = fleet.current();
     assert!(state.cooldowns.contains_key("llm/d1"));
     let push = state.push_for("x", |id| built.compiled.holds("team-a", id), &mut Sent::default(), now).unwrap();
@@ -207,7 +207,7 @@ fn a_cooldown_is_shared_only_when_two_namespaces_see_it_and_released_when_they_s
     recovered.seq = 2;
     fleet.report(&who("a1", "ns-a"), &recovered, Some(&built), now);
     fleet.report(&who("b1", "ns-b"), &recovered, Some(&built), now);
-    fleet.tick(Some(&built), 3, now);
+    fleet.tick(Some(&built), 3, true, now);
     assert!(fleet.current().cooldowns.is_empty());
 }
 
@@ -221,9 +221,84 @@ fn sharing_never_cools_more_than_half_a_group_and_can_be_turned_off() {
             fleet.report(&who(&format!("a-{d}"), "ns-a"), &cooling(d, 10, 10, true), Some(&built), now);
             fleet.report(&who(&format!("b-{d}"), "ns-b"), &cooling(d, 10, 10, true), Some(&built), now);
         }
-        fleet.tick(Some(&built), 8, now);
+        fleet.tick(Some(&built), 8, true, now);
         fleet.current().cooldowns.len()
     };
     assert_eq!(run(Config::default()), 2);
     assert_eq!(run(Config { share_cooldowns: false, ..Config::default() }), 0);
+}
+
+#[test]
+fn a_followers_cumulative_forward_counts_once_however_often_it_is_read() {
+    let built = built();
+    let (leader, follower) = (Fleet::new(Config::default()), Fleet::new(Config::default()));
+    let now = Instant::now();
+    let alpha = |fleet: &Fleet| described_alpha(fleet, "llm/d1");
+    follower.report(
+        &who("s", "team-a"),
+        &report(1, vec![delta("smart", "writing", "llm/d1", 3.0, 0.0)]),
+        Some(&built),
+        now,
+    );
+    let forward = follower.forward(1, now);
+    leader.absorb("follower", &forward, Some(&built), now);
+    leader.absorb("follower", &forward, Some(&built), now);
+    leader.absorb("follower", &follower.forward(1, now), Some(&built), now);
+    let prior = llmroute_router::adaptive::Posterior::prior(3).alpha;
+    assert_eq!(alpha(&leader), Some(prior + 3.0));
+    follower.report(
+        &who("s", "team-a"),
+        &report(2, vec![delta("smart", "writing", "llm/d1", 2.0, 0.0)]),
+        Some(&built),
+        now,
+    );
+    leader.absorb("follower", &follower.forward(1, now), Some(&built), now);
+    assert_eq!(alpha(&leader), Some(prior + 5.0), "only the difference is added");
+    // Before the leader has a build nothing is taken, and nothing is lost.
+    let late = Fleet::new(Config::default());
+    late.absorb("follower", &follower.forward(1, now), None, now);
+    late.absorb("follower", &follower.forward(1, now), Some(&built), now);
+    assert_eq!(alpha(&late), Some(prior + 5.0));
+    // A restarted follower (a new boot) starts its totals again: counted from zero.
+    let restarted = Fleet::new(Config::default());
+    restarted.report(
+        &who("s2", "team-a"),
+        &report(1, vec![delta("smart", "writing", "llm/d1", 1.0, 0.0)]),
+        Some(&built),
+        now,
+    );
+    leader.absorb("follower", &restarted.forward(1, now), Some(&built), now);
+    assert_eq!(alpha(&leader), Some(prior + 6.0));
+}
+
+#[test]
+fn a_new_leader_adds_what_the_old_one_had_not_absorbed_of_it() {
+    let built = built();
+    let (old, next) = (Fleet::new(Config::default()), Fleet::new(Config::default()));
+    let now = Instant::now();
+    next.report(
+        &who("s", "team-a"),
+        &report(1, vec![delta("smart", "writing", "llm/d1", 4.0, 0.0)]),
+        Some(&built),
+        now,
+    );
+    old.absorb("next", &next.forward(1, now), Some(&built), now);
+    // More evidence on `next` that the old leader never read, then it dies.
+    next.report(
+        &who("s", "team-a"),
+        &report(2, vec![delta("smart", "writing", "llm/d1", 1.0, 0.0)]),
+        Some(&built),
+        now,
+    );
+    next.forward(1, now);
+    old.tick(Some(&built), 1, true, now);
+    let persisted = old.persisted();
+    next.restore("next", &persisted);
+    let prior = llmroute_router::adaptive::Posterior::prior(3).alpha;
+    assert_eq!(described_alpha(&next, "llm/d1"), Some(prior + 5.0));
+}
+
+fn described_alpha(fleet: &Fleet, deployment: &str) -> Option<f64> {
+    let described = fleet.describe(Instant::now());
+    described["cells"].as_array()?.iter().find(|c| c["deployment"] == deployment).and_then(|c| c["alpha"].as_f64())
 }
