@@ -70,6 +70,24 @@ impl<K: Clone + Eq + Hash, V: Clone> BoundedLru<K, V> {
         self.next
     }
 
+    /// Removes and returns every entry expired at `now_ms` (they are the least recently used:
+    /// all entries live as long after their last use).
+    pub fn drain_expired(&mut self, now_ms: u64) -> Vec<(K, V)> {
+        let mut out = Vec::new();
+        while let Some((&stamp, key)) = self.order.first_key_value() {
+            let expired = self.entries.get(key).is_none_or(|(_, expires, _)| *expires <= now_ms);
+            if !expired {
+                break;
+            }
+            let key = key.clone();
+            self.order.remove(&stamp);
+            if let Some((value, _, _)) = self.entries.remove(&key) {
+                out.push((key, value));
+            }
+        }
+        out
+    }
+
     /// Entries held (expired ones included until touched or evicted).
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -99,6 +117,18 @@ mod tests {
         m.insert("c", 3, 2);
         assert_eq!((m.get(&"b", 3), m.get(&"a", 3), m.get(&"c", 3)), (None, Some(1), Some(3)));
         assert_eq!((m.len(), m.evicted()), (2, 1));
+    }
+
+    #[test]
+    fn expired_entries_are_drained_oldest_first() {
+        let mut m = BoundedLru::new(10, 100);
+        m.insert("a", 1, 0);
+        m.insert("b", 2, 50);
+        m.insert("c", 3, 60);
+        assert_eq!(m.get(&"a", 70), Some(1), "a used again: it now expires at 170");
+        assert_eq!(m.drain_expired(155), vec![("b", 2)]);
+        assert_eq!(m.drain_expired(1_000), vec![("c", 3), ("a", 1)]);
+        assert!(m.is_empty() && m.drain_expired(u64::MAX).is_empty());
     }
 
     #[test]

@@ -105,6 +105,19 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             tokio::spawn(source.run());
         }
     }
+    // Adaptive sessions that ended right after a failed turn are one more failure.
+    let sweeper = ctx.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let abandoned = sweeper.memory.abandoned(crate::clock::now_ms());
+            if let Some(routes) = sweeper.routes.load() {
+                for credit in &abandoned {
+                    crate::fleet::charge(&routes, credit, 0.0);
+                }
+            }
+        }
+    });
     let (listen, admin_listen) = (api.local_addr()?, admin.local_addr()?);
     tracing::info!(%listen, admin = %admin_listen, team = %flags.team, "llmroute-sidecar serving");
     let header_timeout = Duration::from_millis(flags.header_read_timeout_ms);

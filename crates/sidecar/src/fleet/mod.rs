@@ -36,6 +36,16 @@ pub(crate) struct Session {
     pub credit: Credit,
     /// The last user message (bounded by the classifier's read).
     pub last_user: String,
+    /// The last turn failed (the client got an error): if the session ends here, that is one
+    /// more failure of its deployment.
+    pub failed: bool,
+}
+
+/// A signal for `credit` (ignored when its deployment left the view).
+pub(crate) fn charge(routes: &crate::routes::Routes, credit: &Credit, reward: f64) {
+    if let Some(idx) = routes.table.deployment_index(&credit.deployment) {
+        routes.state.get(idx).observe_adaptive(&credit.group, credit.kind, credit.quality_tier, reward);
+    }
 }
 
 /// Bounded memories of one sidecar.
@@ -94,6 +104,12 @@ impl Memory {
         self.sessions.lock().ok()?.get(&key.to_owned(), now_ms)
     }
 
+    /// Sessions that ended (expired) right after a failed turn: their deployments' credits.
+    pub fn abandoned(&self, now_ms: u64) -> Vec<Credit> {
+        let Ok(mut sessions) = self.sessions.lock() else { return Vec::new() };
+        sessions.drain_expired(now_ms).into_iter().filter(|(_, s)| s.failed).map(|(_, s)| s.credit).collect()
+    }
+
     /// Records a turn of session `key`.
     pub fn turn(&self, key: String, session: Session, now_ms: u64) {
         if let Ok(mut sessions) = self.sessions.lock() {
@@ -128,11 +144,15 @@ mod tests {
         assert_eq!(memory.take_answer("id-4", 0), Some(credit("d")));
         assert!(memory.take_answer("id-4", 0).is_none(), "rated once");
         assert!(memory.take_answer("id-3", ANSWER_TTL_MS + 1).is_none(), "expired");
-        let session = |d: &str| Session { credit: credit(d), last_user: "q".into() };
+        let session = |d: &str| Session { credit: credit(d), last_user: "q".into(), failed: d == "d2" };
         memory.turn("a".into(), session("d1"), 0);
         memory.turn("b".into(), session("d2"), 0);
         assert!(memory.session("a", 0).is_none());
         assert_eq!(memory.session("b", 0).map(|s| s.credit.deployment), Some("d2".into()));
         assert_eq!(counter.with_label_values(&["sessions"]).get(), 1);
+        // Ended right after a failed turn: an abandonment, reported once.
+        assert!(memory.abandoned(SESSION_TTL_MS - 1).is_empty());
+        assert_eq!(memory.abandoned(SESSION_TTL_MS + 1), vec![credit("d2")]);
+        assert!(memory.abandoned(u64::MAX).is_empty());
     }
 }

@@ -2,7 +2,8 @@
 //! and the signal its turn gives about the previous answer (a repeated question, a
 //! correction); after a 2xx, the answer remembered for feedback and the session's new turn;
 //! once relayed, truncation (`finish_reason: length`) as a failure and the real token usage
-//! charged to a fleet `tpm` limit.
+//! charged to a fleet `tpm` limit; after a failure, the turn marked failed (a session that
+//! ends there is one more failure).
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use super::relay::Watch;
 use crate::clock::now_ms;
 use crate::context::Context;
 use crate::fleet::scan::{AnswerScan, string_field};
-use crate::fleet::{Credit, Session};
+use crate::fleet::{Credit, Session, charge};
 use crate::inbound::{ClientRequest, Turn};
 use crate::routes::Routes;
 
@@ -40,17 +41,24 @@ pub(crate) fn adaptive_turn<U>(
     if let Some(previous) = session.as_deref().and_then(|key| ctx.memory.session(key, now_ms())) {
         planner.set_session_owner(Some(previous.credit.deployment.clone()));
         if llmroute_router::signals::failed_previous(&previous.last_user, &turn.last_user) {
-            credit(routes, &previous.credit, 0.0);
+            charge(routes, &previous.credit, 0.0);
         }
     }
     AdaptiveTurn { turn, session }
 }
 
-/// A signal for `credit` (ignored when its deployment left the view).
-fn credit(routes: &Routes, credit: &Credit, reward: f64) {
-    if let Some(idx) = routes.table.deployment_index(&credit.deployment) {
-        routes.state.get(idx).observe_adaptive(&credit.group, credit.kind, credit.quality_tier, reward);
-    }
+/// The request failed for the client: its session's turn is marked failed, charged to the
+/// deployment of the last attempt if the session ends here (see [`crate::fleet::Memory::abandoned`]).
+pub(crate) fn failed<U>(ctx: &Context<U>, routes: &Routes, planner: &Planner<'_>, adaptive: Option<AdaptiveTurn>) {
+    let (Some(a), Some(last)) = (adaptive, planner.attempts().last()) else { return };
+    let (Some(key), Some(idx)) = (a.session, routes.table.deployment_index(&last.deployment_id)) else { return };
+    let credit = Credit {
+        group: last.model_group.clone(),
+        kind: planner.request_type(),
+        deployment: last.deployment_id.clone(),
+        quality_tier: routes.table.deployment(idx).quality_tier,
+    };
+    ctx.memory.turn(key, Session { credit, last_user: a.turn.last_user, failed: true }, now_ms());
 }
 
 /// After a 2xx: remembers the answer and the session's turn (adaptive groups), and returns
@@ -75,7 +83,7 @@ pub(crate) fn answered<U>(
         };
         let now = now_ms();
         if let Some(key) = a.session {
-            ctx.memory.turn(key, Session { credit: credit.clone(), last_user: a.turn.last_user }, now);
+            ctx.memory.turn(key, Session { credit: credit.clone(), last_user: a.turn.last_user, failed: false }, now);
         }
         if let Some(id) = string_field(&answer.first, "id") {
             ctx.memory.answered(id, credit.clone(), now);
@@ -90,7 +98,7 @@ pub(crate) fn answered<U>(
         if let Some(credit) = &credit
             && scan.truncated
         {
-            self::credit(&routes, credit, 0.0);
+            charge(&routes, credit, 0.0);
         }
         if fleet_tpm && let Some(total) = scan.total_tokens {
             let delta = i64::try_from(total).unwrap_or(i64::MAX).saturating_sub(i64::try_from(estimate).unwrap_or(0));

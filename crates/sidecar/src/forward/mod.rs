@@ -72,6 +72,7 @@ pub(crate) async fn forward<U: Upstream>(
                         routes.state.get(*idx).note_refused();
                     }
                 }
+                learn::failed(ctx, &routes, &planner, adaptive);
                 return failure::finish(ctx, &routes, &request, exhausted, last);
             }
         };

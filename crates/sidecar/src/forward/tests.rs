@@ -141,12 +141,20 @@ fn policy(max_attempts: u32) -> v1::RoutingPolicy {
 }
 
 fn context(deployments: Vec<v1::Deployment>, scripts: &[(&str, Script)], max_attempts: u32) -> Context<Fake> {
+    context_with(deployments, scripts, policy(max_attempts))
+}
+
+fn context_with(
+    deployments: Vec<v1::Deployment>,
+    scripts: &[(&str, Script)],
+    policy: v1::RoutingPolicy,
+) -> Context<Fake> {
     let ids: Vec<String> = deployments.iter().map(|d| d.id.clone()).collect();
     let route = v1::Route {
         public_name: "m".into(),
         kind: v1::RouteKind::GlobalDeployment as i32,
         deployment_ids: ids,
-        policy: Some(policy(max_attempts)),
+        policy: Some(policy),
         ..Default::default()
     };
     let pattern = v1::Route { public_name: "az/*".into(), pattern: true, ..route.clone() };
@@ -376,4 +384,82 @@ async fn an_error_body_too_large_to_keep_is_replaced_not_cut() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let body: Value = serde_json::from_str(&body).expect("valid JSON, not a cut body");
     assert!(body["error"]["message"].as_str().unwrap().contains("over 65536 bytes"), "{body}");
+}
+
+fn adaptive(scripts: &[(&str, Script)]) -> Context<Fake> {
+    let mut p = policy(1);
+    p.strategy = v1::Strategy::Adaptive as i32;
+    context_with(vec![openai("a")], scripts, p)
+}
+
+fn turns(texts: &[&str]) -> Value {
+    let mut messages = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        if i > 0 {
+            messages.push(json!({"role": "assistant", "content": "an answer"}));
+        }
+        messages.push(json!({"role": "user", "content": t}));
+    }
+    json!({"model": "m", "messages": messages})
+}
+
+fn deltas(ctx: &Context<Fake>) -> Vec<(f64, f64)> {
+    let routes = ctx.routes.load().unwrap();
+    routes.state.get(0).take_adaptive_deltas().into_iter().map(|(_, _, s, f)| (s, f)).collect()
+}
+
+const ANSWER: &str = r#"{"id":"chatcmpl-1","choices":[{"finish_reason":"stop"}],"usage":{"total_tokens":9}}"#;
+
+#[tokio::test]
+async fn the_next_turn_charges_a_repeated_or_corrected_answer_and_not_a_follow_up() {
+    let ctx = adaptive(&[("a", Script::Answer(200, ANSWER))]);
+    let q = "How do I sort a list in Python?";
+    assert_eq!(call(&ctx, Endpoint::ChatCompletions, turns(&[q])).await.0, 200);
+    assert_eq!(deltas(&ctx), [(1.0, 0.0)], "a 2xx is a success");
+    // Same conversation (same first user message), the question asked again: a failure of
+    // the answer before, then this answer's own success.
+    call(&ctx, Endpoint::ChatCompletions, turns(&[q, "how do I sort a list in python"])).await;
+    assert_eq!(deltas(&ctx), [(1.0, 1.0)]);
+    call(&ctx, Endpoint::ChatCompletions, turns(&[q, q, "No, that's wrong."])).await;
+    assert_eq!(deltas(&ctx), [(1.0, 1.0)]);
+    call(&ctx, Endpoint::ChatCompletions, turns(&[q, q, "x", "Thanks! And how do I reverse it?"])).await;
+    assert_eq!(deltas(&ctx), [(1.0, 0.0)], "a follow-up says nothing against the answer");
+}
+
+#[tokio::test]
+async fn a_truncated_answer_is_a_failure_once_relayed() {
+    let truncated = r#"{"id":"chatcmpl-2","choices":[{"finish_reason":"length"}]}"#;
+    let ctx = adaptive(&[("a", Script::Answer(200, truncated))]);
+    assert_eq!(call(&ctx, Endpoint::ChatCompletions, turns(&["Write an essay"])).await.0, 200);
+    assert_eq!(deltas(&ctx), [(1.0, 1.0)]);
+}
+
+#[tokio::test]
+async fn feedback_credits_the_answer_it_names_once() {
+    let ctx = adaptive(&[("a", Script::Answer(200, ANSWER))]);
+    call(&ctx, Endpoint::ChatCompletions, turns(&["Write a poem"])).await;
+    deltas(&ctx);
+    let rate = |body: &str| crate::fleet::feedback(&ctx.memory, &ctx.routes, body.as_bytes()).status();
+    assert_eq!(rate(r#"{"response_id":"chatcmpl-1","score":0.25}"#), StatusCode::OK);
+    assert_eq!(deltas(&ctx), [(0.25, 0.75)]);
+    assert_eq!(rate(r#"{"response_id":"chatcmpl-1","score":1}"#), StatusCode::NOT_FOUND, "rated once");
+    assert_eq!(rate(r#"{"response_id":"chatcmpl-1","score":"1"}"#), StatusCode::BAD_REQUEST);
+    assert_eq!(rate(r#"{"response_id":"chatcmpl-1","score":1,"extra":1}"#), StatusCode::BAD_REQUEST);
+    assert_eq!(rate("not json"), StatusCode::BAD_REQUEST);
+    // A group that does not learn remembers nothing to rate.
+    let plain = context(vec![openai("a")], &[("a", Script::Answer(200, ANSWER))], 1);
+    call(&plain, Endpoint::ChatCompletions, chat(false)).await;
+    let status =
+        crate::fleet::feedback(&plain.memory, &plain.routes, br#"{"response_id":"chatcmpl-1","score":1}"#).status();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_session_that_ends_after_a_failed_turn_is_one_more_failure() {
+    let ctx = adaptive(&[("a", Script::Answer(500, "{}"))]);
+    assert_eq!(call(&ctx, Endpoint::ChatCompletions, turns(&["Write a poem"])).await.0, 500);
+    assert_eq!(deltas(&ctx), [(0.0, 1.0)]);
+    let abandoned = ctx.memory.abandoned(crate::clock::now_ms() + 31 * 60 * 1000);
+    assert_eq!(abandoned.len(), 1);
+    assert_eq!(abandoned[0].deployment, "ns/a");
 }
