@@ -116,6 +116,18 @@ mod tests {
         assert!(p.failover && p.health_routing && p.affinity.is_empty());
         assert_eq!(p.cooldown, Some(v1::Cooldown { allowed_fails: 3, window_seconds: 60, seconds: 30 }));
         assert_eq!(p.retry_budget, Some(v1::RetryBudget { percent: 20, min_per_second: 10 }));
+        assert_eq!(p.adaptive, Some(v1::AdaptiveWeights { quality_weight: 1.0, cost_weight: 0.0 }));
+    }
+
+    #[test]
+    fn adaptive_weights_resolve_field_by_field() {
+        let config = RoutingConfig::parse("defaults: {adaptive: {costWeight: 0.5}}\n").unwrap();
+        let team = RoutingPolicy {
+            adaptive: Some(AdaptivePolicy { quality_weight: Weight::new(2.0), cost_weight: None }),
+            ..Default::default()
+        };
+        let p = resolve_policy(Some(&team), &config, "x");
+        assert_eq!(p.adaptive, Some(v1::AdaptiveWeights { quality_weight: 2.0, cost_weight: 0.5 }));
     }
 
     #[test]

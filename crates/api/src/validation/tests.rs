@@ -182,6 +182,26 @@ mod routing_config {
     }
 
     #[test]
+    fn adaptive_weights_are_numbers_from_0_to_100() {
+        let c = RoutingConfig::parse(
+            "modelGroups: {smart: {strategy: adaptive, adaptive: {qualityWeight: 1.0, costWeight: 0.25}}}\n",
+        )
+        .unwrap();
+        let weights = c.model_groups["smart"].adaptive.clone().unwrap();
+        assert_eq!(weights.quality_weight.map(|w| w.get()), Some(1.0));
+        assert_eq!(weights.cost_weight.map(|w| w.get()), Some(0.25));
+        assert!(error("defaults: {adaptive: {costWeight: 101}}\n").contains("defaults.adaptive.costWeight"));
+        assert!(error("defaults: {adaptive: {costWeight: 1e300}}\n").contains("defaults.adaptive.costWeight"));
+        for bad in ["-1", ".nan", ".inf", "'high'"] {
+            assert!(
+                RoutingConfig::parse(&format!("defaults: {{adaptive: {{qualityWeight: {bad}}}}}\n")).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(error("defaults: {adaptive: {speedWeight: 1}}\n").contains("defaults.adaptive.speedWeight"));
+    }
+
+    #[test]
     fn misspelt_fields_are_named() {
         assert_eq!(
             RoutingConfig::parse("defaults: {maxAtempts: 3}\n"),
