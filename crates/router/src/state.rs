@@ -95,6 +95,8 @@ pub struct DeploymentState {
     /// Fleet-wide limits (operator mode): admission by the operator's assignment. `None`:
     /// the limits hold for this sidecar alone (standalone).
     quota: Mutex<Option<FleetQuota>>,
+    /// Whether `quota` is set: the hot path of an unlimited deployment never takes its lock.
+    quota_active: std::sync::atomic::AtomicBool,
     /// Demand since the last fleet report: requests (admitted or refused by a limit), tokens.
     demand_requests: AtomicU64,
     demand_tokens: AtomicU64,
@@ -301,7 +303,9 @@ impl DeploymentState {
         if limits.max_concurrency > 0 && u64::from(self.in_flight()) >= limits.max_concurrency {
             return true;
         }
-        if let Ok(mut quota) = self.quota.lock()
+        if (limits.rpm > 0 || limits.tpm > 0)
+            && self.quota_active.load(Relaxed)
+            && let Ok(mut quota) = self.quota.lock()
             && let Some(quota) = quota.as_mut()
         {
             let now = secs(now_ms);
@@ -320,7 +324,8 @@ impl DeploymentState {
         self.in_flight.fetch_add(1, Relaxed);
         self.demand_requests.fetch_add(1, Relaxed);
         self.demand_tokens.fetch_add(tokens, Relaxed);
-        if let Ok(mut quota) = self.quota.lock()
+        if self.quota_active.load(Relaxed)
+            && let Ok(mut quota) = self.quota.lock()
             && let Some(quota) = quota.as_mut()
         {
             let now = secs(now_ms);
@@ -348,7 +353,8 @@ impl DeploymentState {
                 w.add(now_ms, delta.unsigned_abs());
             }
         }
-        if let Ok(mut quota) = self.quota.lock()
+        if self.quota_active.load(Relaxed)
+            && let Ok(mut quota) = self.quota.lock()
             && let Some(b) = quota.as_mut().and_then(|q| q.tpm.as_mut())
         {
             b.charge(delta as f64, secs(now_ms));
@@ -369,6 +375,7 @@ impl DeploymentState {
     pub fn assign(&self, limits: &Limits, share: &Share, now_ms: u64) {
         let Ok(mut quota) = self.quota.lock() else { return };
         let now = secs(now_ms);
+        self.quota_active.store(true, Relaxed);
         let quota = quota.get_or_insert_with(FleetQuota::default);
         let expires = now + secs(share.ttl_ms);
         let apply = |slot: &mut Option<crate::quota::Bucket>, limit: u64, rate: f64, reserve: f64| {
@@ -401,6 +408,7 @@ impl DeploymentState {
                 (limit > 0).then(|| crate::quota::Bucket::reserve(limit as f64 * crate::quota::RESERVE_SHARE, now))
             };
             *quota = Some(FleetQuota { rpm: bucket(limits.rpm), tpm: bucket(limits.tpm) });
+            self.quota_active.store(true, Relaxed);
         }
     }
 
