@@ -15,6 +15,7 @@ fn dep(id: String, model: &str, order: u32, weight: u32) -> v1::Deployment {
         id,
         model_name: model.into(),
         base_url: "http://127.0.0.1:1/v1".into(),
+        provider: v1::Provider::Openai as i32,
         weight,
         order,
         quality_tier: 3,
