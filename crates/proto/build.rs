@@ -2,7 +2,10 @@
 //! The gRPC client and server are generated only with the `grpc` feature.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not when it was compiled: a build script reused from a
+    // target directory shared by clones in other places must still find this clone's file.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR is not set")?;
+    let root = std::path::Path::new(&manifest_dir).join("../../proto");
     let file = root.join("llmroute/v1/routing.proto");
     println!("cargo:rerun-if-changed={}", file.display());
     let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();

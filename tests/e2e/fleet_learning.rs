@@ -65,7 +65,9 @@ fn mean(state: &Value, deployment: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feedback_shifts_an_adaptive_groups_pick_and_the_fleet_keeps_it_across_a_restart() {
-    let manifests = md("good", "smart", "x", "") + &md("poor", "smart", "y", "");
+    // The poor deployment starts as the favourite (tier 5 against tier 1): only the users'
+    // ratings can move the pick away from it.
+    let manifests = md("good", "smart", "x", "  qualityTier: 1") + &md("poor", "smart", "y", "  qualityTier: 5");
     let setup = Setup::new(&manifests, "modelGroups:\n  smart: {strategy: adaptive}\n");
     let state = setup.dir.path().join("fleet.json");
     let state_flag = state.to_string_lossy().to_string();
@@ -198,4 +200,28 @@ async fn once_one_sidecar_cools_a_failing_deployment_another_sends_it_nothing() 
     }
     assert_eq!(setup.fakes.stats("y").await["requests"].as_u64().unwrap_or(0), before, "B sent it nothing");
     assert_eq!(adaptive(&operator).await["sharedCooldowns"][0]["deployment"], "llm/broken");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_session_ids_cost_an_adaptive_sidecar_a_digest_each() {
+    let setup = Setup::new(&md("only", "smart", "x", ""), "modelGroups:\n  smart: {strategy: adaptive}\n");
+    let operator = setup.operator(&[]);
+    let sidecar = setup.sidecar("team-a", &operator);
+    assert!(operator.converged("team-a", 1).await);
+    let url = format!("{}/v1/chat/completions", sidecar.api);
+    let body = json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]});
+    // Warm up (allocator pools, connection state), then measure.
+    for i in 0..20 {
+        let key = format!("{i}-{}", "k".repeat(400_000));
+        post_json(&url, &body, &[("x-llmroute-session-id", &key)]).await.expect("answer");
+    }
+    let before = sidecar.proc.memory_kib("VmRSS").expect("rss");
+    for i in 0..300 {
+        let key = format!("{i}-{}", "s".repeat(400_000));
+        let r = post_json(&url, &body, &[("x-llmroute-session-id", &key)]).await.expect("answer");
+        assert_eq!(r.status, 200);
+    }
+    let after = sidecar.proc.memory_kib("VmRSS").expect("rss");
+    // Kept whole, 300 keys of 400 KB would hold 120 MB.
+    assert!(after.saturating_sub(before) < 40 * 1024, "RSS grew {} KiB", after.saturating_sub(before));
 }

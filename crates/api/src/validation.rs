@@ -120,8 +120,10 @@ fn check_bounds(schema: &Value, value: &Value, path: &str, out: &mut Vec<Violati
         }
         Value::Object(fields) => {
             let properties = schema.get("properties").and_then(Value::as_object);
+            // A map's values (`modelGroups`) share one schema.
+            let values = schema.get("additionalProperties").filter(|v| v.is_object());
             for (name, field) in fields {
-                if let Some(field_schema) = properties.and_then(|p| p.get(name)) {
+                if let Some(field_schema) = properties.and_then(|p| p.get(name)).or(values) {
                     let child = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
                     check_bounds(field_schema, field, &child, out);
                 }

@@ -137,6 +137,14 @@ pub struct Share {
     pub ttl_ms: u64,
 }
 
+/// A sidecar's first bucket on a deployment: at the reserve rate, holding one request, so
+/// that a cold sidecar's first request goes (and its demand is seen) before any assignment.
+fn first_bucket(per_minute: f64, now: f64) -> crate::quota::Bucket {
+    let mut bucket = crate::quota::Bucket::reserve(per_minute, now);
+    bucket.charge(-1.0, now);
+    bucket
+}
+
 fn secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
@@ -384,7 +392,7 @@ impl DeploymentState {
                 return;
             }
             let clean = |x: f64| if x.is_finite() { x.clamp(0.0, limit as f64) } else { 0.0 };
-            let bucket = slot.get_or_insert_with(|| crate::quota::Bucket::reserve(clean(reserve), now));
+            let bucket = slot.get_or_insert_with(|| first_bucket(clean(reserve), now));
             if share.granted {
                 bucket.grant(clean(rate), expires, clean(reserve), now);
             } else {
@@ -404,9 +412,8 @@ impl DeploymentState {
         let Ok(mut quota) = self.quota.lock() else { return };
         if quota.is_none() {
             let now = secs(now_ms);
-            let bucket = |limit: u64| {
-                (limit > 0).then(|| crate::quota::Bucket::reserve(limit as f64 * crate::quota::RESERVE_SHARE, now))
-            };
+            let bucket =
+                |limit: u64| (limit > 0).then(|| first_bucket(limit as f64 * crate::quota::RESERVE_SHARE, now));
             *quota = Some(FleetQuota { rpm: bucket(limits.rpm), tpm: bucket(limits.tpm) });
             self.quota_active.store(true, Relaxed);
         }

@@ -156,9 +156,13 @@ fn fleet_limits_admit_at_the_assigned_rate_then_fall_back_to_the_reserve() {
     let s = LiveState::for_table(&t, None);
     let limits = &t.deployment(0).limits;
     let a = s.get(0);
-    // Before any assignment: the conservative default (5% of 600 = 30 per minute), empty.
+    // Before any assignment: the conservative default (5% of 600 = 30 per minute), holding
+    // one request so that a cold sidecar's first request goes.
     s.default_fleet_quota(&t, 0);
-    assert!(a.over_limit(limits, 0, 10), "the reserve starts empty");
+    assert!(!a.over_limit(limits, 0, 10), "the first request goes");
+    a.start(0, 10);
+    a.finish();
+    assert!(a.over_limit(limits, 0, 10), "then the reserve rate");
     assert!(!a.over_limit(limits, 2_000, 10), "30 per minute earns one request in 2 s");
     // A grant of 120 per minute for 5 s starts with one second of it (2 requests).
     let share = Share { rpm: 120.0, reserve_rpm: 6.0, granted: true, ttl_ms: 5_000, ..Share::default() };
@@ -182,7 +186,7 @@ fn fleet_limits_admit_at_the_assigned_rate_then_fall_back_to_the_reserve() {
     }
     assert!((5..=8).contains(&late), "the reserve rate after expiry: {late}");
     let (requests, _) = a.take_demand();
-    assert_eq!(requests, admitted + late);
+    assert_eq!(requests, admitted + late + 1, "every request started counts as demand");
     assert_eq!(a.take_demand(), (0, 0), "demand is taken once");
     // Nonsense shares are clamped to the limit; no limit, no bucket.
     let absurd = Share { rpm: f64::INFINITY, reserve_rpm: -4.0, granted: true, ttl_ms: 1_000, ..Share::default() };

@@ -199,6 +199,10 @@ mod routing_config {
             );
         }
         assert!(error("defaults: {adaptive: {speedWeight: 1}}\n").contains("defaults.adaptive.speedWeight"));
+        assert!(
+            error("modelGroups: {smart: {adaptive: {qualityWeight: 101}}}\n")
+                .contains("modelGroups.smart.adaptive.qualityWeight")
+        );
     }
 
     #[test]

@@ -158,15 +158,26 @@ impl Fleet {
     /// A fleet with `config`, its posteriors loaded from `config.state_file` when it exists.
     pub fn new(config: Config) -> Self {
         let mut learning = Learning::new(config.caps);
-        if let Some(path) = &config.state_file {
-            match persist::load(path) {
+        let mut config = config;
+        if let Some(path) = config.state_file.clone() {
+            match persist::load(&path) {
                 Ok(cells) => {
                     tracing::info!(cells = cells.len(), file = %path.display(), "adaptive state loaded");
                     learning.restore(cells);
                 }
-                Err(e) => {
-                    tracing::warn!(file = %path.display(), error = %e, "adaptive state not loaded; starting afresh")
+                Err(e @ persist::PersistError::NotAFile) => {
+                    tracing::error!(file = %path.display(), error = %e, "--fleet-state is not a regular file: adaptive state is neither loaded nor saved");
+                    config.state_file = None;
                 }
+                Err(e) => match persist::set_aside(&path) {
+                    Ok(aside) => {
+                        tracing::warn!(file = %path.display(), moved_to = %aside.display(), error = %e, "adaptive state unreadable: moved aside, starting afresh")
+                    }
+                    Err(move_error) => {
+                        tracing::error!(file = %path.display(), error = %e, %move_error, "adaptive state unreadable and cannot be moved aside: it is kept, and not saved over");
+                        config.state_file = None;
+                    }
+                },
             }
         }
         let now = Instant::now();
@@ -250,6 +261,14 @@ impl Fleet {
             };
             // A late resend never replaces newer demand.
             if inner.demand.get(&key).is_none_or(|d| d.seq < report.seq) {
+                // Demand from a sidecar that holds no grant: rebalance at the next tick rather
+                // than leave it on the reserve for a whole period.
+                let holds = inner.quotas.get(&u.deployment_id).is_some_and(|q| {
+                    [&q.rpm, &q.tpm].into_iter().flatten().any(|a| a.grants.iter().any(|(s, _)| *s == who.sidecar))
+                });
+                if fresh.rpm + fresh.tpm > 0.0 && !holds {
+                    inner.last_rebalance = None;
+                }
                 inner.demand.insert(key, fresh);
             }
         }
@@ -307,7 +326,6 @@ impl Fleet {
             inner.last_epoch = now;
             inner.learning.end_epoch(self.config.decay, FORGET_AFTER_EPOCHS, prior);
             inner.epochs += 1;
-            self.persist(&inner.learning, prior);
         }
         if inner.last_posteriors.is_none_or(|at| now.duration_since(at) >= POSTERIOR_PUSH) {
             inner.last_posteriors = Some(now);
@@ -384,19 +402,23 @@ impl Fleet {
         }
     }
 
-    fn persist(&self, learning: &Learning, prior: impl Fn(&Cell) -> Posterior) {
-        let Some(path) = &self.config.state_file else { return };
-        let cells = learning.merged(prior);
-        if let Err(e) = persist::save(path, &cells) {
-            tracing::warn!(file = %path.display(), error = %e, "adaptive state not saved");
-        }
+    /// The state to save now, when there is a state file (taken under the lock; the file is
+    /// written outside it, off the async workers).
+    fn to_save(&self) -> Option<(PathBuf, Vec<(Cell, Posterior)>)> {
+        let path = self.config.state_file.clone()?;
+        let inner = self.inner.lock().ok()?;
+        let deployments = &inner.catalog.deployments;
+        let cells = inner.learning.merged(|cell: &Cell| Posterior::prior(deployments.get(&cell.2).map_or(0, |d| d.0)));
+        Some((path, cells))
     }
 
-    /// Saves the merged posteriors now (at shutdown).
+    /// Saves the merged posteriors now (every epoch, and at shutdown).
     pub fn save(&self) {
-        let Ok(inner) = self.inner.lock() else { return };
-        let deployments = &inner.catalog.deployments;
-        self.persist(&inner.learning, |cell: &Cell| Posterior::prior(deployments.get(&cell.2).map_or(0, |d| d.0)));
+        if let Some((path, cells)) = self.to_save()
+            && let Err(e) = persist::save(&path, &cells)
+        {
+            tracing::warn!(file = %path.display(), error = %e, "adaptive state not saved");
+        }
     }
 
     /// `GET /adaptive`: per cell the merged mean and evidence; the quota assignments and the
@@ -451,10 +473,16 @@ impl Fleet {
             }
             let built = shared.built();
             let leader = *shared.leader.borrow();
+            let epochs = self.epochs();
             self.tick(built.as_deref(), shared.registry.len(), leader, Instant::now());
             shared.metrics.observe_fleet(&self.current());
+            if self.epochs() != epochs {
+                let fleet = self.clone();
+                let _ = tokio::task::spawn_blocking(move || fleet.save()).await;
+            }
         }
-        self.save();
+        let fleet = self.clone();
+        let _ = tokio::task::spawn_blocking(move || fleet.save()).await;
     }
 }
 

@@ -1,6 +1,8 @@
 //! The merged posteriors on disk (manifests mode, `--fleet-state`): one JSON document written
-//! atomically (a temporary file, synced, then renamed over the old one), so that a crash
-//! mid-write leaves the previous state, never half of one.
+//! atomically (a new temporary file of a random name, created exclusively so that nothing
+//! planted there is followed, synced, then renamed over the old one), so that a crash
+//! mid-write leaves the previous state, never half of one. A file that cannot be read is
+//! moved aside, never overwritten.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -63,8 +65,20 @@ pub fn load(path: &Path) -> Result<Vec<(Cell, Posterior)>, PersistError> {
     Ok(doc
         .cells
         .into_iter()
+        // A cell of a request type this build does not know can never be used.
+        .filter(|c| llmroute_router::RequestType::parse(&c.request_type).is_some())
         .map(|c| ((c.group, c.request_type, c.deployment), Posterior { alpha: c.alpha, beta: c.beta }))
         .collect())
+}
+
+/// Moves an unreadable state file aside (`<path>.bad-<unix ms>`), so the next save does not
+/// destroy what a newer version or an operator might still recover. Returns the new name.
+pub fn set_aside(path: &Path) -> std::io::Result<std::path::PathBuf> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".bad-{}", crate::clock::now_ms()));
+    let aside = std::path::PathBuf::from(aside);
+    std::fs::rename(path, &aside)?;
+    Ok(aside)
 }
 
 /// Writes `cells` atomically.
@@ -86,12 +100,17 @@ pub fn save(path: &Path, cells: &[(Cell, Posterior)]) -> Result<(), PersistError
             .collect(),
     };
     let bytes = serde_json::to_vec(&doc).map_err(|e| PersistError::Format(e.to_string()))?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
+    let mut options = std::fs::OpenOptions::new();
+    // Exclusive: an existing file, symlink or FIFO of that name is an error, never followed.
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp)?;
+    let written = file.write_all(&bytes).and_then(|()| file.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(written?)
 }

@@ -121,9 +121,49 @@ fn what_was_learned_survives_a_restart_and_a_half_written_file_is_not_trusted() 
     // A truncated file: the operator starts from the priors (and says so), never crashes.
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, &text[..text.len() / 2]).unwrap();
-    let third = Fleet::new(config);
+    let third = Fleet::new(config.clone());
     third.tick(Some(&built), 1, true, Instant::now());
     assert!(third.current().posteriors.is_empty());
+    // ... and the unreadable file is moved aside, not overwritten by the next save.
+    third.save();
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("fleet.json.bad-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(std::fs::read_to_string(aside[0].path()).unwrap(), text[..text.len() / 2]);
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_state_path_that_is_a_symlink_is_never_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "VICTIM").unwrap();
+    let path = dir.path().join("fleet.json");
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    let fleet = Fleet::new(Config { state_file: Some(path.clone()), ..Config::default() });
+    let built = built();
+    fleet.report(
+        &who("s", "team-a"),
+        &report(1, vec![delta("smart", "writing", "llm/d1", 1.0, 0.0)]),
+        Some(&built),
+        Instant::now(),
+    );
+    fleet.save();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "VICTIM");
+    // The link (to something that is no state) was moved aside; the state is a file of its own.
+    assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_file());
+    // A directory in the way: neither loaded nor saved, and nothing inside it touched.
+    let blocked = dir.path().join("blocked");
+    std::fs::create_dir(&blocked).unwrap();
+    let fleet = Fleet::new(Config { state_file: Some(blocked.clone()), ..Config::default() });
+    fleet.save();
+    assert!(std::fs::read_dir(&blocked).unwrap().next().is_none());
 }
 
 #[test]

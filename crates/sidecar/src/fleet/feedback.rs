@@ -39,12 +39,15 @@ pub(crate) fn handle(memory: &Memory, routes: &RoutesHandle, body: &[u8]) -> Res
     }
     // The Responses API id a client holds is llmroute's wrapped one; remembered ids are the
     // upstream's.
-    let id = llmroute_router::unwrap_response_id(&feedback.response_id)
-        .map_or(feedback.response_id.as_str(), |(_, upstream)| upstream)
-        .to_owned();
+    let unwrapped = llmroute_router::unwrap_response_id(&feedback.response_id);
+    let id = unwrapped.as_ref().map_or(feedback.response_id.as_str(), |(_, upstream)| upstream).to_owned();
     let shown: String = feedback.response_id.chars().take(256).collect();
     let now = now_ms();
     let Some(credit) = memory.take_answer(&id, now) else { return ApiError::ResponseNotFound(shown).response() };
+    // A wrapped id names the deployment that answered: it must be the one remembered.
+    if unwrapped.is_some_and(|(deployment, _)| deployment != credit.deployment) {
+        return ApiError::ResponseNotFound(shown).response();
+    }
     let Some(current) = routes.load() else { return ApiError::NoSnapshot.response() };
     let Some(idx) = current.table.deployment_index(&credit.deployment) else {
         return ApiError::ResponseNotFound(shown).response();

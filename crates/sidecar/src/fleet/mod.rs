@@ -12,12 +12,16 @@ use llmroute_router::{BoundedLru, RequestType};
 
 pub(crate) use feedback::handle as feedback;
 
-/// Answers remembered for feedback, at most.
-const ANSWERS: usize = 100_000;
+/// Answers remembered for feedback, at most (an id is at most 256 bytes: a few tens of MiB
+/// at worst).
+const ANSWERS: usize = 50_000;
 /// How long an answer can get feedback, milliseconds.
 const ANSWER_TTL_MS: u64 = 3_600_000;
-/// Sessions whose owner is remembered, at most.
+/// Sessions whose owner is remembered, at most (a key is a 64-byte digest and a last turn at
+/// most [`LAST_TURN_BYTES`]: about 30 MiB at worst).
 const SESSIONS: usize = 50_000;
+/// Bytes of a session's last user message kept for the repetition signal.
+pub(crate) const LAST_TURN_BYTES: usize = 512;
 /// How long a session owns its deployment after its last turn, milliseconds.
 const SESSION_TTL_MS: u64 = 1_800_000;
 
@@ -39,6 +43,31 @@ pub(crate) struct Session {
     /// The last turn failed (the client got an error): if the session ends here, that is one
     /// more failure of its deployment.
     pub failed: bool,
+    /// The answer of the last turn was already charged by a later turn (a repeated question or
+    /// a correction counts once, however often it is sent).
+    pub charged: bool,
+}
+
+impl Session {
+    /// A session's turn, its text cut to [`LAST_TURN_BYTES`] (at a character boundary).
+    pub fn new(credit: Credit, last_user: &str, failed: bool) -> Self {
+        let mut end = last_user.len().min(LAST_TURN_BYTES);
+        while !last_user.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self { credit, last_user: last_user[..end].to_owned(), failed, charged: false }
+    }
+}
+
+/// The memory key of a session: a digest of its group and key, so that a client's huge
+/// session id costs 64 bytes.
+pub(crate) fn session_key(group: &str, key: &str) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(group.as_bytes());
+    hasher.update([0]);
+    hasher.update(key.as_bytes());
+    hex::encode(hasher.finalize())
 }
 
 /// A signal for `credit` (ignored when its deployment left the view).
@@ -85,8 +114,11 @@ impl Memory {
         }
     }
 
-    /// Remembers that answer `id` came from `credit`.
+    /// Remembers that answer `id` came from `credit` (an empty id is not remembered).
     pub fn answered(&self, id: String, credit: Credit, now_ms: u64) {
+        if id.is_empty() {
+            return;
+        }
         if let Ok(mut answers) = self.answers.lock() {
             let before = answers.evicted();
             answers.insert(id, credit, now_ms);
@@ -144,7 +176,7 @@ mod tests {
         assert_eq!(memory.take_answer("id-4", 0), Some(credit("d")));
         assert!(memory.take_answer("id-4", 0).is_none(), "rated once");
         assert!(memory.take_answer("id-3", ANSWER_TTL_MS + 1).is_none(), "expired");
-        let session = |d: &str| Session { credit: credit(d), last_user: "q".into(), failed: d == "d2" };
+        let session = |d: &str| Session::new(credit(d), "q", d == "d2");
         memory.turn("a".into(), session("d1"), 0);
         memory.turn("b".into(), session("d2"), 0);
         assert!(memory.session("a", 0).is_none());
@@ -154,5 +186,17 @@ mod tests {
         assert!(memory.abandoned(SESSION_TTL_MS - 1).is_empty());
         assert_eq!(memory.abandoned(SESSION_TTL_MS + 1), vec![credit("d2")]);
         assert!(memory.abandoned(u64::MAX).is_empty());
+        memory.answered(String::new(), credit("d"), 0);
+        assert!(memory.take_answer("", 0).is_none(), "an empty id is no id");
+    }
+
+    #[test]
+    fn what_a_session_costs_is_bounded_whatever_the_client_sends() {
+        let key = session_key("g", &"k".repeat(400_000));
+        assert_eq!(key.len(), 64);
+        assert_ne!(key, session_key("h", &"k".repeat(400_000)), "sessions are per group");
+        let long = "é".repeat(1_000);
+        let s = Session::new(credit("d"), &long, false);
+        assert!(s.last_user.len() <= LAST_TURN_BYTES && !s.last_user.is_empty());
     }
 }

@@ -35,13 +35,17 @@ pub(crate) fn adaptive_turn<U>(
     let turn = crate::inbound::turn(&request.raw);
     planner.set_request_type(turn.kind);
     let group = &routes.table.route(planner.primary_route()).public_name;
-    let key =
-        request.keys.session.clone().or_else(|| (!turn.conversation.is_empty()).then(|| turn.conversation.clone()));
-    let session = key.map(|k| format!("{group}\u{0}{k}"));
-    if let Some(previous) = session.as_deref().and_then(|key| ctx.memory.session(key, now_ms())) {
+    let key = request.keys.session.as_deref().or((!turn.conversation.is_empty()).then_some(turn.conversation.as_str()));
+    let session = key.map(|k| crate::fleet::session_key(group, k));
+    if let Some(key) = &session
+        && let Some(previous) = ctx.memory.session(key, now_ms())
+    {
         planner.set_session_owner(Some(previous.credit.deployment.clone()));
-        if llmroute_router::signals::failed_previous(&previous.last_user, &turn.last_user) {
+        // Once per answer: the same complaint sent again (a client retrying, a request refused
+        // before any upstream saw it) is not more evidence.
+        if !previous.charged && llmroute_router::signals::failed_previous(&previous.last_user, &turn.last_user) {
             charge(routes, &previous.credit, 0.0);
+            ctx.memory.turn(key.clone(), Session { charged: true, ..previous }, now_ms());
         }
     }
     AdaptiveTurn { turn, session }
@@ -58,7 +62,7 @@ pub(crate) fn failed<U>(ctx: &Context<U>, routes: &Routes, planner: &Planner<'_>
         deployment: last.deployment_id.clone(),
         quality_tier: routes.table.deployment(idx).quality_tier,
     };
-    ctx.memory.turn(key, Session { credit, last_user: a.turn.last_user, failed: true }, now_ms());
+    ctx.memory.turn(key, Session::new(credit, &a.turn.last_user, true), now_ms());
 }
 
 /// After a 2xx: remembers the answer and the session's turn (adaptive groups), and returns
@@ -83,7 +87,7 @@ pub(crate) fn answered<U>(
         };
         let now = now_ms();
         if let Some(key) = a.session {
-            ctx.memory.turn(key, Session { credit: credit.clone(), last_user: a.turn.last_user, failed: false }, now);
+            ctx.memory.turn(key, Session::new(credit.clone(), &a.turn.last_user, false), now);
         }
         if let Some(id) = string_field(&answer.first, "id") {
             ctx.memory.answered(id, credit.clone(), now);

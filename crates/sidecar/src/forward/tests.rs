@@ -427,6 +427,22 @@ async fn the_next_turn_charges_a_repeated_or_corrected_answer_and_not_a_follow_u
 }
 
 #[tokio::test]
+async fn a_complaint_sent_again_and_again_counts_once() {
+    // The upstream answers once, then refuses: retries of the complaint never reach it.
+    let ctx = adaptive(&[("a", Script::Answer(200, ANSWER))]);
+    let q = "How do I sort a list in Python?";
+    call(&ctx, Endpoint::ChatCompletions, turns(&[q])).await;
+    deltas(&ctx);
+    let routes = ctx.routes.load().unwrap();
+    routes.state.get(0).set_shared_cooldown(u64::MAX);
+    for _ in 0..20 {
+        let (status, _, _) = call(&ctx, Endpoint::ChatCompletions, turns(&[q, "No, that's wrong."])).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(deltas(&ctx), [(0.0, 1.0)], "one answer, one complaint");
+}
+
+#[tokio::test]
 async fn a_truncated_answer_is_a_failure_once_relayed() {
     let truncated = r#"{"id":"chatcmpl-2","choices":[{"finish_reason":"length"}]}"#;
     let ctx = adaptive(&[("a", Script::Answer(200, truncated))]);
@@ -446,6 +462,22 @@ async fn feedback_credits_the_answer_it_names_once() {
     assert_eq!(rate(r#"{"response_id":"chatcmpl-1","score":"1"}"#), StatusCode::BAD_REQUEST);
     assert_eq!(rate(r#"{"response_id":"chatcmpl-1","score":1,"extra":1}"#), StatusCode::BAD_REQUEST);
     assert_eq!(rate("not json"), StatusCode::BAD_REQUEST);
+    // A Responses id as the client holds it (wrapped, naming the deployment): it must name the
+    // deployment that answered.
+    let credit = crate::fleet::Credit {
+        group: "m".into(),
+        kind: llmroute_router::RequestType::General,
+        deployment: "ns/a".into(),
+        quality_tier: 3,
+    };
+    for upstream in ["resp_7", "resp_8"] {
+        ctx.memory.answered(upstream.into(), credit.clone(), crate::clock::now_ms());
+    }
+    let wrapped = |deployment: &str, id: &str| {
+        json!({"response_id": llmroute_router::wrap_response_id(deployment, id), "score": 1}).to_string()
+    };
+    assert_eq!(rate(&wrapped("ns/other", "resp_7")), StatusCode::NOT_FOUND);
+    assert_eq!(rate(&wrapped("ns/a", "resp_8")), StatusCode::OK);
     // A group that does not learn remembers nothing to rate.
     let plain = context(vec![openai("a")], &[("a", Script::Answer(200, ANSWER))], 1);
     call(&plain, Endpoint::ChatCompletions, chat(false)).await;
