@@ -129,3 +129,77 @@ async fn debug_endpoints_answer_loopback_peers_only_while_metrics_answer_anyone(
     assert_eq!(get(ip.to_string(), "/metrics").await, 200);
     assert_eq!(get("127.0.0.1".into(), "/debug/snapshot").await, 200);
 }
+
+#[tokio::test]
+async fn debug_route_explains_every_exclusion_the_affinity_and_the_pick_without_calling_upstreams() {
+    let probed = "  healthCheck: {mode: models, intervalSeconds: 1}";
+    let manifests = md("h1", "h", "a", probed)
+        + &md("h2", "h", "b", "")
+        + &md("c1", "c", "c", "")
+        + &md("c2", "c", "b", "")
+        + &md("l1", "l", "b", "  limits: {rpm: 1}")
+        + &md("l2", "l", "b", "  order: 2")
+        + &md("s1", "s", "b", "")
+        + &md("s2", "s", "b", "");
+    let config = "modelGroups:\n  c: {cooldown: {allowedFails: 0, seconds: 60}}\n  s: {affinity: [session]}\n";
+    let env = Env::start(Options { instances: &["a", "b", "c"], manifests, config, ..Default::default() }).await;
+    let route = |model: &str, headers: Vec<(&'static str, String)>| {
+        let url = format!("{}/debug/route?model={model}", env.admin);
+        async move {
+            let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let r = llmroute_testkit::http_client::send(
+                http::Method::GET,
+                &url,
+                &headers,
+                Default::default(),
+                std::time::Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            (r.status, r.json())
+        }
+    };
+    let excluded = |body: &serde_json::Value, id: &str| {
+        body["candidates"].as_array().unwrap().iter().find(|c| c["deployment"] == id).map(|c| c["excluded"].clone())
+    };
+    // Unhealthy by a fresh probe.
+    env.behaviour("a", json!({"healthy": false})).await;
+    let unhealthy = llmroute_testkit::process::eventually(std::time::Duration::from_secs(5), || async {
+        excluded(&route("h", vec![]).await.1, "llm/h1") == Some(json!("unhealthy"))
+    })
+    .await;
+    assert!(unhealthy, "{}", route("h", vec![]).await.1);
+    assert_eq!(route("h", vec![]).await.1["pick"], "llm/h2");
+    // Cooling down after a failure.
+    env.behaviour("c", json!({"status": 503})).await;
+    for _ in 0..5 {
+        assert_eq!(env.chat("c", &[]).await.status, 200);
+    }
+    let (_, cooling) = route("c", vec![]).await;
+    assert_eq!(excluded(&cooling, "llm/c1"), Some(json!("cooling_down")), "{cooling}");
+    assert!(cooling["candidates"][0]["cooldownRemainingMs"].as_u64().unwrap() > 50_000);
+    // At its limit: the next order level is picked.
+    let before = env.stats("b").await["requests"].as_u64().unwrap();
+    assert_eq!(env.served_by("l", &[]).await, "llm/l1");
+    let (_, limited) = route("l", vec![]).await;
+    assert_eq!(excluded(&limited, "llm/l1"), Some(json!("at_limit")), "{limited}");
+    assert_eq!(limited["pick"], "llm/l2");
+    assert_eq!(limited["candidates"][0]["limits"]["rpm"], 1);
+    // Session affinity: named (never the key), and the same pick a request makes.
+    let session = vec![("x-llmroute-session-id", "user-42".to_string())];
+    let (_, affine) = route("s", session.clone()).await;
+    assert_eq!(affine["affinity"], "session");
+    assert!(!affine.to_string().contains("user-42"), "the key's value never appears");
+    let served = env.served_by("s", &[("x-llmroute-session-id", "user-42")]).await;
+    assert_eq!(affine["pick"], served.as_str());
+    assert_eq!(affine["route"]["policy"]["affinity"], json!(["AFFINITY_SESSION"]));
+    // No upstream was called by any of the explanations.
+    assert_eq!(env.stats("b").await["requests"].as_u64().unwrap(), before + 2);
+    // Clear errors.
+    assert_eq!(route("", vec![]).await.0, 400);
+    assert_eq!(route("nope", vec![]).await.0, 404);
+    assert_eq!(route("h", vec![("x-llmroute-min-quality-tier", "9".to_string())]).await.0, 400);
+    // The route that served, on every answer.
+    let r = env.chat("s", &[]).await;
+    assert_eq!(r.header("x-llmroute-route"), "s");
+}

@@ -20,6 +20,20 @@ pub(crate) enum Ineligible {
     ContextWindow,
 }
 
+impl Ineligible {
+    /// The reason as shown in `/debug/route`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::QualityTier => "below_min_quality_tier",
+            Self::Cooldown => "cooling_down",
+            Self::Unhealthy => "unhealthy",
+            Self::Limited => "at_limit",
+            Self::ContextWindow => "context_window_too_small",
+        }
+    }
+}
+
 /// The request-level inputs of the filter.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Filter<'a> {

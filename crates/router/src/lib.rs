@@ -32,6 +32,23 @@ mod table;
 pub use classify::{Class, Outcome, classify};
 pub use lru::BoundedLru;
 pub use plan::{Attempt, AttemptKind, Exhausted, ExhaustedReason, Pick, Planner, RequestKeys};
+
+/// Why a request would go where it goes ([`Planner::explain`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation {
+    /// The route the name resolved to.
+    pub route: RouteIdx,
+    /// Every deployment of the route, in (order, id) order, with why it is excluded (`None`:
+    /// eligible).
+    pub candidates: Vec<(DeploymentIdx, Option<&'static str>)>,
+    /// The affinity that applies (`responses`, `session_owner`, `session`, `user`), never
+    /// the key's value.
+    pub affinity: Option<&'static str>,
+    /// Health was ignored because it excluded every deployment.
+    pub health_safety_net: bool,
+    /// The deployment a first attempt would go to now (`None`: none eligible in the group).
+    pub pick: Option<DeploymentIdx>,
+}
 pub use policy::{AffinityKind, Cooldown, MAX_ATTEMPTS, MAX_TIMEOUT_SECONDS, Policy, RetryBudget, StrategyKind};
 pub use request_type::{MAX_CHARS as CLASSIFY_MAX_CHARS, RequestType, classify_request};
 pub use resolve::Resolved;

@@ -262,6 +262,50 @@ impl<'t> Planner<'t> {
         self.keys.session_owner = deployment_id;
     }
 
+    /// Why the first attempt would go where it goes, without making it (nothing is recorded:
+    /// no budget, no attempt, no live state touched). For `/debug/route`.
+    pub fn explain<R: Rng + ?Sized>(&mut self, state: &LiveState, now_ms: u64, rng: &mut R) -> crate::Explanation {
+        let table = self.table;
+        let route = table.route(self.primary);
+        let policy = &route.policy;
+        let mut filter = Filter {
+            failed: &[],
+            now_ms,
+            prompt_tokens: self.keys.prompt_tokens,
+            min_quality_tier: self.keys.min_quality_tier,
+            use_health: policy.health_routing,
+        };
+        let health_net = filter.use_health && !route.deployments.iter().any(|i| filter.check(table, state, *i).is_ok());
+        if health_net {
+            filter.use_health = false;
+        }
+        let candidates = route
+            .deployments
+            .iter()
+            .map(|i| (*i, filter.check(table, state, *i).err().map(crate::eligibility::Ineligible::as_str)))
+            .collect();
+        let eligible = |id: Option<&str>| {
+            id.and_then(|id| table.deployment_index(id))
+                .filter(|i| route.deployments.contains(i) && filter.check(table, state, *i).is_ok())
+        };
+        let affinity = if policy.responses_affinity && eligible(self.keys.previous_deployment.as_deref()).is_some() {
+            Some("responses")
+        } else if policy.strategy == crate::StrategyKind::Adaptive
+            && eligible(self.keys.session_owner.as_deref()).is_some()
+        {
+            Some("session_owner")
+        } else if policy.session_affinity && self.keys.session.is_some() {
+            Some("session")
+        } else if policy.user_affinity && self.keys.user.is_some() {
+            Some("user")
+        } else {
+            None
+        };
+        let current = self.current.clone();
+        let pick = current.and_then(|group| self.pick_in(&group, state, now_ms, rng));
+        crate::Explanation { route: self.primary, candidates, affinity, health_safety_net: health_net, pick }
+    }
+
     /// Records the outcome of `pick`. Retryable failures are charged toward the deployment's
     /// cooldown in `state`.
     pub fn record(&mut self, pick: &Pick, class: Class, outcome: impl Into<String>, state: &LiveState, now_ms: u64) {

@@ -128,6 +128,8 @@ pub struct Route {
     pub deployments: Vec<DeploymentIdx>,
     /// Concrete policy.
     pub policy: Policy,
+    /// The object that defined it, e.g. `TeamModel team-a/gpt-4o`.
+    pub source: String,
 }
 
 /// Patterns of one resolution tier, longest literal part first.
@@ -322,5 +324,5 @@ fn route(r: &v1::Route, table: &RouteTable) -> Result<Route, InvalidSnapshot> {
         (da.order, &da.id).cmp(&(db.order, &db.id))
     });
     deployments.dedup();
-    Ok(Route { public_name: r.public_name.clone(), kind, deployments, policy })
+    Ok(Route { public_name: r.public_name.clone(), kind, deployments, policy, source: r.source.clone() })
 }

@@ -8,6 +8,7 @@ const DEPLOYMENT: HeaderName = HeaderName::from_static("x-llmroute-deployment");
 const MODEL_GROUP: HeaderName = HeaderName::from_static("x-llmroute-model-group");
 const SNAPSHOT: HeaderName = HeaderName::from_static("x-llmroute-snapshot");
 const ATTEMPTS: HeaderName = HeaderName::from_static("x-llmroute-attempts");
+const ROUTE: HeaderName = HeaderName::from_static("x-llmroute-route");
 
 /// Sets the `x-llmroute-*` response headers; `deployment` is an index into the table.
 pub(crate) fn llmroute_headers(
@@ -25,4 +26,11 @@ pub(crate) fn llmroute_headers(
     }
     headers.insert(SNAPSHOT, routes.version_header.clone());
     headers.insert(ATTEMPTS, HeaderValue::from(attempts));
+}
+
+/// Sets `x-llmroute-route`: the route that served, `public name (source)`.
+pub(crate) fn route_header(headers: &mut HeaderMap, routes: &Routes, route: llmroute_router::RouteIdx) {
+    if let Some(value) = routes.route_header(route) {
+        headers.insert(ROUTE, value.clone());
+    }
 }

@@ -169,6 +169,7 @@ fn commit<U>(ctx: &Context<U>, routes: &Arc<Routes>, request: &ClientRequest, c:
     }
     let mut out = Response::from_parts(parts, body);
     llmroute_headers(out.headers_mut(), routes, Some(pick.deployment), &pick.model_group, attempts);
+    headers::route_header(out.headers_mut(), routes, pick.route);
     out
 }
 

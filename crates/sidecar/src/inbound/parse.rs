@@ -55,6 +55,24 @@ const SESSION: HeaderName = HeaderName::from_static("x-llmroute-session-id");
 const USER: HeaderName = HeaderName::from_static("x-llmroute-user");
 const MIN_TIER: HeaderName = HeaderName::from_static("x-llmroute-min-quality-tier");
 
+/// The routing keys the `x-llmroute-*` request headers carry: session, user, minimum quality
+/// tier (a malformed tier is an error).
+pub(crate) fn header_keys(headers: &HeaderMap) -> Result<RequestKeys, ApiError> {
+    let header = |name: &HeaderName| {
+        headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned).filter(|v| !v.is_empty())
+    };
+    let min_quality_tier = match header(&MIN_TIER) {
+        None => 0,
+        Some(v) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|t| (1..=5).contains(t))
+            .ok_or(ApiError::InvalidHeader("x-llmroute-min-quality-tier must be an integer from 1 to 5."))?,
+    };
+    Ok(RequestKeys { session: header(&SESSION), user: header(&USER), min_quality_tier, ..RequestKeys::default() })
+}
+
 /// Reads the routing fields; everything else is skipped without being built.
 pub(crate) fn peek(body: &[u8]) -> Result<Peek, ApiError> {
     serde_json::from_slice::<Peek>(body).map_err(|e| {
@@ -90,19 +108,10 @@ pub(crate) fn parse(endpoint: Endpoint, headers: &HeaderMap, body: ReadBody) -> 
     if peeked.previous_response_id.as_ref().is_some_and(|p| !p.is_string() && !p.is_null()) {
         return Err(wrong("previous_response_id", "a string"));
     }
-    let header = |name: &HeaderName| {
-        headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned).filter(|v| !v.is_empty())
-    };
-    let user = header(&USER).or_else(|| peeked.user.as_ref().and_then(Value::as_str).map(str::to_owned));
-    let min_quality_tier = match header(&MIN_TIER) {
-        None => 0,
-        Some(v) => v
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|t| (1..=5).contains(t))
-            .ok_or(ApiError::InvalidHeader("x-llmroute-min-quality-tier must be an integer from 1 to 5."))?,
-    };
+    let mut keys = header_keys(headers)?;
+    if keys.user.is_none() {
+        keys.user = peeked.user.as_ref().and_then(Value::as_str).map(str::to_owned);
+    }
     let previous = peeked.previous_response_id.as_ref().and_then(Value::as_str).and_then(unwrap_response_id);
     let (previous_deployment, previous_upstream_id) = match previous {
         Some((deployment, upstream)) => (Some(deployment), Some(upstream.to_owned())),
@@ -112,15 +121,7 @@ pub(crate) fn parse(endpoint: Endpoint, headers: &HeaderMap, body: ReadBody) -> 
         endpoint,
         model,
         stream,
-        keys: RequestKeys {
-            session: header(&SESSION),
-            user,
-            previous_deployment,
-            prompt_tokens: body.len() as u64 / BYTES_PER_TOKEN,
-            min_quality_tier,
-            request_type: None,
-            session_owner: None,
-        },
+        keys: RequestKeys { previous_deployment, prompt_tokens: body.len() as u64 / BYTES_PER_TOKEN, ..keys },
         previous_upstream_id,
         raw: body,
         _reservation: reservation,

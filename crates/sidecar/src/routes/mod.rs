@@ -42,6 +42,9 @@ pub(crate) struct Routes {
     pub version_header: HeaderValue,
     /// `x-llmroute-deployment` value of every deployment, aligned with `table`.
     deployment_headers: Vec<HeaderValue>,
+    /// `x-llmroute-route` value of every route, aligned with `table` (`None`: not a valid
+    /// header value).
+    route_headers: Vec<Option<HeaderValue>>,
     /// Metric handles of every deployment, aligned with `table`, resolved on first use.
     metrics: OnceLock<Vec<DeploymentMetrics>>,
 }
@@ -60,6 +63,11 @@ impl Routes {
     /// The `x-llmroute-deployment` header value of deployment `idx`.
     pub fn deployment_header(&self, idx: DeploymentIdx) -> &HeaderValue {
         &self.deployment_headers[idx as usize]
+    }
+
+    /// The `x-llmroute-route` header value of route `idx`: `public name (source)`.
+    pub fn route_header(&self, idx: llmroute_router::RouteIdx) -> Option<&HeaderValue> {
+        self.route_headers.get(idx as usize).and_then(Option::as_ref)
     }
 
     /// The metric handles of deployment `idx`.
@@ -117,6 +125,17 @@ impl RoutesHandle {
         let header = |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
         let version_header = header(&snapshot.version);
         let deployment_headers = table.deployments().iter().map(|d| header(&d.id)).collect();
+        let route_headers = (0..table.routes().len())
+            .map(|i| {
+                let r = table.route(i as llmroute_router::RouteIdx);
+                let text = if r.source.is_empty() {
+                    r.public_name.clone()
+                } else {
+                    format!("{} ({})", r.public_name, r.source)
+                };
+                HeaderValue::from_str(&text).ok()
+            })
+            .collect();
         self.current.store(Some(Arc::new(Routes {
             snapshot,
             table,
@@ -124,6 +143,7 @@ impl RoutesHandle {
             targets,
             version_header,
             deployment_headers,
+            route_headers,
             metrics: OnceLock::new(),
         })));
         Ok(true)
