@@ -203,3 +203,49 @@ async fn debug_route_explains_every_exclusion_the_affinity_and_the_pick_without_
     let r = env.chat("s", &[]).await;
     assert_eq!(r.header("x-llmroute-route"), "s");
 }
+
+#[tokio::test]
+async fn the_access_log_is_one_json_line_per_request_without_credentials_or_prompts() {
+    let keyed = md("b", "m", "b", "  order: 2").replace(
+        "  upstream: {baseUrl: 'http://{b}/v1'}",
+        "  upstream: {baseUrl: 'http://{b}/v1', apiKeySecretRef: {name: k, key: k}}",
+    );
+    assert!(keyed.contains("apiKeySecretRef"));
+    let manifests = md("a", "m", "a", "  order: 1")
+        + &keyed
+        + "apiVersion: v1\nkind: Secret\nmetadata: {name: k, namespace: llm}\nstringData: {k: sk-very-secret}\n---\n";
+    let env =
+        Env::start(Options { instances: &["a", "b"], manifests, flags: &["--access-log"], ..Default::default() }).await;
+    env.behaviour("a", json!({"fail_next": 1})).await;
+    let r = env
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "m", "messages": [{"role": "user", "content": "my secret prompt"}]}),
+            &[("x-request-id", "req-1")],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(env.chat("nope", &[]).await.status, 404);
+    let lines = || {
+        env.sidecar
+            .stdout()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+            .collect::<Vec<_>>()
+    };
+    let logged =
+        llmroute_testkit::process::eventually(std::time::Duration::from_secs(3), || async { lines().len() >= 2 }).await;
+    assert!(logged, "{}", env.sidecar.stdout());
+    let lines = lines();
+    let served = lines.iter().find(|l| l["request_id"] == "req-1").expect("the request's line");
+    assert_eq!(served["status"], "200");
+    assert_eq!(served["deployment"], "llm/b");
+    assert_eq!(served["model"], "m");
+    assert_eq!(served["attempts"], 2);
+    assert_eq!(served["input_tokens"], 1, "the fake's usage");
+    assert!(served["duration_ms"].as_f64().unwrap() >= 0.0);
+    let missing = lines.iter().find(|l| l["model"] == "nope").expect("the 404's line");
+    assert_eq!(missing["status"], "404");
+    let out = env.sidecar.stdout();
+    assert!(!out.contains("my secret prompt") && !out.contains("sk-very-secret"), "{out}");
+}

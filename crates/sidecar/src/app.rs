@@ -70,6 +70,14 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         },
         body_memory: Arc::new(Semaphore::new(usize::try_from(flags.max_buffered_body_bytes).unwrap_or(usize::MAX))),
         memory: crate::fleet::Memory::default().with_metric(metrics.memory_evictions.clone()),
+        access: if flags.access_log {
+            Some(Arc::new(
+                crate::access::AccessLog::stdout(metrics.access_log_dropped.clone())
+                    .context("starting the access log writer")?,
+            ))
+        } else {
+            None
+        },
     });
     match source {
         Some(source) => {

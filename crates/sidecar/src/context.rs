@@ -38,4 +38,6 @@ pub(crate) struct Context<U> {
     pub body_memory: Arc<Semaphore>,
     /// Adaptive groups: answers awaiting feedback, session owners.
     pub memory: crate::fleet::Memory,
+    /// `--access-log`.
+    pub access: Option<Arc<crate::access::AccessLog>>,
 }

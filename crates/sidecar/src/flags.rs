@@ -97,6 +97,11 @@ pub struct Flags {
     /// wakeups, the cheapest per request (a sidecar serves one pod); 0 = one per CPU.
     #[arg(long, default_value_t = 1, env = "LLMROUTE_WORKER_THREADS", value_parser = clap::value_parser!(u64).range(0..=256))]
     pub worker_threads: u64,
+    /// Write an access log: one JSON line per request on standard output (time, request id,
+    /// model, group, deployment, attempts, status, duration, time to first token, tokens).
+    /// Never a credential or a prompt.
+    #[arg(long, env = "LLMROUTE_ACCESS_LOG")]
+    pub access_log: bool,
     /// On SIGTERM/SIGINT: stop accepting and let open requests finish for this long,
     /// milliseconds, before exiting.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]

@@ -1,8 +1,8 @@
 //! Prometheus metrics; names and labels are part of the contract (DESIGN §5).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::routes::Routes;
@@ -31,6 +31,17 @@ pub(crate) struct Metrics {
     /// `llmroute_feedback_total{result}`: `POST /v1/feedback` by result (accepted, unknown,
     /// invalid).
     pub feedback: IntCounterVec,
+    /// `llmroute_tokens_total{model_group,deployment,kind}`: usage read from answers (kind:
+    /// input, output, cached).
+    pub tokens: IntCounterVec,
+    /// `llmroute_cost_usd_total{model_group,deployment}`: usage priced by the deployment's
+    /// declared cost.
+    pub cost: CounterVec,
+    /// `llmroute_time_to_first_token_seconds{deployment}`: streams, request start to the
+    /// first body bytes of the answer.
+    pub ttft: HistogramVec,
+    /// `llmroute_access_log_dropped_total`: access log lines dropped by a full queue.
+    pub access_log_dropped: IntCounter,
     healthy: IntGaugeVec,
     cooldown: IntGaugeVec,
     in_flight: IntGaugeVec,
@@ -44,6 +55,8 @@ pub(crate) struct DeploymentMetrics {
     pub success: IntCounter,
     /// `llmroute_upstream_latency_seconds{deployment}`.
     pub latency: Histogram,
+    /// `llmroute_time_to_first_token_seconds{deployment}`.
+    pub ttft: Histogram,
 }
 
 impl Metrics {
@@ -52,6 +65,7 @@ impl Metrics {
         ids.map(|id| DeploymentMetrics {
             success: self.attempts.with_label_values(&[id, "success"]),
             latency: self.latency.with_label_values(&[id]),
+            ttft: self.ttft.with_label_values(&[id]),
         })
         .collect()
     }
@@ -127,9 +141,39 @@ impl Metrics {
             &["memory"],
         )?;
         let feedback = counter("llmroute_feedback_total", "POST /v1/feedback requests by result.", &["result"])?;
+        let tokens = counter(
+            "llmroute_tokens_total",
+            "Tokens read from answers' usage by model group, deployment and kind (input, output, cached).",
+            &["model_group", "deployment", "kind"],
+        )?;
+        let cost = CounterVec::new(
+            Opts::new(
+                "llmroute_cost_usd_total",
+                "Answers' usage priced by the deployment's declared cost, US dollars.",
+            ),
+            &["model_group", "deployment"],
+        )?;
+        registry.register(Box::new(cost.clone()))?;
+        let ttft = HistogramVec::new(
+            HistogramOpts::new(
+                "llmroute_time_to_first_token_seconds",
+                "Streams: from the request's start to the answer's first body bytes.",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            &["deployment"],
+        )?;
+        registry.register(Box::new(ttft.clone()))?;
+        let access_log_dropped = single(
+            "llmroute_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind (its queue was full).",
+        )?;
         Ok(Self {
+            access_log_dropped,
             memory_evictions,
             feedback,
+            tokens,
+            cost,
+            ttft,
             registry,
             requests,
             attempts,
@@ -152,6 +196,9 @@ impl Metrics {
         prune_vec(&self.requests, &live);
         prune_vec(&self.attempts, &live);
         prune_vec(&self.latency, &live);
+        prune_vec(&self.tokens, &live);
+        prune_vec(&self.cost, &live);
+        prune_vec(&self.ttft, &live);
     }
 
     /// Prometheus text format, gauges refreshed from `routing` at `now_ms`.

@@ -3,7 +3,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// Path of a workspace binary next to the running test (target/<profile>/NAME).
@@ -45,6 +45,7 @@ pub fn start_sidecar(args: &[String]) -> (Proc, SocketAddr, SocketAddr) {
 pub struct Proc {
     child: Child,
     log: PathBuf,
+    out: PathBuf,
     name: String,
 }
 
@@ -55,14 +56,21 @@ impl Proc {
         let log =
             std::env::temp_dir().join(format!("llmroute-{name}-{}-{}.log", std::process::id(), free_addr().port()));
         let file = std::fs::File::create(&log).expect("log file");
+        let out = log.with_extension("out");
+        let stdout = std::fs::File::create(&out).expect("stdout file");
         let child = Command::new(bin)
             .args(args)
             .env("LLMROUTE_LOG", "info")
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        Self { child, log, name }
+        Self { child, log, out, name }
+    }
+
+    /// Everything the process wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
     }
 
     /// Everything the process wrote to stderr so far.
@@ -133,6 +141,7 @@ impl Drop for Proc {
             eprintln!("---- {} log ----\n{}", self.name, self.logs());
         }
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_file(&self.out);
     }
 }
 

@@ -65,6 +65,12 @@ pub(crate) struct AnswerScan {
     pub truncated: bool,
     /// The last `total_tokens` seen (the answer's real usage).
     pub total_tokens: Option<u64>,
+    /// The last `prompt_tokens` / `input_tokens` seen.
+    pub input_tokens: Option<u64>,
+    /// The last `completion_tokens` / `output_tokens` seen.
+    pub output_tokens: Option<u64>,
+    /// The last `cached_tokens` seen (part of the input).
+    pub cached_tokens: Option<u64>,
 }
 
 impl AnswerScan {
@@ -75,9 +81,15 @@ impl AnswerScan {
         if !self.truncated {
             self.truncated = contains_length_finish(&window);
         }
-        if let Some(n) = last_number(&window, "total_tokens") {
-            self.total_tokens = Some(n);
-        }
+        let take = |slot: &mut Option<u64>, keys: &[&str]| {
+            if let Some(n) = keys.iter().find_map(|k| last_number(&window, k)) {
+                *slot = Some(n);
+            }
+        };
+        take(&mut self.total_tokens, &["total_tokens"]);
+        take(&mut self.input_tokens, &["prompt_tokens", "input_tokens"]);
+        take(&mut self.output_tokens, &["completion_tokens", "output_tokens"]);
+        take(&mut self.cached_tokens, &["cached_tokens"]);
         let keep = window.len().saturating_sub(CARRY);
         self.carry = window.split_off(keep);
     }
@@ -117,6 +129,13 @@ mod tests {
         scan.feed(b"okens\":  42}}\n\ndata: [DONE]\n\n");
         assert!(scan.truncated);
         assert_eq!(scan.total_tokens, Some(42));
+        assert_eq!((scan.input_tokens, scan.output_tokens), (Some(5), None));
+        let mut responses = AnswerScan::default();
+        responses.feed(br#"{"usage":{"input_tokens":10,"input_tokens_details":{"cached_tokens":4},"output_tokens":7,"total_tokens":17}}"#);
+        assert_eq!(
+            (responses.input_tokens, responses.output_tokens, responses.cached_tokens, responses.total_tokens),
+            (Some(10), Some(7), Some(4), Some(17))
+        );
         let mut fine = AnswerScan::default();
         fine.feed(br#"{"choices":[{"finish_reason":"stop"}],"usage":{"total_tokens":99999999999999999999999}}"#);
         assert!(!fine.truncated);

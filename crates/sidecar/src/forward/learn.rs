@@ -66,7 +66,16 @@ pub(crate) fn failed<U>(ctx: &Context<U>, routes: &Routes, planner: &Planner<'_>
 }
 
 /// After a 2xx: remembers the answer and the session's turn (adaptive groups), and returns
-/// the watch that reads the answer as it is relayed, when one is needed.
+/// the watch that reads the answer as it is relayed: its usage counted in tokens and cost,
+/// charged to a fleet `tpm` limit, a truncation charged to an adaptive arm, the access log.
+/// What was seen of a request up to its answer.
+pub(crate) struct Seen {
+    pub adaptive: Option<AdaptiveTurn>,
+    pub logged: Option<super::Logged>,
+    pub ttft: Option<std::time::Duration>,
+    pub attempts: usize,
+}
+
 pub(crate) fn answered<U>(
     ctx: &Context<U>,
     routes: &Arc<Routes>,
@@ -74,8 +83,10 @@ pub(crate) fn answered<U>(
     planner: &Planner<'_>,
     pick: &Pick,
     answer: &Answer,
-    adaptive: Option<AdaptiveTurn>,
-) -> Option<Watch> {
+    seen: Seen,
+) -> Watch {
+    let Seen { adaptive, logged, ttft, attempts } = seen;
+    let access = ctx.access.clone().zip(logged);
     let deployment = routes.table.deployment(pick.deployment);
     let fleet_tpm = deployment.limits.tpm > 0;
     let credit = adaptive.map(|a| {
@@ -94,12 +105,43 @@ pub(crate) fn answered<U>(
         }
         credit
     });
-    if credit.is_none() && !fleet_tpm {
-        return None;
-    }
     let (routes, idx, estimate) = (routes.clone(), pick.deployment, request.keys.prompt_tokens);
-    let on_complete = move |scan: &AnswerScan| {
+    let (tokens, cost) = (ctx.metrics.tokens.clone(), ctx.metrics.cost.clone());
+    let group = pick.model_group.clone();
+    let on_end = move |scan: &AnswerScan, code: &str, completed: bool| {
+        let deployment = routes.table.deployment(idx);
+        if let Some((log, logged)) = &access {
+            log.log(&crate::access::Entry {
+                start_unix_ms: logged.start_unix_ms,
+                request_id: &logged.request_id,
+                method: "POST",
+                operation: logged.operation,
+                model: &logged.model,
+                model_group: &group,
+                deployment: &deployment.id,
+                attempts,
+                status: code,
+                duration_ms: logged.started.elapsed().as_secs_f64() * 1000.0,
+                ttft_ms: ttft.map(|t| t.as_secs_f64() * 1000.0),
+                input_tokens: scan.input_tokens,
+                output_tokens: scan.output_tokens,
+                cached_tokens: scan.cached_tokens,
+            });
+        }
+        let labels = |kind: &'static str| [group.as_str(), deployment.id.as_str(), kind];
+        for (kind, n) in [("input", scan.input_tokens), ("output", scan.output_tokens), ("cached", scan.cached_tokens)]
+        {
+            if let Some(n) = n.filter(|n| *n > 0) {
+                tokens.with_label_values(&labels(kind)).inc_by(n);
+            }
+        }
+        let price = scan.input_tokens.unwrap_or(0) as f64 * deployment.input_cost_per_million
+            + scan.output_tokens.unwrap_or(0) as f64 * deployment.output_cost_per_million;
+        if price > 0.0 && price.is_finite() {
+            cost.with_label_values(&[group.as_str(), deployment.id.as_str()]).inc_by(price / 1_000_000.0);
+        }
         if let Some(credit) = &credit
+            && completed
             && scan.truncated
         {
             charge(&routes, credit, 0.0);
@@ -109,5 +151,5 @@ pub(crate) fn answered<U>(
             routes.state.get(idx).charge_tokens(now_ms(), delta);
         }
     };
-    Some(Watch { scan: AnswerScan::default(), on_complete: Box::new(on_complete) })
+    Watch { scan: AnswerScan::default(), on_end: Box::new(on_end) }
 }

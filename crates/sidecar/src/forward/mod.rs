@@ -43,12 +43,66 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     http::header::UPGRADE,
 ];
 
-/// Routes one parsed request to completion.
+/// Marks a response whose body is a relayed answer (logged when the relay ends).
+#[derive(Clone, Copy)]
+struct Relayed;
+
+/// What the access log needs of a request.
+#[derive(Clone, Debug)]
+pub(crate) struct Logged {
+    pub start_unix_ms: u64,
+    pub started: Instant,
+    pub request_id: String,
+    pub operation: &'static str,
+    pub model: String,
+}
+
+/// Routes one parsed request to completion; with `--access-log`, a line for it once its
+/// answer has ended (an answer that is relayed, when the relay ends).
 pub(crate) async fn forward<U: Upstream>(
     ctx: &Context<U>,
     routes: Arc<Routes>,
     request: ClientRequest,
     headers: &HeaderMap,
+) -> Response<Body> {
+    let Some(access) = ctx.access.clone() else { return route(ctx, routes, request, headers, None).await };
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_owned);
+    let logged = Logged {
+        start_unix_ms: now_ms(),
+        started: Instant::now(),
+        request_id,
+        operation: request.endpoint.operation(),
+        model: request.model.clone(),
+    };
+    let response = route(ctx, routes, request, headers, Some(logged.clone())).await;
+    if response.extensions().get::<Relayed>().is_none() {
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        access.log(&crate::access::Entry {
+            start_unix_ms: logged.start_unix_ms,
+            request_id: &logged.request_id,
+            method: "POST",
+            operation: logged.operation,
+            model: &logged.model,
+            model_group: header("x-llmroute-model-group"),
+            deployment: "",
+            attempts: header("x-llmroute-attempts").parse().unwrap_or(0),
+            status: response.status().as_str(),
+            duration_ms: logged.started.elapsed().as_secs_f64() * 1000.0,
+            ..Default::default()
+        });
+    }
+    response
+}
+
+async fn route<U: Upstream>(
+    ctx: &Context<U>,
+    routes: Arc<Routes>,
+    request: ClientRequest,
+    headers: &HeaderMap,
+    logged: Option<Logged>,
 ) -> Response<Body> {
     let table = &routes.table;
     let Some(mut planner) = Planner::new(table, &request.model, request.keys.clone()) else {
@@ -58,7 +112,8 @@ pub(crate) async fn forward<U: Upstream>(
     };
     let adaptive = planner.is_adaptive().then(|| adaptive_turn(ctx, &routes, &request, &mut planner));
     // Policies are bounded (timeoutSeconds <= 86400): the sum cannot overflow.
-    let deadline = Instant::now() + Duration::from_millis(planner.timeout_ms());
+    let request_started = Instant::now();
+    let deadline = request_started + Duration::from_millis(planner.timeout_ms());
     let mut last: Option<LastFailure> = None;
     let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(rand::Rng::next_u64(&mut rand::rng()));
     loop {
@@ -99,6 +154,10 @@ pub(crate) async fn forward<U: Upstream>(
             Ok(answer) => {
                 let handles = routes.deployment_metrics(&ctx.metrics, pick.deployment);
                 handles.latency.observe(answer.latency.as_secs_f64());
+                if request.stream {
+                    // Failovers included: what the client waited for its first token.
+                    handles.ttft.observe(request_started.elapsed().as_secs_f64());
+                }
                 handles.success.inc();
                 routes.state.get(pick.deployment).record_success(answer.latency.as_secs_f64() * 1000.0);
                 let outcome = format!("status {}", answer.parts.status.as_u16());
@@ -109,7 +168,9 @@ pub(crate) async fn forward<U: Upstream>(
                     idle_timeout: ctx.limits.stream_idle_timeout,
                     stream: request.stream,
                 };
-                let watch = learn::answered(ctx, &routes, &request, &planner, &pick, &answer, adaptive);
+                let ttft = request.stream.then(|| request_started.elapsed());
+                let seen = learn::Seen { adaptive, logged, ttft, attempts: planner.attempts().len() };
+                let watch = learn::answered(ctx, &routes, &request, &planner, &pick, &answer, seen);
                 return commit(ctx, &routes, &request, Committed { attempts, pick, answer, guard, spec, watch });
             }
             Err(failure) => {
@@ -142,7 +203,7 @@ struct Committed {
     answer: Answer,
     guard: InFlight,
     spec: RelaySpec,
-    watch: Option<relay::Watch>,
+    watch: relay::Watch,
 }
 
 /// Streams a 2xx answer to the client; nothing is retried after this.
@@ -157,7 +218,7 @@ fn commit<U>(ctx: &Context<U>, routes: &Arc<Routes>, request: &ClientRequest, c:
         status: parts.status.as_u16(),
     };
     let secret = routes.credential(pick.deployment);
-    let relay = mask::mask(Relay::new(first, rest, spec, guard, outcome).with_watch(watch).boxed(), secret);
+    let relay = mask::mask(Relay::new(first, rest, spec, guard, outcome).with_watch(Some(watch)).boxed(), secret);
     mask::scrub_headers(&mut parts.headers, secret);
     let body = if request.endpoint == Endpoint::Responses {
         responses::rewrite(relay, deployment_id, request.stream)
@@ -168,6 +229,7 @@ fn commit<U>(ctx: &Context<U>, routes: &Arc<Routes>, request: &ClientRequest, c:
         parts.headers.remove(name);
     }
     let mut out = Response::from_parts(parts, body);
+    out.extensions_mut().insert(Relayed);
     llmroute_headers(out.headers_mut(), routes, Some(pick.deployment), &pick.model_group, attempts);
     headers::route_header(out.headers_mut(), routes, pick.route);
     out

@@ -36,11 +36,16 @@ impl Outcome {
     }
 }
 
-/// Reads the answer as it passes (truncation, real usage) and acts once it completed.
+/// Reads the answer as it passes (truncation, usage) and acts once it ended, with the code
+/// it ended with (the upstream status when it completed; 499, 502 or 504 when cut).
 pub(crate) struct Watch {
     pub scan: crate::fleet::scan::AnswerScan,
-    pub on_complete: Box<dyn FnOnce(&crate::fleet::scan::AnswerScan) + Send + Sync>,
+    pub on_end: OnEnd,
 }
+
+/// Called once when a relayed answer ends: what the scan found, the code it ended with,
+/// whether it completed.
+pub(crate) type OnEnd = Box<dyn FnOnce(&crate::fleet::scan::AnswerScan, &str, bool) + Send + Sync>;
 
 /// Why a relay ended early.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,10 +113,17 @@ impl Relay {
     }
 
     fn end(&mut self, code: &str) {
+        self.end_with(code, false);
+    }
+
+    fn end_with(&mut self, code: &str, completed: bool) {
         self.done = true;
         self.guard = None;
         if let Some(outcome) = self.outcome.take() {
             outcome.count(code);
+        }
+        if let Some(watch) = self.watch.take() {
+            (watch.on_end)(&watch.scan, code, completed);
         }
     }
 
@@ -154,10 +166,7 @@ impl Relay {
     /// Counts the answer as completed.
     fn end_completed(&mut self) {
         let code = self.outcome.as_ref().map_or(200, |o| o.status).to_string();
-        self.end(&code);
-        if let Some(watch) = self.watch.take() {
-            (watch.on_complete)(&watch.scan);
-        }
+        self.end_with(&code, true);
     }
 
     /// Ends at once when the upstream's body has nothing more to send, so the server can finish

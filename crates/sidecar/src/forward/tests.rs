@@ -170,6 +170,7 @@ fn context_with(
     let scripts = scripts.iter().map(|(id, s)| (format!("http://{id}.test:80"), s.clone())).collect();
     Context {
         memory: crate::fleet::Memory::default(),
+        access: None,
         routes,
         upstream: Fake { scripts, calls: Mutex::default() },
         metrics: Metrics::new().unwrap(),
@@ -494,4 +495,41 @@ async fn a_session_that_ends_after_a_failed_turn_is_one_more_failure() {
     let abandoned = ctx.memory.abandoned(crate::clock::now_ms() + 31 * 60 * 1000);
     assert_eq!(abandoned.len(), 1);
     assert_eq!(abandoned[0].deployment, "ns/a");
+}
+
+#[tokio::test]
+async fn usage_is_counted_in_tokens_and_priced_from_plain_and_streamed_answers() {
+    let mut priced = openai("a");
+    priced.input_cost_per_million = 2.0;
+    priced.output_cost_per_million = 8.0;
+    let plain = r#"{"id":"c1","choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":500,"total_tokens":1500,"prompt_tokens_details":{"cached_tokens":200}}}"#;
+    let ctx = context(vec![priced.clone()], &[("a", Script::Answer(200, plain))], 1);
+    let (status, _, body) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, plain), "the client sees the answer as sent");
+    let tokens = |kind: &str| {
+        metric(&ctx, &format!("llmroute_tokens_total{{deployment=\"ns/a\",kind=\"{kind}\",model_group=\"m\"}}"))
+    };
+    assert_eq!((tokens("input"), tokens("output"), tokens("cached")), (Some(1000.0), Some(500.0), Some(200.0)));
+    let cost = metric(&ctx, "llmroute_cost_usd_total{deployment=\"ns/a\",model_group=\"m\"}").unwrap();
+    assert!((cost - 0.006).abs() < 1e-12, "{cost}");
+    assert_eq!(
+        metric(&ctx, "llmroute_time_to_first_token_seconds_count{deployment=\"ns/a\"}"),
+        Some(0.0),
+        "not a stream"
+    );
+    // A stream whose last chunk carries usage.
+    let streamed = "data: {\"id\":\"c2\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"id\":\"c2\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":3,\"total_tokens\":13}}\n\ndata: [DONE]\n\n";
+    let ctx = context(vec![priced], &[("a", Script::Answer(200, streamed))], 1);
+    let (_, _, body) = call(&ctx, Endpoint::ChatCompletions, chat(true)).await;
+    assert_eq!(body, streamed);
+    assert_eq!((tokens_of(&ctx, "input"), tokens_of(&ctx, "output")), (Some(10.0), Some(3.0)));
+    assert_eq!(metric(&ctx, "llmroute_time_to_first_token_seconds_count{deployment=\"ns/a\"}"), Some(1.0));
+    // No usage, no tokens: nothing is made up.
+    let ctx = context(vec![openai("a")], &[("a", Script::Answer(200, "{}"))], 1);
+    call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+    assert_eq!(tokens_of(&ctx, "input"), None);
+}
+
+fn tokens_of(ctx: &Context<Fake>, kind: &str) -> Option<f64> {
+    metric(ctx, &format!("llmroute_tokens_total{{deployment=\"ns/a\",kind=\"{kind}\",model_group=\"m\"}}"))
 }
