@@ -367,3 +367,54 @@ async fn an_adaptive_group_learns_to_avoid_a_failing_deployment() {
     assert!(late <= 6, "{late} of 60 first attempts still went to the failing deployment");
     assert!(env.requests("flaky").await <= 30, "flaky saw {} requests", env.requests("flaky").await);
 }
+
+/// An answer's text with the fake's per-request ids made equal.
+fn normalised(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("chatcmpl-") {
+        out.push_str(&rest[..at]);
+        out.push_str("chatcmpl-ID");
+        rest = &rest[at..];
+        let end = rest.find('"').unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[tokio::test]
+async fn usage_is_counted_from_streams_whose_client_asked_for_none_and_the_client_sees_no_difference() {
+    let opted_out = "  streamUsage: false";
+    let manifests = md("a", "m", "a", "") + &md("b", "strict", "b", opted_out);
+    let env = Env::start(Options { instances: &["a", "b"], manifests, ..Default::default() }).await;
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let through = env.post("/v1/chat/completions", body.clone(), &[]).await;
+    assert_eq!(through.status, 200);
+    // The same request straight to the upstream, without llmroute.
+    let direct =
+        llmroute_testkit::http_client::post_json(&format!("http://{}/v1/chat/completions", env.addrs["a"]), &body, &[])
+            .await
+            .unwrap();
+    assert_eq!(normalised(&through.text()), normalised(&direct.text()), "the client sees what it would have seen");
+    assert!(!through.text().contains("usage"), "{}", through.text());
+    assert!(env.stats("a").await["saw_stream_options"].as_bool().unwrap(), "usage was asked upstream");
+    let metrics = env.metrics().await;
+    assert!(
+        metrics.contains("llmroute_tokens_total{deployment=\"llm/a\",kind=\"output\",model_group=\"m\"} 3"),
+        "{metrics}"
+    );
+    // A client that asks gets the usage chunk; a plain answer's usage counts too.
+    let mut asked = body.clone();
+    asked["stream_options"] = json!({"include_usage": true});
+    assert!(env.post("/v1/chat/completions", asked, &[]).await.text().contains("\"usage\":{"));
+    env.chat("m", &[]).await;
+    assert!(
+        env.metrics().await.contains("llmroute_tokens_total{deployment=\"llm/a\",kind=\"input\",model_group=\"m\"} 3")
+    );
+    // An upstream that rejects the option is never sent it when its deployment opts out.
+    env.behaviour("b", json!({"reject_stream_options": true})).await;
+    let strict = json!({"model": "strict", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(env.post("/v1/chat/completions", strict, &[]).await.status, 200);
+    assert!(!env.stats("b").await["saw_stream_options"].as_bool().unwrap());
+}

@@ -79,6 +79,11 @@ pub struct ModelDeploymentSpec {
     /// Active health probing.
     #[serde(default)]
     pub health_check: HealthCheck,
+    /// Ask the upstream for token usage in streams (`stream_options.include_usage`) when the
+    /// client did not, removing the extra usage chunk from what the client receives. Set false
+    /// for upstreams that reject the option. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_usage: Option<bool>,
 }
 
 fn default_one() -> u32 {

@@ -115,6 +115,8 @@ pub struct Deployment {
     pub health: HealthMode,
     /// Hash of the spec: live state is keyed by id + spec hash.
     pub spec_hash: String,
+    /// Streams are asked for usage (`stream_options.include_usage`) when the client did not.
+    pub stream_usage: bool,
 }
 
 /// A public name and its group.
@@ -298,6 +300,7 @@ fn deployment(d: &v1::Deployment) -> Result<Deployment, InvalidSnapshot> {
         quality_tier: d.quality_tier,
         health,
         spec_hash: d.spec_hash.clone(),
+        stream_usage: !d.no_stream_usage,
     })
 }
 

@@ -77,6 +77,7 @@ pub(crate) fn compile_deployment(
             healthy_threshold: spec.health_check.healthy_threshold,
         }),
         spec_hash: String::new(),
+        no_stream_usage: spec.stream_usage == Some(false),
     };
     deployment.spec_hash = crate::version::short_hash(&deployment.encode_to_vec());
     Ok(deployment)

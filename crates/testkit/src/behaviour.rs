@@ -51,6 +51,8 @@ pub struct Behaviour {
     pub huge_bytes: u64,
     /// `Retry-After` value sent with error statuses ("" = none).
     pub retry_after: String,
+    /// Answer 400 to a request carrying `stream_options` (as some upstreams do).
+    pub reject_stream_options: bool,
 }
 
 impl Default for Behaviour {
@@ -66,6 +68,7 @@ impl Default for Behaviour {
             mode: Mode::Normal,
             huge_bytes: 0,
             retry_after: String::new(),
+            reject_stream_options: false,
         }
     }
 }
@@ -89,4 +92,8 @@ pub struct Stats {
     pub last_host: String,
     /// Whether the last request carried the client's own bearer token (it must not).
     pub saw_client_authorization: bool,
+    /// Whether any request carried `stream_options`.
+    pub saw_stream_options: bool,
+    /// Whether an upstream that rejects `stream_options` (behaviour) was sent it.
+    pub rejected_stream_options: bool,
 }

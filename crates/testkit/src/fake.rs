@@ -247,6 +247,10 @@ async fn api_handler(instance: &Instance, req: Request<Incoming>) -> Response<Bo
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let model = request.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
     let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    // As OpenAI: with `stream_options.include_usage`, every chunk carries `"usage": null` and a
+    // last chunk with no choices carries the usage.
+    let include_usage = request.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
+    let has_stream_options = request.get("stream_options").is_some();
     let previous = request.get("previous_response_id").and_then(Value::as_str).unwrap_or_default().to_owned();
     if let Ok(mut s) = instance.stats.lock() {
         s.requests += 1;
@@ -256,6 +260,16 @@ async fn api_handler(instance: &Instance, req: Request<Incoming>) -> Response<Bo
         s.saw_client_authorization |= credential.contains("client");
         s.last_credential = credential;
         s.last_previous_response_id = previous.clone();
+        s.saw_stream_options |= has_stream_options;
+        s.rejected_stream_options |= has_stream_options && behaviour.reject_stream_options;
+    }
+    if has_stream_options && behaviour.reject_stream_options {
+        return openai_error(
+            StatusCode::BAD_REQUEST,
+            "Unrecognized request argument supplied: stream_options",
+            "invalid_request_error",
+            "invalid_request",
+        );
     }
     if behaviour.mode == Mode::Hang {
         std::future::pending::<()>().await;
@@ -317,7 +331,7 @@ async fn api_handler(instance: &Instance, req: Request<Incoming>) -> Response<Bo
     let close_mid_stream = behaviour.mode == Mode::CloseMidStream;
     match api {
         Api::Chat if stream || close_mid_stream => sse(
-            chat_chunks(&instance.name, n, &model, &text, behaviour.stream_chunks),
+            chat_chunks(&instance.name, n, &model, &text, behaviour.stream_chunks, include_usage),
             behaviour.chunk_delay_ms,
             close_mid_stream,
         ),
@@ -367,20 +381,31 @@ fn response_object(name: &str, n: u64, model: &str, text: &str, previous: &str) 
     })
 }
 
-fn chat_chunks(name: &str, n: u64, model: &str, text: &str, chunks: u32) -> Vec<String> {
+fn chat_chunks(name: &str, n: u64, model: &str, text: &str, chunks: u32, include_usage: bool) -> Vec<String> {
     let id = format!("chatcmpl-{name}-{n}");
     let chunks = chunks.max(1);
+    let with_usage = |mut chunk: Value| {
+        if include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        chunk
+    };
     let mut out: Vec<String> = (0..chunks)
         .map(|i| {
             let content = if i == 0 { text.to_owned() } else { format!(" chunk {i}") };
-            let chunk = json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": model,
-                "choices": [{"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": null}]});
+            let chunk = with_usage(json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": model,
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": null}]}));
             format!("data: {chunk}\n\n")
         })
         .collect();
-    let last = json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": model,
-        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+    let last = with_usage(json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": model,
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}));
     out.push(format!("data: {last}\n\n"));
+    if include_usage {
+        let usage = json!({"id": id, "object": "chat.completion.chunk", "created": 0, "model": model, "choices": [],
+            "usage": {"prompt_tokens": 1, "completion_tokens": chunks, "total_tokens": 1 + chunks}});
+        out.push(format!("data: {usage}\n\n"));
+    }
     out.push("data: [DONE]\n\n".to_owned());
     out
 }

@@ -10,6 +10,7 @@ mod mask;
 mod relay;
 mod responses;
 mod transform;
+mod usage;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,7 +141,8 @@ async fn route<U: Upstream>(
         }
         let limit = ctx.limits.attempt_timeout.map_or(remaining, |t| t.min(remaining));
         let target = routes.target(pick.deployment);
-        let body = upstream_body(&request, &pick.upstream_model);
+        let ask_usage = crate::inbound::asks_usage(&request, table.deployment(pick.deployment).stream_usage);
+        let body = upstream_body(&request, &pick.upstream_model, ask_usage);
         let upstream_request = match shape::request(target, request.endpoint, &pick.upstream_model, body, headers) {
             Ok(r) => r,
             Err(e) => {
@@ -171,7 +173,8 @@ async fn route<U: Upstream>(
                 let ttft = request.stream.then(|| request_started.elapsed());
                 let seen = learn::Seen { adaptive, logged, ttft, attempts: planner.attempts().len() };
                 let watch = learn::answered(ctx, &routes, &request, &planner, &pick, &answer, seen);
-                return commit(ctx, &routes, &request, Committed { attempts, pick, answer, guard, spec, watch });
+                let committed = Committed { attempts, pick, answer, guard, spec, watch, strip_usage: ask_usage };
+                return commit(ctx, &routes, &request, committed);
             }
             Err(failure) => {
                 drop(guard);
@@ -204,11 +207,13 @@ struct Committed {
     guard: InFlight,
     spec: RelaySpec,
     watch: relay::Watch,
+    /// Usage was asked on the client's behalf: what that added is removed.
+    strip_usage: bool,
 }
 
 /// Streams a 2xx answer to the client; nothing is retried after this.
 fn commit<U>(ctx: &Context<U>, routes: &Arc<Routes>, request: &ClientRequest, c: Committed) -> Response<Body> {
-    let Committed { attempts, pick, answer, guard, spec, watch } = c;
+    let Committed { attempts, pick, answer, guard, spec, watch, strip_usage } = c;
     let Answer { mut parts, first, rest, .. } = answer;
     let deployment_id = routes.table.deployment(pick.deployment).id.clone();
     let outcome = Outcome {
@@ -220,6 +225,7 @@ fn commit<U>(ctx: &Context<U>, routes: &Arc<Routes>, request: &ClientRequest, c:
     let secret = routes.credential(pick.deployment);
     let relay = mask::mask(Relay::new(first, rest, spec, guard, outcome).with_watch(Some(watch)).boxed(), secret);
     mask::scrub_headers(&mut parts.headers, secret);
+    let relay = if strip_usage { usage::strip(relay) } else { relay };
     let body = if request.endpoint == Endpoint::Responses {
         responses::rewrite(relay, deployment_id, request.stream)
     } else {

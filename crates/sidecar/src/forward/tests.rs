@@ -519,10 +519,18 @@ async fn usage_is_counted_in_tokens_and_priced_from_plain_and_streamed_answers()
     );
     // A stream whose last chunk carries usage.
     let streamed = "data: {\"id\":\"c2\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"id\":\"c2\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":3,\"total_tokens\":13}}\n\ndata: [DONE]\n\n";
-    let ctx = context(vec![priced], &[("a", Script::Answer(200, streamed))], 1);
+    let ctx = context(vec![priced.clone()], &[("a", Script::Answer(200, streamed))], 1);
     let (_, _, body) = call(&ctx, Endpoint::ChatCompletions, chat(true)).await;
-    assert_eq!(body, streamed);
+    // The client did not ask for usage: the sidecar did, and removed what that added.
+    let without = "data: {\"id\":\"c2\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n";
+    assert_eq!(body, without);
     assert_eq!((tokens_of(&ctx, "input"), tokens_of(&ctx, "output")), (Some(10.0), Some(3.0)));
+    // A client that asked gets the usage chunk as sent.
+    let ctx = context(vec![priced], &[("a", Script::Answer(200, streamed))], 1);
+    let mut asked = chat(true);
+    asked["stream_options"] = json!({"include_usage": true});
+    let (_, _, body) = call(&ctx, Endpoint::ChatCompletions, asked).await;
+    assert_eq!(body, streamed);
     assert_eq!(metric(&ctx, "llmroute_time_to_first_token_seconds_count{deployment=\"ns/a\"}"), Some(1.0));
     // No usage, no tokens: nothing is made up.
     let ctx = context(vec![openai("a")], &[("a", Script::Answer(200, "{}"))], 1);

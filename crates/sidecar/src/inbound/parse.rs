@@ -35,6 +35,8 @@ pub(crate) struct ClientRequest {
     pub keys: RequestKeys,
     /// The upstream id inside an llmroute `previous_response_id`.
     pub previous_upstream_id: Option<String>,
+    /// The body has a `stream_options` field (the client chose; it is left alone).
+    pub has_stream_options: bool,
     /// The body's memory reservation, released with the request.
     pub _reservation: Option<OwnedSemaphorePermit>,
 }
@@ -49,6 +51,7 @@ pub(crate) struct Peek {
     stream: Option<Value>,
     user: Option<Value>,
     previous_response_id: Option<Value>,
+    stream_options: Option<serde::de::IgnoredAny>,
 }
 
 const SESSION: HeaderName = HeaderName::from_static("x-llmroute-session-id");
@@ -123,21 +126,50 @@ pub(crate) fn parse(endpoint: Endpoint, headers: &HeaderMap, body: ReadBody) -> 
         stream,
         keys: RequestKeys { previous_deployment, prompt_tokens: body.len() as u64 / BYTES_PER_TOKEN, ..keys },
         previous_upstream_id,
+        has_stream_options: peeked.stream_options.is_some(),
         raw: body,
         _reservation: reservation,
     })
 }
 
+/// Whether the sidecar asks a stream's upstream for usage on the client's behalf: a chat or
+/// completion stream whose client set no `stream_options`, to a deployment that accepts it.
+pub(crate) fn asks_usage(request: &ClientRequest, deployment_accepts: bool) -> bool {
+    request.stream
+        && !request.has_stream_options
+        && deployment_accepts
+        && matches!(request.endpoint, Endpoint::ChatCompletions | Endpoint::Completions)
+}
+
+/// The field asking for usage in a stream.
+const ASK_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
+
 /// The body sent to one upstream: the model replaced, an llmroute previous_response_id
-/// replaced by the upstream's own id. When neither changes, the client's bytes go as sent.
-pub(crate) fn upstream_body(request: &ClientRequest, upstream_model: &str) -> Bytes {
-    if upstream_model == request.model && request.previous_upstream_id.is_none() {
+/// replaced by the upstream's own id, and `stream_options.include_usage` added when
+/// `ask_usage`. When nothing changes, the client's bytes go as sent; when only usage is
+/// asked, the field is spliced in after the opening brace (the body is not re-encoded).
+pub(crate) fn upstream_body(request: &ClientRequest, upstream_model: &str, ask_usage: bool) -> Bytes {
+    let rewrite = upstream_model != request.model || request.previous_upstream_id.is_some();
+    if !rewrite && !ask_usage {
         return request.raw.clone();
+    }
+    if !rewrite {
+        // A parsed request body is a JSON object with at least `model`: `{` then a member.
+        if let Some(open) = request.raw.iter().position(|b| *b == b'{') {
+            let mut body = Vec::with_capacity(request.raw.len() + ASK_USAGE.len());
+            body.extend_from_slice(&request.raw[..=open]);
+            body.extend_from_slice(ASK_USAGE);
+            body.extend_from_slice(&request.raw[open + 1..]);
+            return Bytes::from(body);
+        }
     }
     let Ok(mut body) = serde_json::from_slice::<Map<String, Value>>(&request.raw) else { return request.raw.clone() };
     body.insert("model".into(), Value::String(upstream_model.to_owned()));
     if let Some(id) = &request.previous_upstream_id {
         body.insert("previous_response_id".into(), Value::String(id.clone()));
+    }
+    if ask_usage {
+        body.insert("stream_options".into(), serde_json::json!({"include_usage": true}));
     }
     Bytes::from(serde_json::to_vec(&Value::Object(body)).unwrap_or_default())
 }
@@ -175,7 +207,7 @@ mod tests {
                 proptest::prop_assert!(!r.model.is_empty());
                 proptest::prop_assert!(r.keys.min_quality_tier <= 5);
                 // A rewrite for another model stays valid JSON holding that model.
-                let rewritten: Value = serde_json::from_slice(&upstream_body(&r, "other")).unwrap();
+                let rewritten: Value = serde_json::from_slice(&upstream_body(&r, "other", false)).unwrap();
                 proptest::prop_assert_eq!(&rewritten["model"], "other");
             }
             let _ = peek(&body);
@@ -217,10 +249,30 @@ mod tests {
     fn an_unchanged_model_forwards_the_bytes_as_sent() {
         let body = r#"{"model":"m",  "messages":[{"role":"user","content":"hi"}], "extra": {"kept": true}}"#;
         let r = parse_str(body, &[]).unwrap();
-        assert_eq!(upstream_body(&r, "m"), body.as_bytes());
-        let rewritten: Value = serde_json::from_slice(&upstream_body(&r, "other")).unwrap();
+        assert_eq!(upstream_body(&r, "m", false), body.as_bytes());
+        let rewritten: Value = serde_json::from_slice(&upstream_body(&r, "other", false)).unwrap();
         assert_eq!(rewritten["model"], "other");
         assert_eq!(rewritten["extra"]["kept"], true);
+    }
+
+    #[test]
+    fn usage_is_asked_only_for_streams_whose_client_did_not_choose() {
+        let stream = parse_str(r#" {"model":"m","stream":true,"messages":[]}"#, &[]).unwrap();
+        assert!(asks_usage(&stream, true) && !asks_usage(&stream, false), "a deployment can opt out");
+        let spliced: Value = serde_json::from_slice(&upstream_body(&stream, "m", true)).unwrap();
+        assert_eq!(spliced["stream_options"], serde_json::json!({"include_usage": true}));
+        assert_eq!(spliced["messages"], serde_json::json!([]));
+        let renamed: Value = serde_json::from_slice(&upstream_body(&stream, "other", true)).unwrap();
+        assert_eq!(
+            (renamed["model"].as_str(), renamed["stream_options"]["include_usage"].as_bool()),
+            (Some("other"), Some(true))
+        );
+        let chose = parse_str(r#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#, &[]).unwrap();
+        assert!(!asks_usage(&chose, true), "the client's own choice stands");
+        assert!(!asks_usage(&parse_str(r#"{"model":"m"}"#, &[]).unwrap(), true), "not a stream");
+        let body = ReadBody { bytes: Bytes::from_static(br#"{"model":"m","stream":true}"#), reservation: None };
+        let embeddings = parse(Endpoint::Embeddings, &HeaderMap::new(), body).unwrap();
+        assert!(!asks_usage(&embeddings, true));
     }
 
     #[test]
@@ -228,7 +280,7 @@ mod tests {
         let id = llmroute_router::wrap_response_id("ns/d", "resp_up");
         let r = parse_str(&format!(r#"{{"model":"m","previous_response_id":"{id}","input":"hi"}}"#), &[]).unwrap();
         assert_eq!(r.keys.previous_deployment.as_deref(), Some("ns/d"));
-        let body: Value = serde_json::from_slice(&upstream_body(&r, "real-model")).unwrap();
+        let body: Value = serde_json::from_slice(&upstream_body(&r, "real-model", false)).unwrap();
         assert_eq!(body["model"], "real-model");
         assert_eq!(body["previous_response_id"], "resp_up");
         assert_eq!(body["input"], "hi");
