@@ -38,6 +38,7 @@ via-operator: bins
 crds:
 	$(CARGO) run --locked -q -p llmroute-api --bin crdgen -- crds
 	cp crds/*.yaml charts/llmroute/files/crds/
+	cp deploy/grafana/llmroute-dashboard.json charts/llmroute/files/dashboards/
 
 ## Benchmarks (numbers go in the README): criterion for compile and routing, then the proxy hop
 ## against nginx with wrk (both installed from apt when missing).

@@ -17,6 +17,7 @@ NON_DEFAULT = {
     "replicas": 3,
     "tls": {"mode": "cert-manager"},
     "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+    "dashboard": {"enabled": True, "namespace": "monitoring"},
     "networkPolicy": {"enabled": True, "metricsNamespaceSelector": {"matchLabels": {"name": "monitoring"}}},
     "operator": {"globalNamespaces": ["llmroute", "shared-models"], "statusWritesPerSecond": 2, "readyThreshold": 0.9},
     "routingConfig": {"name": "prod", "spec": {"defaults": {"maxAttempts": 4, "strategy": "least-busy"},
@@ -176,3 +177,13 @@ def test_routing_config_optional_resources_and_notes():
     notes = helm.Chart.load(CHART).render({}, name="llmroute", namespace="llmroute")["llmroute/templates/NOTES.txt"]
     for step in ("llmroute.dev/team=team-a", "llmroute.dev/credentials=true", "kubectl get md,tm", "llmroute-ca"):
         assert step in notes, step
+
+
+def test_the_dashboard_is_the_one_in_deploy_and_optional():
+    (dashboard,) = [d for d in by_kind(render(NON_DEFAULT), "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((CHART.parent.parent / "deploy" / "grafana" / "llmroute-dashboard.json").read_text())
+    assert json.loads(dashboard["data"]["llmroute.json"]) == shipped
+    assert all(t["expr"] for p in shipped["panels"] for t in p["targets"])
+    assert not [d for d in by_kind(render({}), "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]

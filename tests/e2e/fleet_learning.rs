@@ -225,3 +225,61 @@ async fn huge_session_ids_cost_an_adaptive_sidecar_a_digest_each() {
     // Kept whole, 300 keys of 400 KB would hold 120 MB.
     assert!(after.saturating_sub(before) < 40 * 1024, "RSS grew {} KiB", after.saturating_sub(before));
 }
+
+/// Metric names a PromQL expression reads (histogram series by their family name).
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("llmroute_") {
+        let tail = &rest[at..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        let name = &tail[..end];
+        let family = ["_bucket", "_count", "_sum"].iter().fold(name, |n, s| n.strip_suffix(s).unwrap_or(n));
+        names.push(family.to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_queries_exists() {
+    let priced = "  cost: {inputPerMillionTokens: '2.5', outputPerMillionTokens: '10'}\n  healthCheck: {mode: models, intervalSeconds: 1}";
+    let manifests = md("good", "smart", "x", priced) + &md("poor", "smart", "y", "");
+    let setup = Setup::new(&manifests, "modelGroups:\n  smart: {strategy: adaptive}\n");
+    let operator = setup.operator(&[]);
+    let sidecar = setup.sidecar("team-a", &operator);
+    assert!(operator.converged("team-a", 1).await);
+    // Traffic that makes every series exist: answers with usage, a stream, a failover, feedback.
+    setup.fakes.behaviour("y", json!({"fail_next": 1})).await;
+    for i in 0..6 {
+        let (_, _, id) = chat(&sidecar, "smart", &format!("Write a poem {i}")).await;
+        feedback(&sidecar, json!({"response_id": id, "score": 1})).await;
+    }
+    let stream = json!({"model": "smart", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    post_json(&format!("{}/v1/chat/completions", sidecar.api), &stream, &[]).await.unwrap();
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string("../deploy/grafana/llmroute-dashboard.json").unwrap()).unwrap();
+    let mut wanted: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_owned()))
+        .flat_map(|e| metric_names(&e))
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    assert!(wanted.len() >= 15, "{wanted:?}");
+    let exposed = || async {
+        let sidecar_metrics = get(&format!("{}/metrics", sidecar.admin)).await.map(|r| r.text()).unwrap_or_default();
+        let operator_metrics = get(&format!("{}/metrics", operator.admin)).await.map(|r| r.text()).unwrap_or_default();
+        sidecar_metrics + &operator_metrics
+    };
+    let all_there = eventually(Duration::from_secs(15), || async {
+        let text = exposed().await;
+        wanted.iter().all(|name| text.contains(&format!("# TYPE {name} ")))
+    })
+    .await;
+    let text = exposed().await;
+    let missing: Vec<&String> = wanted.iter().filter(|n| !text.contains(&format!("# TYPE {n} "))).collect();
+    assert!(all_there, "the dashboard queries metrics nothing exposes: {missing:?}");
+}
