@@ -282,4 +282,23 @@ async fn every_metric_the_dashboard_queries_exists() {
     let text = exposed().await;
     let missing: Vec<&String> = wanted.iter().filter(|n| !text.contains(&format!("# TYPE {n} "))).collect();
     assert!(all_there, "the dashboard queries metrics nothing exposes: {missing:?}");
+    // The operator sums what the sidecars reported, per team and deployment.
+    let summed = eventually(Duration::from_secs(10), || async {
+        let status = operator.status().await;
+        status["usage"].as_array().is_some_and(|rows| {
+            rows.iter().any(|r| {
+                r["team"] == "team-a"
+                    && r["deployment"] == "llm/good"
+                    && r["inputTokens"].as_u64() >= Some(1)
+                    && r["costUsd"].as_f64().is_some_and(|c| c > 0.0)
+            })
+        })
+    })
+    .await;
+    assert!(summed, "{}", operator.status().await["usage"]);
+    let metrics = get(&format!("{}/metrics", operator.admin)).await.unwrap().text();
+    assert!(
+        metrics.contains("llmroute_operator_tokens_total{deployment=\"llm/good\",kind=\"input\",team=\"team-a\"}"),
+        "{metrics}"
+    );
 }

@@ -35,6 +35,8 @@ pub struct Metrics {
     connected: IntGaugeVec,
     healthy: IntGaugeVec,
     adaptive_mean: GaugeVec,
+    tokens: prometheus::IntCounterVec,
+    cost: prometheus::CounterVec,
     adaptive_samples: GaugeVec,
     shared_cooldowns: IntGauge,
 }
@@ -93,7 +95,22 @@ impl Metrics {
             &["result"],
         )?;
         registry.register(Box::new(fleet_reports.clone()))?;
+        let tokens = IntCounterVec::new(
+            Opts::new("llmroute_operator_tokens_total", "Tokens sidecars reported, by team, deployment and kind."),
+            &["team", "deployment", "kind"],
+        )?;
+        registry.register(Box::new(tokens.clone()))?;
+        let cost = prometheus::CounterVec::new(
+            Opts::new(
+                "llmroute_operator_cost_usd_total",
+                "Cost sidecars reported (declared prices), by team and deployment.",
+            ),
+            &["team", "deployment"],
+        )?;
+        registry.register(Box::new(cost.clone()))?;
         Ok(Self {
+            tokens,
+            cost,
             fleet_reports,
             adaptive_mean,
             adaptive_samples,
@@ -134,6 +151,21 @@ impl Metrics {
             self.adaptive_samples.with_label_values(&labels).set(c.alpha + c.beta);
         }
         self.shared_cooldowns.set(i64::try_from(fleet.cooldowns.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Brings the usage counters up to the totals sidecars reported.
+    pub fn observe_usage(&self, usage: &[((String, String), llmroute_router::Usage)]) {
+        for ((team, deployment), u) in usage {
+            for (kind, n) in [("input", u.input), ("output", u.output), ("cached", u.cached)] {
+                let c = self.tokens.with_label_values(&[team.as_str(), deployment.as_str(), kind]);
+                c.inc_by(n.saturating_sub(c.get()));
+            }
+            let c = self.cost.with_label_values(&[team.as_str(), deployment.as_str()]);
+            let more = u.cost_usd - c.get();
+            if more > 0.0 {
+                c.inc_by(more);
+            }
+        }
     }
 
     /// Drops the per-team series of a team with no stream left.

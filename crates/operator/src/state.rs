@@ -67,6 +67,28 @@ impl Shared {
     pub fn status(&self) -> serde_json::Value {
         let problem = self.config_problem.lock().ok().and_then(|p| p.clone());
         let health = self.health.borrow().clone();
-        crate::status::status(self.built().as_deref(), &self.registry.teams(), &health, problem, self.ready_threshold)
+        let mut status = crate::status::status(
+            self.built().as_deref(),
+            &self.registry.teams(),
+            &health,
+            problem,
+            self.ready_threshold,
+        );
+        // Sums change with every request: here and in metrics, never in object status.
+        let usage: Vec<serde_json::Value> = self
+            .fleet
+            .usage()
+            .into_iter()
+            .map(|((team, deployment), u)| {
+                serde_json::json!({
+                    "team": team, "deployment": deployment, "inputTokens": u.input,
+                    "outputTokens": u.output, "cachedTokens": u.cached, "costUsd": u.cost_usd,
+                })
+            })
+            .collect();
+        if let Some(object) = status.as_object_mut() {
+            object.insert("usage".into(), serde_json::Value::Array(usage));
+        }
+        status
     }
 }

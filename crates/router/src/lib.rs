@@ -53,7 +53,7 @@ pub use policy::{AffinityKind, Cooldown, MAX_ATTEMPTS, MAX_TIMEOUT_SECONDS, Poli
 pub use request_type::{MAX_CHARS as CLASSIFY_MAX_CHARS, RequestType, classify_request};
 pub use resolve::Resolved;
 pub use response_id::{unwrap_response_id, wrap_response_id};
-pub use state::{DeploymentState, HealthObservation, LiveState, RetryBudgetState, Share};
+pub use state::{DeploymentState, HealthObservation, LiveState, RetryBudgetState, Share, Usage};
 pub use table::{
     Deployment, DeploymentIdx, HealthMode, InvalidSnapshot, Limits, Provider, Route, RouteIdx, RouteTable, degrade,
 };

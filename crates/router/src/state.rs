@@ -103,6 +103,21 @@ pub struct DeploymentState {
     /// Server-side failures (5xx, connection errors, timeouts) over the last minute: the
     /// evidence of a cooldown shared with the fleet.
     server_failures: Mutex<RateWindow<MINUTE_MS>>,
+    /// Answers' usage since the last fleet report: input, output, cached tokens, cost (USD).
+    usage: Mutex<Usage>,
+}
+
+/// Tokens and cost of answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    /// Input (prompt) tokens.
+    pub input: u64,
+    /// Output (completion) tokens.
+    pub output: u64,
+    /// Cached input tokens.
+    pub cached: u64,
+    /// Priced by the declared cost, US dollars.
+    pub cost_usd: f64,
 }
 
 /// One adaptive cell: the posterior in force (the fleet's merged one plus what this sidecar
@@ -367,6 +382,23 @@ impl DeploymentState {
         {
             b.charge(delta as f64, secs(now_ms));
         }
+    }
+
+    /// An answer's usage (for the operator's sums).
+    pub fn add_usage(&self, usage: Usage) {
+        if let Ok(mut u) = self.usage.lock() {
+            u.input = u.input.saturating_add(usage.input);
+            u.output = u.output.saturating_add(usage.output);
+            u.cached = u.cached.saturating_add(usage.cached);
+            if usage.cost_usd.is_finite() && usage.cost_usd > 0.0 {
+                u.cost_usd += usage.cost_usd;
+            }
+        }
+    }
+
+    /// Takes the usage added since the last call.
+    pub fn take_usage(&self) -> Usage {
+        self.usage.lock().map(|mut u| std::mem::take(&mut *u)).unwrap_or_default()
     }
 
     /// A request wanted this deployment but its limit refused it (demand the fleet should see).

@@ -142,6 +142,9 @@ struct Inner {
     forwarded: BTreeMap<Cell, (u64, u64)>,
     /// The leader's record of what it absorbed of each replica.
     absorbed: HashMap<String, replicas::Absorbed>,
+    /// Tokens and cost reported by this replica's sidecars since it started, per (team,
+    /// deployment).
+    usage: BTreeMap<(String, String), llmroute_router::Usage>,
 }
 
 /// The operator's fleet state.
@@ -196,6 +199,7 @@ impl Fleet {
             epochs: 0,
             forwarded: BTreeMap::new(),
             absorbed: HashMap::new(),
+            usage: BTreeMap::new(),
         };
         Self {
             config,
@@ -272,6 +276,15 @@ impl Fleet {
                 inner.demand.insert(key, fresh);
             }
         }
+        for t in report.tokens.iter().take(MAX_ENTRIES).filter(|t| name_ok(&t.deployment_id)) {
+            let total = inner.usage.entry((who.team.clone(), t.deployment_id.clone())).or_default();
+            total.input = total.input.saturating_add(t.input_tokens);
+            total.output = total.output.saturating_add(t.output_tokens);
+            total.cached = total.cached.saturating_add(t.cached_tokens);
+            if t.cost_usd.is_finite() && t.cost_usd > 0.0 {
+                total.cost_usd += t.cost_usd.min(1e9);
+            }
+        }
         for c in report.cooldowns.iter().take(MAX_ENTRIES).filter(|c| name_ok(&c.deployment_id)) {
             let key = (who.sidecar.clone(), c.deployment_id.clone());
             let reported = Reported {
@@ -292,6 +305,11 @@ impl Fleet {
             }
         }
         merged
+    }
+
+    /// Tokens and cost this replica's sidecars reported, per (team, deployment).
+    pub fn usage(&self) -> Vec<((String, String), llmroute_router::Usage)> {
+        self.inner.lock().map(|i| i.usage.iter().map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default()
     }
 
     /// Epochs ended so far.
@@ -476,6 +494,7 @@ impl Fleet {
             let epochs = self.epochs();
             self.tick(built.as_deref(), shared.registry.len(), leader, Instant::now());
             shared.metrics.observe_fleet(&self.current());
+            shared.metrics.observe_usage(&self.usage());
             if self.epochs() != epochs {
                 let fleet = self.clone();
                 let _ = tokio::task::spawn_blocking(move || fleet.save()).await;

@@ -43,6 +43,16 @@ impl Outbox {
                     failures,
                 });
             }
+            let usage = state.take_usage();
+            if usage != llmroute_router::Usage::default() {
+                report.tokens.push(v1::TokenUsage {
+                    deployment_id: d.id.clone(),
+                    input_tokens: usage.input,
+                    output_tokens: usage.output,
+                    cached_tokens: usage.cached,
+                    cost_usd: usage.cost_usd,
+                });
+            }
             let (requests, tokens) = state.take_demand();
             if d.limits.rpm > 0 || d.limits.tpm > 0 {
                 report.usage.push(v1::Usage {
@@ -76,7 +86,11 @@ impl Outbox {
         }
         // Deployments gone from the view are not reported on any more.
         self.cooled.retain(|id, _| routes.table.deployment_index(id).is_some());
-        if report.deltas.is_empty() && report.usage.is_empty() && report.cooldowns.is_empty() {
+        if report.deltas.is_empty()
+            && report.usage.is_empty()
+            && report.cooldowns.is_empty()
+            && report.tokens.is_empty()
+        {
             return None;
         }
         self.next_seq += 1;

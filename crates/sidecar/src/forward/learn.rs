@@ -137,8 +137,17 @@ pub(crate) fn answered<U>(
         }
         let price = scan.input_tokens.unwrap_or(0) as f64 * deployment.input_cost_per_million
             + scan.output_tokens.unwrap_or(0) as f64 * deployment.output_cost_per_million;
-        if price > 0.0 && price.is_finite() {
-            cost.with_label_values(&[group.as_str(), deployment.id.as_str()]).inc_by(price / 1_000_000.0);
+        let price = if price > 0.0 && price.is_finite() { price / 1_000_000.0 } else { 0.0 };
+        if price > 0.0 {
+            cost.with_label_values(&[group.as_str(), deployment.id.as_str()]).inc_by(price);
+        }
+        if scan.input_tokens.is_some() || scan.output_tokens.is_some() {
+            routes.state.get(idx).add_usage(llmroute_router::Usage {
+                input: scan.input_tokens.unwrap_or(0),
+                output: scan.output_tokens.unwrap_or(0),
+                cached: scan.cached_tokens.unwrap_or(0),
+                cost_usd: price,
+            });
         }
         if let Some(credit) = &credit
             && completed
