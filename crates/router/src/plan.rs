@@ -151,6 +151,8 @@ pub struct Planner<'t> {
     context_window_used: bool,
     /// The primary group's `fallbacks` are resolved only once the plan needs them.
     fallbacks_loaded: bool,
+    /// The affinity that decided the last pick, if one did.
+    affinity_used: Option<&'static str>,
 }
 
 impl<'t> Planner<'t> {
@@ -181,6 +183,7 @@ impl<'t> Planner<'t> {
             saw_context_window: false,
             context_window_used: false,
             fallbacks_loaded: false,
+            affinity_used: None,
         };
         Some(planner)
     }
@@ -193,6 +196,12 @@ impl<'t> Planner<'t> {
     /// Deadline of the whole request, milliseconds (the primary group's policy).
     pub fn timeout_ms(&self) -> u64 {
         self.table.route(self.primary).policy.timeout_ms
+    }
+
+    /// The affinity that decided the last pick (`responses`, `session_owner`, `session`,
+    /// `user`), never the key's value.
+    pub fn affinity_used(&self) -> Option<&'static str> {
+        self.affinity_used
     }
 
     /// Attempts recorded so far.
@@ -461,6 +470,7 @@ impl<'t> Planner<'t> {
             && route.deployments.contains(&prev)
             && ok(&filter, prev)
         {
+            self.affinity_used = Some("responses");
             return Some(prev);
         }
         if policy.strategy == crate::StrategyKind::Adaptive
@@ -468,6 +478,7 @@ impl<'t> Planner<'t> {
             && route.deployments.contains(&owner)
             && ok(&filter, owner)
         {
+            self.affinity_used = Some("session_owner");
             return Some(owner);
         }
         let order = table.deployment(route.deployments[first]).order;
@@ -493,8 +504,14 @@ impl<'t> Planner<'t> {
             _ => None,
         };
         match affinity_key {
-            Some((prefix, key)) => candidates.by_affinity(format!("{prefix}{key}").as_bytes()),
-            None => candidates.by_strategy(policy.strategy, rng),
+            Some((prefix, key)) => {
+                self.affinity_used = Some(if prefix == "s:" { "session" } else { "user" });
+                candidates.by_affinity(format!("{prefix}{key}").as_bytes())
+            }
+            None => {
+                self.affinity_used = None;
+                candidates.by_strategy(policy.strategy, rng)
+            }
         }
     }
 

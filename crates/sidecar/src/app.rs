@@ -78,6 +78,15 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         } else {
             None
         },
+        tracing: crate::trace::Tracing::start(
+            &crate::trace::TraceConfig {
+                endpoint: flags.otlp_endpoint.clone(),
+                sample_ratio: flags.trace_sample_ratio,
+                pod: flags.pod_name.clone(),
+            },
+            metrics.trace_spans_dropped.clone(),
+        )
+        .map_err(|e| ConfigurationError(format!("--otlp-endpoint: {e:#}")))?,
     });
     match source {
         Some(source) => {

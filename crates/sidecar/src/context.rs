@@ -40,4 +40,6 @@ pub(crate) struct Context<U> {
     pub memory: crate::fleet::Memory,
     /// `--access-log`.
     pub access: Option<Arc<crate::access::AccessLog>>,
+    /// `--otlp-endpoint`: traces.
+    pub tracing: Option<crate::trace::Tracing>,
 }

@@ -102,6 +102,16 @@ pub struct Flags {
     /// Never a credential or a prompt.
     #[arg(long, env = "LLMROUTE_ACCESS_LOG")]
     pub access_log: bool,
+    /// Export OpenTelemetry traces over OTLP/gRPC to this collector (e.g.
+    /// `http://otel-collector:4317`). Off by default; `OTEL_EXPORTER_OTLP_ENDPOINT` also turns
+    /// it on. `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_TRACES_SAMPLER` are
+    /// honoured.
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces sampled (parent-based: a client's sampled or unsampled parent
+    /// decides). Default 1.0 when tracing is on, unless `OTEL_TRACES_SAMPLER` is set.
+    #[arg(long, value_parser = ratio)]
+    pub trace_sample_ratio: Option<f64>,
     /// On SIGTERM/SIGINT: stop accepting and let open requests finish for this long,
     /// milliseconds, before exiting.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
@@ -160,5 +170,12 @@ impl Flags {
             ));
         }
         Ok(())
+    }
+}
+
+fn ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a ratio from 0 to 1")),
     }
 }

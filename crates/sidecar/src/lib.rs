@@ -24,3 +24,4 @@ mod operator;
 mod outbound;
 mod routes;
 mod standalone;
+mod trace;

@@ -42,6 +42,8 @@ pub(crate) struct Metrics {
     pub ttft: HistogramVec,
     /// `llmroute_access_log_dropped_total`: access log lines dropped by a full queue.
     pub access_log_dropped: IntCounter,
+    /// `llmroute_trace_spans_dropped_total`: spans dropped by a full export queue.
+    pub trace_spans_dropped: IntCounter,
     healthy: IntGaugeVec,
     cooldown: IntGaugeVec,
     in_flight: IntGaugeVec,
@@ -167,7 +169,12 @@ impl Metrics {
             "llmroute_access_log_dropped_total",
             "Access log lines dropped because the writer fell behind (its queue was full).",
         )?;
+        let trace_spans_dropped = single(
+            "llmroute_trace_spans_dropped_total",
+            "Trace spans dropped because the export queue was full (a slow or dead collector).",
+        )?;
         Ok(Self {
+            trace_spans_dropped,
             access_log_dropped,
             memory_evictions,
             feedback,

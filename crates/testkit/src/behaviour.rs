@@ -94,6 +94,8 @@ pub struct Stats {
     pub saw_client_authorization: bool,
     /// Whether any request carried `stream_options`.
     pub saw_stream_options: bool,
+    /// `traceparent` of the last API request ("" when none).
+    pub last_traceparent: String,
     /// Whether an upstream that rejects `stream_options` (behaviour) was sent it.
     pub rejected_stream_options: bool,
 }

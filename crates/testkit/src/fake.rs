@@ -243,6 +243,8 @@ async fn api_handler(instance: &Instance, req: Request<Incoming>) -> Response<Bo
         .unwrap_or_default();
     let path_and_query = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
     let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let parts_traceparent =
+        req.headers().get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let model = request.get("model").and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -251,6 +253,7 @@ async fn api_handler(instance: &Instance, req: Request<Incoming>) -> Response<Bo
     // last chunk with no choices carries the usage.
     let include_usage = request.pointer("/stream_options/include_usage").and_then(Value::as_bool).unwrap_or(false);
     let has_stream_options = request.get("stream_options").is_some();
+    let traceparent = parts_traceparent;
     let previous = request.get("previous_response_id").and_then(Value::as_str).unwrap_or_default().to_owned();
     if let Ok(mut s) = instance.stats.lock() {
         s.requests += 1;
@@ -261,6 +264,7 @@ async fn api_handler(instance: &Instance, req: Request<Incoming>) -> Response<Bo
         s.last_credential = credential;
         s.last_previous_response_id = previous.clone();
         s.saw_stream_options |= has_stream_options;
+        s.last_traceparent = traceparent;
         s.rejected_stream_options |= has_stream_options && behaviour.reject_stream_options;
     }
     if has_stream_options && behaviour.reject_stream_options {

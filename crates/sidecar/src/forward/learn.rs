@@ -74,6 +74,7 @@ pub(crate) struct Seen {
     pub logged: Option<super::Logged>,
     pub ttft: Option<std::time::Duration>,
     pub attempts: usize,
+    pub span: Option<crate::trace::RequestSpan>,
 }
 
 pub(crate) fn answered<U>(
@@ -85,7 +86,7 @@ pub(crate) fn answered<U>(
     answer: &Answer,
     seen: Seen,
 ) -> Watch {
-    let Seen { adaptive, logged, ttft, attempts } = seen;
+    let Seen { adaptive, logged, ttft, attempts, span } = seen;
     let access = ctx.access.clone().zip(logged);
     let deployment = routes.table.deployment(pick.deployment);
     let fleet_tpm = deployment.limits.tpm > 0;
@@ -110,6 +111,17 @@ pub(crate) fn answered<U>(
     let group = pick.model_group.clone();
     let on_end = move |scan: &AnswerScan, code: &str, completed: bool| {
         let deployment = routes.table.deployment(idx);
+        if let Some(span) = span {
+            let mut attributes = Vec::new();
+            if let Some(n) = scan.input_tokens {
+                attributes.push(opentelemetry::KeyValue::new("gen_ai.usage.input_tokens", n as i64));
+            }
+            if let Some(n) = scan.output_tokens {
+                attributes.push(opentelemetry::KeyValue::new("gen_ai.usage.output_tokens", n as i64));
+            }
+            span.set(attributes);
+            span.end(code.parse().unwrap_or(0), (!completed).then_some(code));
+        }
         if let Some((log, logged)) = &access {
             log.log(&crate::access::Entry {
                 start_unix_ms: logged.start_unix_ms,

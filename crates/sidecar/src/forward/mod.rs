@@ -58,29 +58,47 @@ pub(crate) struct Logged {
     pub model: String,
 }
 
-/// Routes one parsed request to completion; with `--access-log`, a line for it once its
-/// answer has ended (an answer that is relayed, when the relay ends).
+/// Routes one parsed request to completion. With tracing, its server span (ended when its
+/// answer ends); with `--access-log`, a line for it once its answer has ended (an answer
+/// that is relayed, when the relay ends).
 pub(crate) async fn forward<U: Upstream>(
     ctx: &Context<U>,
     routes: Arc<Routes>,
     request: ClientRequest,
     headers: &HeaderMap,
 ) -> Response<Body> {
-    let Some(access) = ctx.access.clone() else { return route(ctx, routes, request, headers, None).await };
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_owned);
-    let logged = Logged {
+    if ctx.access.is_none() && ctx.tracing.is_none() {
+        return route(ctx, routes, request, headers, None, &mut None).await;
+    }
+    let mut span = ctx.tracing.as_ref().map(|t| t.request(headers, request.endpoint.operation(), &request.model));
+    let logged = ctx.access.as_ref().map(|_| Logged {
         start_unix_ms: now_ms(),
         started: Instant::now(),
-        request_id,
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_owned),
         operation: request.endpoint.operation(),
         model: request.model.clone(),
-    };
-    let response = route(ctx, routes, request, headers, Some(logged.clone())).await;
-    if response.extensions().get::<Relayed>().is_none() {
-        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    });
+    let response = route(ctx, routes, request, headers, logged.clone(), &mut span).await;
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    // Not relayed: the request ends with this answer.
+    if let Some(span) = span.take() {
+        let status = response.status();
+        let group = header("x-llmroute-model-group").to_owned();
+        span.set(vec![
+            opentelemetry::KeyValue::new("llmroute.model_group", group),
+            opentelemetry::KeyValue::new(
+                "llmroute.attempts",
+                header("x-llmroute-attempts").parse::<i64>().unwrap_or(0),
+            ),
+        ]);
+        span.end(status.as_u16(), (!status.is_success()).then_some(status.as_str()));
+    }
+    if let (Some(access), Some(logged)) = (&ctx.access, &logged)
+        && response.extensions().get::<Relayed>().is_none()
+    {
         access.log(&crate::access::Entry {
             start_unix_ms: logged.start_unix_ms,
             request_id: &logged.request_id,
@@ -104,6 +122,7 @@ async fn route<U: Upstream>(
     request: ClientRequest,
     headers: &HeaderMap,
     logged: Option<Logged>,
+    span: &mut Option<crate::trace::RequestSpan>,
 ) -> Response<Body> {
     let table = &routes.table;
     let Some(mut planner) = Planner::new(table, &request.model, request.keys.clone()) else {
@@ -143,17 +162,33 @@ async fn route<U: Upstream>(
         let target = routes.target(pick.deployment);
         let ask_usage = crate::inbound::asks_usage(&request, table.deployment(pick.deployment).stream_usage);
         let body = upstream_body(&request, &pick.upstream_model, ask_usage);
-        let upstream_request = match shape::request(target, request.endpoint, &pick.upstream_model, body, headers) {
+        let mut upstream_request = match shape::request(target, request.endpoint, &pick.upstream_model, body, headers) {
             Ok(r) => r,
             Err(e) => {
                 let error = ApiError::InvalidModelName(e.0);
                 return failure::refused(ctx, &routes, &request, planner.attempts(), error);
             }
         };
+        let attempt_span = span.as_ref().map(|s| {
+            let d = table.deployment(pick.deployment);
+            let info = crate::trace::AttemptInfo {
+                number: planner.attempts().len() + 1,
+                deployment: &d.id,
+                model_group: &pick.model_group,
+                upstream_model: &pick.upstream_model,
+                provider: if d.provider == llmroute_router::Provider::Azure { "azure.ai.openai" } else { "openai" },
+                server_address: target.origin(),
+                kind: pick.kind.as_str(),
+            };
+            s.attempt(&info, upstream_request.headers_mut())
+        });
         let guard = InFlight::start(routes.clone(), pick.deployment, request.keys.prompt_tokens, attempt_ms);
         let started = Instant::now();
         match attempt::exchange(ctx.upstream.send(target, upstream_request), started, limit).await {
             Ok(answer) => {
+                if let Some(a) = attempt_span {
+                    a.end("success", false);
+                }
                 let handles = routes.deployment_metrics(&ctx.metrics, pick.deployment);
                 handles.latency.observe(answer.latency.as_secs_f64());
                 if request.stream {
@@ -171,13 +206,33 @@ async fn route<U: Upstream>(
                     stream: request.stream,
                 };
                 let ttft = request.stream.then(|| request_started.elapsed());
-                let seen = learn::Seen { adaptive, logged, ttft, attempts: planner.attempts().len() };
+                let span = span.take().inspect(|s| {
+                    let mut attributes = vec![
+                        opentelemetry::KeyValue::new("gen_ai.response.model", pick.upstream_model.clone()),
+                        opentelemetry::KeyValue::new(
+                            "llmroute.deployment",
+                            table.deployment(pick.deployment).id.clone(),
+                        ),
+                        opentelemetry::KeyValue::new("llmroute.model_group", pick.model_group.clone()),
+                        opentelemetry::KeyValue::new("llmroute.attempts", attempts as i64),
+                        opentelemetry::KeyValue::new("llmroute.attempt.kind", pick.kind.as_str()),
+                        opentelemetry::KeyValue::new("llmroute.snapshot", routes.snapshot.version.clone()),
+                    ];
+                    if let Some(affinity) = planner.affinity_used() {
+                        attributes.push(opentelemetry::KeyValue::new("llmroute.affinity", affinity));
+                    }
+                    s.set(attributes);
+                });
+                let seen = learn::Seen { adaptive, logged, ttft, attempts: planner.attempts().len(), span };
                 let watch = learn::answered(ctx, &routes, &request, &planner, &pick, &answer, seen);
                 let committed = Committed { attempts, pick, answer, guard, spec, watch, strip_usage: ask_usage };
                 return commit(ctx, &routes, &request, committed);
             }
             Err(failure) => {
                 drop(guard);
+                if let Some(a) = attempt_span {
+                    a.end(failure.label(), true);
+                }
                 let id = routes.table.deployment(pick.deployment).id.as_str();
                 tracing::debug!(deployment = id, outcome = %failure.describe(), "upstream attempt failed");
                 ctx.metrics.attempts.with_label_values(&[id, failure.label()]).inc();

@@ -171,6 +171,7 @@ fn context_with(
     Context {
         memory: crate::fleet::Memory::default(),
         access: None,
+        tracing: None,
         routes,
         upstream: Fake { scripts, calls: Mutex::default() },
         metrics: Metrics::new().unwrap(),
