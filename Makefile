@@ -61,7 +61,7 @@ bench-tools:
 		{ apt-get update -qq && apt-get install -y -qq nginx-light wrk; }
 
 bench-proxy: bench-tools $(VENV)/.installed
-	$(CARGO) build --locked --release -p llmroute-sidecar
+	$(CARGO) build --locked --release -p llmroute-sidecar -p llmroute-testkit --bin llmroute-sidecar --bin otlp-sink
 	LLMROUTE_RELEASE_DIR=$(abspath $(TARGET_DIR))/release $(VENV)/bin/python bench/proxy_bench.py
 
 # --- Python side (official openai client) --------------------------------------------------

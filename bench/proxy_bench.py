@@ -86,10 +86,10 @@ def manifests(directory: Path, port: int, deployments: int) -> None:
     (directory / "all.yaml").write_text("---\n".join(docs))
 
 
-def start_sidecar(binary: Path, directory: Path) -> tuple[subprocess.Popen, int, int]:
-    log = directory.parent / f"{directory.name}-sidecar.log"
+def start_sidecar(binary: Path, directory: Path, extra: tuple[str, ...] = (), name: str = "") -> tuple[subprocess.Popen, int, int]:
+    log = directory.parent / f"{directory.name}{name}-sidecar.log"
     proc = subprocess.Popen([str(binary), "--team", "bench", "--manifests", str(directory),
-                             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+                             "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", *extra],
                             stdout=subprocess.DEVNULL, stderr=open(log, "w"), env={**os.environ, "LLMROUTE_LOG": "info"})
     line = announced(log, "llmroute-sidecar serving")
     fields = dict(word.split("=", 1) for word in line.split() if "=" in word)
@@ -119,9 +119,20 @@ def main() -> int:
             proc.wait(5)
 
 
+def start_sink(binary: Path, work: Path) -> tuple[subprocess.Popen, str, Path]:
+    """The OTLP trace sink (a collector's TraceService that counts spans)."""
+    log = work / "otlp-sink.log"
+    proc = subprocess.Popen([str(binary)], stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+    line = announced(log, "otlp_sink")
+    return proc, json.loads(line)["otlp_sink"], log
+
+
 def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Path) -> int:
     manifests(work / "one", upstream_port, 1)
     sidecar, port, _ = start_sidecar(binary, work / "one")
+    sink, sink_addr, sink_log = start_sink(binary.parent / "otlp-sink", work)
+    traced, traced_port, traced_admin = start_sidecar(
+        binary, work / "one", ("--otlp-endpoint", f"http://{sink_addr}", "--trace-sample-ratio", "1.0"), "-traced")
     try:
         wait_until(lambda: http("POST", f"http://127.0.0.1:{hop_port}/v1/chat/completions", {})[0] == 200, what="nginx")
         status, body = http("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json.loads(BODY))
@@ -130,15 +141,20 @@ def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Pat
             "direct": f"http://127.0.0.1:{upstream_port}/v1/chat/completions",
             "nginx hop": f"http://127.0.0.1:{hop_port}/v1/chat/completions",
             "llmroute sidecar": f"http://127.0.0.1:{port}/v1/chat/completions",
+            "llmroute sidecar, 100% traced": f"http://127.0.0.1:{traced_port}/v1/chat/completions",
         }
         results = {}
         for connections in (1, 16):
             for name, url in targets.items():
                 results[(name, connections)] = wrk(url, connections, script)
                 time.sleep(0.5)
+        _, metrics = http("GET", f"http://127.0.0.1:{traced_admin}/metrics")
+        dropped = re.search(r"llmroute_trace_spans_dropped_total (\d+)", metrics.decode())
     finally:
-        sidecar.terminate()
-        sidecar.wait(5)
+        for proc in (sidecar, traced, sink):
+            proc.terminate()
+            proc.wait(5)
+    received = re.search(r'"otlp_sink_spans":\s*(\d+)', sink_log.read_text())
     manifests(work / "thousand", upstream_port, 1000)
     idle, _, _ = start_sidecar(binary, work / "thousand")
     time.sleep(1.0)
@@ -159,6 +175,8 @@ def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Pat
             ratio = f"{r['rps'] / hop['rps'] * 100:.0f}%"
             errors = f" ({r['non2xx']} non-2xx)" if r["non2xx"] else ""
             print(f"| {name} | {connections} | {r['p50']:.3f} | {r['p99']:.3f} | {added50} | {added99} | {r['rps']:.0f}{errors} | {ratio} |")
+    print(f"\nTraced sidecar: {received.group(1) if received else '?'} spans received by the collector, "
+          f"{dropped.group(1) if dropped else '?'} dropped by the export queue")
     print(f"\nIdle sidecar RSS with a 1,000-deployment snapshot: {idle_rss:.1f} MB")
     return 0
 
