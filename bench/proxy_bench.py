@@ -129,11 +129,15 @@ def start_sink(binary: Path, work: Path) -> tuple[subprocess.Popen, str, Path]:
 
 def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Path) -> int:
     manifests(work / "one", upstream_port, 1)
-    sidecar, port, _ = start_sidecar(binary, work / "one")
-    sink, sink_addr, sink_log = start_sink(binary.parent / "otlp-sink", work)
-    traced, traced_port, traced_admin = start_sidecar(
-        binary, work / "one", ("--otlp-endpoint", f"http://{sink_addr}", "--trace-sample-ratio", "1.0"), "-traced")
+    started: list[subprocess.Popen] = []
     try:
+        sidecar, port, _ = start_sidecar(binary, work / "one")
+        started.append(sidecar)
+        sink, sink_addr, sink_log = start_sink(binary.parent / "otlp-sink", work)
+        started.append(sink)
+        traced, traced_port, traced_admin = start_sidecar(
+            binary, work / "one", ("--otlp-endpoint", f"http://{sink_addr}", "--trace-sample-ratio", "1.0"), "-traced")
+        started.append(traced)
         wait_until(lambda: http("POST", f"http://127.0.0.1:{hop_port}/v1/chat/completions", {})[0] == 200, what="nginx")
         status, body = http("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json.loads(BODY))
         assert status == 200, body
@@ -151,7 +155,8 @@ def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Pat
         _, metrics = http("GET", f"http://127.0.0.1:{traced_admin}/metrics")
         dropped = re.search(r"llmroute_trace_spans_dropped_total (\d+)", metrics.decode())
     finally:
-        for proc in (sidecar, traced, sink):
+        # Whatever happened, nothing started here outlives the benchmark.
+        for proc in started:
             proc.terminate()
             proc.wait(5)
     received = re.search(r'"otlp_sink_spans":\s*(\d+)', sink_log.read_text())

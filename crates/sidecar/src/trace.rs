@@ -28,6 +28,31 @@ const BATCH_DELAY: Duration = Duration::from_secs(1);
 /// Longest an export may take.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The export loop: batches of at most [`BATCH`] spans, sent at most [`BATCH_DELAY`] after the
+/// first of them arrived; ends when the tracer is gone.
+async fn export(exporter: opentelemetry_otlp::SpanExporter, mut queue: mpsc::Receiver<SpanData>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let Some(first) = queue.recv().await else { return };
+        batch.push(first);
+        let deadline = tokio::time::sleep(BATCH_DELAY);
+        tokio::pin!(deadline);
+        while batch.len() < BATCH {
+            tokio::select! {
+                span = queue.recv() => match span {
+                    Some(span) => batch.push(span),
+                    None => break,
+                },
+                () = &mut deadline => break,
+            }
+        }
+        let sending = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+        if let Err(e) = exporter.export(sending).await {
+            tracing::debug!(error = %e, "span export failed; those spans are lost");
+        }
+    }
+}
+
 /// Hands ended spans to the export task; drops (and counts) what a full queue refuses.
 #[derive(Debug)]
 struct BoundedProcessor {
@@ -88,7 +113,6 @@ impl Tracing {
             exporter = opentelemetry_otlp::WithExportConfig::with_endpoint(exporter, endpoint.clone());
         }
         let exporter = opentelemetry_otlp::WithExportConfig::with_timeout(exporter, EXPORT_TIMEOUT);
-        let mut exporter = exporter.build()?;
         let mut resource = opentelemetry_sdk::Resource::builder();
         // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over our defaults.
         if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
@@ -98,30 +122,19 @@ impl Tracing {
             resource = resource.with_attribute(KeyValue::new("k8s.pod.name", config.pod.clone()));
         }
         let resource = resource.build();
+        let (spans, queue) = mpsc::channel::<SpanData>(QUEUE);
+        // Encoding and sending spans run on a thread (and runtime) of their own, never on the
+        // runtime that serves requests.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        // The channel's background work belongs to the export runtime.
+        let mut exporter = {
+            let _entered = runtime.enter();
+            exporter.build()?
+        };
         exporter.set_resource(&resource);
-        let (spans, mut queue) = mpsc::channel::<SpanData>(QUEUE);
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
-            loop {
-                let Some(first) = queue.recv().await else { return };
-                batch.push(first);
-                let deadline = tokio::time::sleep(BATCH_DELAY);
-                tokio::pin!(deadline);
-                while batch.len() < BATCH {
-                    tokio::select! {
-                        span = queue.recv() => match span {
-                            Some(span) => batch.push(span),
-                            None => break,
-                        },
-                        () = &mut deadline => break,
-                    }
-                }
-                let sending = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                if let Err(e) = exporter.export(sending).await {
-                    tracing::debug!(error = %e, "span export failed; those spans are lost");
-                }
-            }
-        });
+        std::thread::Builder::new()
+            .name("llmroute-trace-export".into())
+            .spawn(move || runtime.block_on(export(exporter, queue)))?;
         let mut provider = SdkTracerProvider::builder()
             .with_resource(resource)
             .with_span_processor(BoundedProcessor { spans, dropped });
