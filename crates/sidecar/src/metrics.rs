@@ -62,14 +62,13 @@ pub(crate) struct DeploymentMetrics {
 }
 
 impl Metrics {
-    /// Handles for every deployment id, in order.
-    pub(crate) fn for_deployments<'a>(&self, ids: impl Iterator<Item = &'a str>) -> Vec<DeploymentMetrics> {
-        ids.map(|id| DeploymentMetrics {
+    /// Handles of deployment `id`.
+    pub(crate) fn for_deployment(&self, id: &str) -> DeploymentMetrics {
+        DeploymentMetrics {
             success: self.attempts.with_label_values(&[id, "success"]),
             latency: self.latency.with_label_values(&[id]),
             ttft: self.ttft.with_label_values(&[id]),
-        })
-        .collect()
+        }
     }
 
     /// Registers every metric in a fresh registry.
@@ -219,8 +218,13 @@ impl Metrics {
             for (i, d) in r.table.deployments().iter().enumerate() {
                 let s = r.state.get(i as u32);
                 let id = d.id.as_str();
-                self.cooldown.with_label_values(&[id]).set(i64::from(s.in_cooldown(now_ms)));
-                self.in_flight.with_label_values(&[id]).set(i64::from(s.in_flight()));
+                // Live gauges of deployments this sidecar uses, or that are cooling or busy:
+                // a view of thousands does not become thousands of series per pod.
+                let cooling = s.in_cooldown(now_ms);
+                if r.has_served(i as u32) || cooling || s.in_flight() > 0 {
+                    self.cooldown.with_label_values(&[id]).set(i64::from(cooling));
+                    self.in_flight.with_label_values(&[id]).set(i64::from(s.in_flight()));
+                }
                 if let Some(h) = s.health().filter(|h| h.is_fresh(now_ms)) {
                     self.healthy.with_label_values(&[id]).set(i64::from(h.healthy));
                 }

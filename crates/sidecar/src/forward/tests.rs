@@ -542,3 +542,17 @@ async fn usage_is_counted_in_tokens_and_priced_from_plain_and_streamed_answers()
 fn tokens_of(ctx: &Context<Fake>, kind: &str) -> Option<f64> {
     metric(ctx, &format!("llmroute_tokens_total{{deployment=\"ns/a\",kind=\"{kind}\",model_group=\"m\"}}"))
 }
+
+#[tokio::test]
+async fn only_deployments_this_sidecar_uses_get_per_deployment_series() {
+    let many: Vec<v1::Deployment> = (0..50).map(|i| openai(&format!("d{i}"))).collect();
+    let ctx = context(many, &[], 1);
+    assert_eq!(call(&ctx, Endpoint::ChatCompletions, chat(false)).await.0, StatusCode::OK);
+    let routes = ctx.routes.load().unwrap();
+    let text = ctx.metrics.render(Some(&routes), crate::clock::now_ms());
+    let series = |name: &str| text.lines().filter(|l| l.starts_with(name)).count();
+    assert_eq!(series("llmroute_deployment_cooldown{"), 1, "{text}");
+    assert_eq!(series("llmroute_deployment_in_flight{"), 1);
+    assert_eq!(series("llmroute_upstream_latency_seconds_count{"), 1);
+    assert_eq!(series("llmroute_time_to_first_token_seconds_count{"), 1);
+}

@@ -45,8 +45,10 @@ pub(crate) struct Routes {
     /// `x-llmroute-route` value of every route, aligned with `table` (`None`: not a valid
     /// header value).
     route_headers: Vec<Option<HeaderValue>>,
-    /// Metric handles of every deployment, aligned with `table`, resolved on first use.
-    metrics: OnceLock<Vec<DeploymentMetrics>>,
+    /// Metric handles of each deployment, aligned with `table`, resolved when the deployment
+    /// first serves: only deployments a sidecar uses get series (at fleet scale a view holds
+    /// thousands).
+    metrics: Vec<OnceLock<DeploymentMetrics>>,
 }
 
 impl Routes {
@@ -70,12 +72,14 @@ impl Routes {
         self.route_headers.get(idx as usize).and_then(Option::as_ref)
     }
 
+    /// Whether deployment `idx` has served since this view applied.
+    pub fn has_served(&self, idx: DeploymentIdx) -> bool {
+        self.metrics.get(idx as usize).is_some_and(|m| m.get().is_some())
+    }
+
     /// The metric handles of deployment `idx`.
     pub fn deployment_metrics(&self, metrics: &Metrics, idx: DeploymentIdx) -> &DeploymentMetrics {
-        let all = self
-            .metrics
-            .get_or_init(|| metrics.for_deployments(self.table.deployments().iter().map(|d| d.id.as_str())));
-        &all[idx as usize]
+        self.metrics[idx as usize].get_or_init(|| metrics.for_deployment(&self.table.deployment(idx).id))
     }
 }
 
@@ -125,6 +129,7 @@ impl RoutesHandle {
         let header = |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
         let version_header = header(&snapshot.version);
         let deployment_headers = table.deployments().iter().map(|d| header(&d.id)).collect();
+        let metrics = (0..table.deployments().len()).map(|_| OnceLock::new()).collect();
         let route_headers = (0..table.routes().len())
             .map(|i| {
                 let r = table.route(i as llmroute_router::RouteIdx);
@@ -144,7 +149,7 @@ impl RoutesHandle {
             version_header,
             deployment_headers,
             route_headers,
-            metrics: OnceLock::new(),
+            metrics,
         })));
         Ok(true)
     }
