@@ -207,13 +207,28 @@ impl Metrics {
         prune_vec(&self.ttft, &live);
     }
 
-    /// Prometheus text format, gauges refreshed from `routing` at `now_ms`.
+    /// Removes every series of the deployments in `gone`.
+    fn forget(&self, gone: &std::collections::HashSet<&str>) {
+        prune_where(&self.requests, |d| gone.contains(d));
+        prune_where(&self.attempts, |d| gone.contains(d));
+        prune_where(&self.latency, |d| gone.contains(d));
+        prune_where(&self.tokens, |d| gone.contains(d));
+        prune_where(&self.cost, |d| gone.contains(d));
+        prune_where(&self.ttft, |d| gone.contains(d));
+    }
+
+    /// Prometheus text format, gauges refreshed from `routing` at `now_ms`; series of
+    /// deployments idle for 15 minutes are forgotten first.
     pub fn render(&self, routes: Option<&Routes>, now_ms: u64) -> String {
         self.healthy.reset();
         self.cooldown.reset();
         self.in_flight.reset();
         self.snapshot.reset();
         if let Some(r) = routes {
+            let expired: std::collections::HashSet<&str> = r.expire_idle(now_ms, IDLE_MS).into_iter().collect();
+            if !expired.is_empty() {
+                self.forget(&expired);
+            }
             self.snapshot.with_label_values(&[r.snapshot.version.as_str()]).set(1);
             for (i, d) in r.table.deployments().iter().enumerate() {
                 let s = r.state.get(i as u32);
@@ -236,20 +251,31 @@ impl Metrics {
     }
 }
 
-/// Removes every series of `vec` whose `deployment` label names no live deployment ("" is
-/// kept: requests that reached no deployment).
-fn prune_vec<T: prometheus::core::MetricVecBuilder>(
+/// Per-deployment series of a deployment that has not served for this long are forgotten.
+const IDLE_MS: u64 = 15 * 60 * 1000;
+
+/// Removes every series of `vec` whose `deployment` label `gone` accepts ("" is kept).
+fn prune_where<T: prometheus::core::MetricVecBuilder>(
     vec: &prometheus::core::MetricVec<T>,
-    live: &std::collections::HashSet<&str>,
+    gone: impl Fn(&str) -> bool,
 ) {
     use prometheus::core::Collector;
     for family in vec.collect() {
         for metric in family.get_metric() {
             let labels: std::collections::HashMap<&str, &str> =
                 metric.get_label().iter().map(|l| (l.name(), l.value())).collect();
-            if labels.get("deployment").is_some_and(|d| !d.is_empty() && !live.contains(d)) {
+            if labels.get("deployment").is_some_and(|d| !d.is_empty() && gone(d)) {
                 let _ = vec.remove(&labels);
             }
         }
     }
+}
+
+/// Removes every series of `vec` whose `deployment` label names no live deployment ("" is
+/// kept: requests that reached no deployment).
+fn prune_vec<T: prometheus::core::MetricVecBuilder>(
+    vec: &prometheus::core::MetricVec<T>,
+    live: &std::collections::HashSet<&str>,
+) {
+    prune_where(vec, |d| !live.contains(d));
 }

@@ -189,7 +189,7 @@ async fn route<U: Upstream>(
                 if let Some(a) = attempt_span {
                     a.end("success", false);
                 }
-                let handles = routes.deployment_metrics(&ctx.metrics, pick.deployment);
+                let handles = routes.deployment_metrics(&ctx.metrics, pick.deployment, now_ms());
                 handles.latency.observe(answer.latency.as_secs_f64());
                 if request.stream {
                     // Failovers included: what the client waited for its first token.

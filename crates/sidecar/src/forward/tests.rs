@@ -555,4 +555,14 @@ async fn only_deployments_this_sidecar_uses_get_per_deployment_series() {
     assert_eq!(series("llmroute_deployment_in_flight{"), 1);
     assert_eq!(series("llmroute_upstream_latency_seconds_count{"), 1);
     assert_eq!(series("llmroute_time_to_first_token_seconds_count{"), 1);
+    // Idle for 15 minutes: forgotten; serving again brings them back.
+    let later = crate::clock::now_ms() + 15 * 60 * 1000 + 1;
+    let text = ctx.metrics.render(Some(&routes), later);
+    let series = |name: &str| text.lines().filter(|l| l.starts_with(name)).count();
+    assert_eq!(series("llmroute_upstream_latency_seconds_count{") + series("llmroute_requests_total{"), 0, "{text}");
+    assert_eq!(series("llmroute_deployment_cooldown{"), 0);
+    assert_eq!(call(&ctx, Endpoint::ChatCompletions, chat(false)).await.0, StatusCode::OK);
+    let text = ctx.metrics.render(Some(&routes), crate::clock::now_ms());
+    assert_eq!(text.lines().filter(|l| l.starts_with("llmroute_upstream_latency_seconds_count{")).count(), 1);
+    assert!(text.contains("llmroute_requests_total{"));
 }

@@ -4,7 +4,8 @@
 
 mod inflight;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 use http::HeaderValue;
@@ -48,7 +49,9 @@ pub(crate) struct Routes {
     /// Metric handles of each deployment, aligned with `table`, resolved when the deployment
     /// first serves: only deployments a sidecar uses get series (at fleet scale a view holds
     /// thousands).
-    metrics: Vec<OnceLock<DeploymentMetrics>>,
+    metrics: Vec<ArcSwapOption<DeploymentMetrics>>,
+    /// When each deployment last served (Unix ms, 0 = not since this view applied).
+    last_served: Vec<AtomicU64>,
 }
 
 impl Routes {
@@ -74,12 +77,33 @@ impl Routes {
 
     /// Whether deployment `idx` has served since this view applied.
     pub fn has_served(&self, idx: DeploymentIdx) -> bool {
-        self.metrics.get(idx as usize).is_some_and(|m| m.get().is_some())
+        self.metrics.get(idx as usize).is_some_and(|m| m.load().is_some())
+    }
+
+    /// Forgets the series of deployments idle for `idle_ms` at `now_ms` (they come back on
+    /// their next answer); the ids forgotten.
+    pub fn expire_idle(&self, now_ms: u64, idle_ms: u64) -> Vec<&str> {
+        let mut expired = Vec::new();
+        for (i, slot) in self.metrics.iter().enumerate() {
+            let last = self.last_served[i].load(Ordering::Relaxed);
+            if last != 0 && now_ms.saturating_sub(last) >= idle_ms && slot.swap(None).is_some() {
+                self.last_served[i].store(0, Ordering::Relaxed);
+                expired.push(self.table.deployment(i as DeploymentIdx).id.as_str());
+            }
+        }
+        expired
     }
 
     /// The metric handles of deployment `idx`.
-    pub fn deployment_metrics(&self, metrics: &Metrics, idx: DeploymentIdx) -> &DeploymentMetrics {
-        self.metrics[idx as usize].get_or_init(|| metrics.for_deployment(&self.table.deployment(idx).id))
+    pub fn deployment_metrics(&self, metrics: &Metrics, idx: DeploymentIdx, now_ms: u64) -> Arc<DeploymentMetrics> {
+        self.last_served[idx as usize].store(now_ms.max(1), Ordering::Relaxed);
+        let slot = &self.metrics[idx as usize];
+        if let Some(handles) = slot.load_full() {
+            return handles;
+        }
+        let handles = Arc::new(metrics.for_deployment(&self.table.deployment(idx).id));
+        slot.store(Some(handles.clone()));
+        handles
     }
 }
 
@@ -129,7 +153,8 @@ impl RoutesHandle {
         let header = |text: &str| HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
         let version_header = header(&snapshot.version);
         let deployment_headers = table.deployments().iter().map(|d| header(&d.id)).collect();
-        let metrics = (0..table.deployments().len()).map(|_| OnceLock::new()).collect();
+        let metrics = (0..table.deployments().len()).map(|_| ArcSwapOption::empty()).collect();
+        let last_served = (0..table.deployments().len()).map(|_| AtomicU64::new(0)).collect();
         let route_headers = (0..table.routes().len())
             .map(|i| {
                 let r = table.route(i as llmroute_router::RouteIdx);
@@ -150,6 +175,7 @@ impl RoutesHandle {
             deployment_headers,
             route_headers,
             metrics,
+            last_served,
         })));
         Ok(true)
     }
