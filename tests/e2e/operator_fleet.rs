@@ -159,6 +159,9 @@ async fn a_view_a_sidecar_rejects_is_a_nack_in_status_and_the_old_view_serves() 
         &["--max-view-bytes", "4096"],
     );
     assert!(fleet.operator.converged("team-a", 1).await, "{}", fleet.operator.status().await);
+    // The replaced sidecar may still have been the one counted: wait for the new one's view.
+    let applied = eventually(Duration::from_secs(10), || async { fleet.a.version().await.is_some() }).await;
+    assert!(applied, "the new sidecar applied the current view");
     let before = fleet.a.version().await;
     let many: String = (0..30).map(|i| md(&format!("bulk{i}"), &format!("bulk-model-{i}"), "z", "")).collect();
     fleet.write(&(manifests() + &many));
