@@ -6,6 +6,7 @@ mode (a sidecar with no operator). No cluster, no internet. Ends by itself."""
 from __future__ import annotations
 
 import collections
+import json
 import shutil
 import sys
 import time
@@ -37,6 +38,66 @@ kind: ModelDeployment
 metadata: {name: demo-new, namespace: llm}
 spec: {modelName: gpt-4o-new, upstream: {baseUrl: 'http://127.0.0.1:18103/v1'}}
 """
+
+
+ADAPTIVE = """apiVersion: llmroute.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: favourite, namespace: llm}
+spec: {modelName: demo-adaptive, qualityTier: 5, upstream: {baseUrl: 'http://127.0.0.1:18111/v1'}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: underdog, namespace: llm}
+spec: {modelName: demo-adaptive, qualityTier: 1, upstream: {baseUrl: 'http://127.0.0.1:18112/v1'}}
+---
+apiVersion: llmroute.dev/v1alpha1
+kind: TeamModel
+metadata: {name: smart-mini, namespace: llm}
+spec:
+  team: team-a
+  publicName: smart-mini
+  modelName: demo-adaptive
+  routing: {strategy: adaptive}
+"""
+
+
+def adaptive_feedback(operator: Operator, manifests, client: openai.OpenAI, sidecar: Sidecar) -> None:
+    title("Adaptive routing learns from feedback: team-a's 'smart-mini' over 'favourite' (qualityTier 5) and "
+          "'underdog' (tier 1); users rate the underdog's answers good and the favourite's bad")
+    (manifests / "60-demo-adaptive.yaml").write_text(ADAPTIVE)
+
+    def ready() -> bool:
+        try:
+            return chat(client, "smart-mini")[0] != ""
+        except openai.NotFoundError:
+            return False
+
+    wait_until(ready, timeout=10, what="the adaptive TeamModel")
+    picks = []
+    for i in range(80):
+        raw = client.chat.completions.with_raw_response.create(
+            model="smart-mini", messages=[{"role": "user", "content": f"Write a haiku about the sea, take {i}"}])
+        deployment = raw.headers["x-llmroute-deployment"]
+        score = 1.0 if deployment == "llm/underdog" else 0.0
+        status, body = http("POST", sidecar.base_url + "/feedback", {"response_id": raw.parse().id, "score": score})
+        assert status == 200, body
+        picks.append(deployment)
+    early, late = collections.Counter(picks[:20]), collections.Counter(picks[-20:])
+    print(f"  first 20 picks: {dict(sorted(early.items()))}")
+    print(f"  last 20 picks:  {dict(sorted(late.items()))}")
+
+    def merged() -> list:
+        cells = json.loads(http("GET", operator.admin + "/adaptive")[1])["cells"]
+        return [c for c in cells if c["group"] == "smart-mini"]
+
+    wait_until(lambda: len({c["deployment"] for c in merged()}) == 2, timeout=10, what="the operator's merge")
+    for c in sorted(merged(), key=lambda c: (c["requestType"], c["deployment"])):
+        print(f"  operator /adaptive: {c['deployment']:13} {c['requestType']:8} mean {c['mean']:.2f} "
+              f"over {c['samples']:.0f} samples")
+    status, body = http("GET", sidecar.admin + "/debug/route?model=smart-mini")
+    route = json.loads(body)
+    print(f"  /debug/route?model=smart-mini: {route['route']['policy']['strategy']}, "
+          f"{len(route['candidates'])} candidates, pick now {route['pick']}")
 
 
 def change_reaches_both(operator: Operator, manifests, client_a: openai.OpenAI, client_b: openai.OpenAI) -> None:
@@ -154,6 +215,7 @@ def main() -> int:
         print(f"  50 requests -> {dict(counts)}")
         fakes.behaviour("gpt4o-east", healthy=True)
 
+        adaptive_feedback(operator, manifests, client, sidecar)
         change_reaches_both(operator, manifests, client, client_b)
         standalone(work, fakes)
 
