@@ -138,6 +138,9 @@ def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Pat
         traced, traced_port, traced_admin = start_sidecar(
             binary, work / "one", ("--otlp-endpoint", f"http://{sink_addr}", "--trace-sample-ratio", "1.0"), "-traced")
         started.append(traced)
+        unsampled, unsampled_port, _ = start_sidecar(
+            binary, work / "one", ("--otlp-endpoint", f"http://{sink_addr}", "--trace-sample-ratio", "0"), "-unsampled")
+        started.append(unsampled)
         wait_until(lambda: http("POST", f"http://127.0.0.1:{hop_port}/v1/chat/completions", {})[0] == 200, what="nginx")
         status, body = http("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json.loads(BODY))
         assert status == 200, body
@@ -145,6 +148,7 @@ def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Pat
             "direct": f"http://127.0.0.1:{upstream_port}/v1/chat/completions",
             "nginx hop": f"http://127.0.0.1:{hop_port}/v1/chat/completions",
             "llmroute sidecar": f"http://127.0.0.1:{port}/v1/chat/completions",
+            "llmroute sidecar, tracing on, 0% sampled": f"http://127.0.0.1:{unsampled_port}/v1/chat/completions",
             "llmroute sidecar, 100% traced": f"http://127.0.0.1:{traced_port}/v1/chat/completions",
         }
         results = {}

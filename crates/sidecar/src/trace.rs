@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -151,15 +151,18 @@ impl Tracing {
     /// The server span of a client request, continuing the client's `traceparent`.
     pub fn request(&self, headers: &HeaderMap, operation: &str, model: &str) -> RequestSpan {
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-        let span = self
+        let mut span = self
             .tracer
             .span_builder(format!("{operation} {model}"))
             .with_kind(SpanKind::Server)
-            .with_attributes([
+            .start_with_context(&self.tracer, &parent);
+        // Attributes are built only for spans that are recorded (sampled).
+        if span.is_recording() {
+            span.set_attributes([
                 KeyValue::new("gen_ai.operation.name", operation.to_owned()),
                 KeyValue::new("gen_ai.request.model", model.to_owned()),
-            ])
-            .start_with_context(&self.tracer, &parent);
+            ]);
+        }
         RequestSpan { cx: parent.with_span(span), tracer: self.tracer.clone() }
     }
 }
@@ -183,6 +186,11 @@ pub(crate) struct AttemptInfo<'a> {
 }
 
 impl RequestSpan {
+    /// Whether the span is recorded (sampled): attributes are worth building only then.
+    pub fn recording(&self) -> bool {
+        self.cx.span().is_recording()
+    }
+
     /// Sets attributes on the request span.
     pub fn set(&self, attributes: Vec<KeyValue>) {
         self.cx.span().set_attributes(attributes);
@@ -191,11 +199,12 @@ impl RequestSpan {
     /// Starts an attempt span (a child of the request's) and writes its `traceparent` into
     /// `upstream` headers.
     pub fn attempt(&self, info: &AttemptInfo<'_>, upstream: &mut HeaderMap) -> AttemptSpan {
-        let span = self
-            .tracer
-            .span_builder(format!("attempt {} {}", info.number, info.deployment))
-            .with_kind(SpanKind::Client)
-            .with_attributes([
+        let recording = self.recording();
+        let name = if recording { format!("attempt {} {}", info.number, info.deployment) } else { String::new() };
+        let mut span =
+            self.tracer.span_builder(name).with_kind(SpanKind::Client).start_with_context(&self.tracer, &self.cx);
+        if span.is_recording() {
+            span.set_attributes([
                 KeyValue::new("gen_ai.request.model", info.upstream_model.to_owned()),
                 KeyValue::new("gen_ai.provider.name", info.provider),
                 KeyValue::new("server.address", info.server_address.to_owned()),
@@ -203,8 +212,8 @@ impl RequestSpan {
                 KeyValue::new("llmroute.model_group", info.model_group.to_owned()),
                 KeyValue::new("llmroute.attempt", info.number as i64),
                 KeyValue::new("llmroute.attempt.kind", info.kind),
-            ])
-            .start_with_context(&self.tracer, &self.cx);
+            ]);
+        }
         let cx = self.cx.with_span(span);
         TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(upstream));
         AttemptSpan { cx }
@@ -213,6 +222,9 @@ impl RequestSpan {
     /// Ends the request span with its outcome (`error` is the `error.type` of a failure).
     pub fn end(self, status: u16, error: Option<&str>) {
         let span = self.cx.span();
+        if !span.is_recording() {
+            return;
+        }
         span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
         if let Some(error) = error {
             span.set_attribute(KeyValue::new("error.type", error.to_owned()));
@@ -231,6 +243,9 @@ impl AttemptSpan {
     /// Ends the attempt with its outcome (`llmroute.outcome`, and `error.type` on a failure).
     pub fn end(self, outcome: &str, failed: bool) {
         let span = self.cx.span();
+        if !span.is_recording() {
+            return;
+        }
         span.set_attribute(KeyValue::new("llmroute.outcome", outcome.to_owned()));
         if failed {
             span.set_attribute(KeyValue::new("error.type", outcome.to_owned()));

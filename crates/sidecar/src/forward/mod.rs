@@ -84,7 +84,7 @@ pub(crate) async fn forward<U: Upstream>(
     let response = route(ctx, routes, request, headers, logged.clone(), &mut span).await;
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     // Not relayed: the request ends with this answer.
-    if let Some(span) = span.take() {
+    if let Some(span) = span.take().filter(crate::trace::RequestSpan::recording) {
         let status = response.status();
         let group = header("x-llmroute-model-group").to_owned();
         span.set(vec![
@@ -206,7 +206,7 @@ async fn route<U: Upstream>(
                     stream: request.stream,
                 };
                 let ttft = request.stream.then(|| request_started.elapsed());
-                let span = span.take().inspect(|s| {
+                let span = span.take().filter(crate::trace::RequestSpan::recording).inspect(|s| {
                     let mut attributes = vec![
                         opentelemetry::KeyValue::new("gen_ai.response.model", pick.upstream_model.clone()),
                         opentelemetry::KeyValue::new(
