@@ -20,12 +20,14 @@ mod config;
 mod dir;
 mod file;
 mod listing;
+mod private_file;
 mod rejections;
 mod stamp;
 
 pub use config::ConfigProblem;
 pub use dir::{ManifestDir, OpenError, Problems};
 pub use file::FileProblem;
+pub use private_file::write_private;
 pub use rejections::RejectionLog;
 
 /// Largest manifest or config file read, bytes; a larger file keeps its last good state.

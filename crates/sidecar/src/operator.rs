@@ -370,7 +370,7 @@ impl OperatorSource {
             global: encoded(&applied.global),
             overlay: encoded(&applied.overlay),
         };
-        if let Err(e) = write_private(path, &whole.encode_to_vec()) {
+        if let Err(e) = llmroute_manifests::write_private(path, &whole.encode_to_vec()) {
             tracing::warn!(cache = %path.display(), error = %e, "snapshot cache not written");
         }
     }
@@ -378,26 +378,4 @@ impl OperatorSource {
 
 fn message(kind: sidecar_message::Kind) -> v1::SidecarMessage {
     v1::SidecarMessage { kind: Some(kind) }
-}
-
-/// Writes `bytes` to `path` through a new temporary file (random name, created exclusively
-/// and mode 0600: nothing planted there is followed), then renamed.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    // Never replace what is not a regular file (a device, a FIFO, a directory, a symlink).
-    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
-        return Err(std::io::Error::other("the cache path is not a regular file"));
-    }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    let written = file.write_all(bytes).and_then(|()| file.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
 }

@@ -4,7 +4,6 @@
 //! mid-write leaves the previous state, never half of one. A file that cannot be read is
 //! moved aside, never overwritten.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use llmroute_fleet::learning::Cell;
@@ -83,9 +82,6 @@ pub fn set_aside(path: &Path) -> std::io::Result<std::path::PathBuf> {
 
 /// Writes `cells` atomically.
 pub fn save(path: &Path, cells: &[(Cell, Posterior)]) -> Result<(), PersistError> {
-    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
-        return Err(PersistError::NotAFile);
-    }
     let doc = Document {
         format: FORMAT,
         cells: cells
@@ -100,17 +96,5 @@ pub fn save(path: &Path, cells: &[(Cell, Posterior)]) -> Result<(), PersistError
             .collect(),
     };
     let bytes = serde_json::to_vec(&doc).map_err(|e| PersistError::Format(e.to_string()))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{:016x}.tmp", rand::random::<u64>()));
-    let mut options = std::fs::OpenOptions::new();
-    // Exclusive: an existing file, symlink or FIFO of that name is an error, never followed.
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp)?;
-    let written = file.write_all(&bytes).and_then(|()| file.sync_all()).and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    Ok(written?)
+    Ok(llmroute_manifests::write_private(path, &bytes)?)
 }
