@@ -119,6 +119,52 @@ def main() -> int:
             proc.wait(5)
 
 
+TRACE_ROUNDS = int(os.environ.get("BENCH_TRACE_ROUNDS", "6"))
+TRACE_DURATION = os.environ.get("BENCH_TRACE_DURATION", "3s")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def tracing_rounds(binary: Path, directory: Path, script: Path, configs: dict[str, tuple[str, ...]]) -> dict[str, list[dict]]:
+    """Tracing off, unsampled and fully sampled, interleaved, each run in a sidecar process of
+    its own (started for that run): on a shared machine whose speed drifts, only rows measured
+    side by side, many times, compare."""
+    global DURATION
+    names = list(configs)
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    saved, DURATION = DURATION, TRACE_DURATION
+    try:
+        for round_ in range(TRACE_ROUNDS):
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                proc, port, admin = start_sidecar(binary, directory, configs[name], f"-round{round_}")
+                try:
+                    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+                    assert http("POST", url, json.loads(BODY))[0] == 200
+                    before = cpu_seconds(proc.pid)
+                    r = wrk(url, 16, script)
+                    seconds = float(TRACE_DURATION.rstrip("s"))
+                    r["cpu_us"] = (cpu_seconds(proc.pid) - before) / max(r["rps"] * seconds, 1) * 1e6
+                    _, metrics = http("GET", f"http://127.0.0.1:{admin}/metrics")
+                    dropped = re.search(r"llmroute_trace_spans_dropped_total (\d+)", metrics.decode())
+                    r["dropped"] = int(dropped.group(1)) if dropped else 0
+                    runs[name].append(r)
+                finally:
+                    proc.terminate()
+                    proc.wait(5)
+    finally:
+        DURATION = saved
+    return runs
+
+
 def start_sink(binary: Path, work: Path) -> tuple[subprocess.Popen, str, Path]:
     """The OTLP trace sink (a collector's TraceService that counts spans)."""
     log = work / "otlp-sink.log"
@@ -135,12 +181,6 @@ def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Pat
         started.append(sidecar)
         sink, sink_addr, sink_log = start_sink(binary.parent / "otlp-sink", work)
         started.append(sink)
-        traced, traced_port, traced_admin = start_sidecar(
-            binary, work / "one", ("--otlp-endpoint", f"http://{sink_addr}", "--trace-sample-ratio", "1.0"), "-traced")
-        started.append(traced)
-        unsampled, unsampled_port, _ = start_sidecar(
-            binary, work / "one", ("--otlp-endpoint", f"http://{sink_addr}", "--trace-sample-ratio", "0"), "-unsampled")
-        started.append(unsampled)
         wait_until(lambda: http("POST", f"http://127.0.0.1:{hop_port}/v1/chat/completions", {})[0] == 200, what="nginx")
         status, body = http("POST", f"http://127.0.0.1:{port}/v1/chat/completions", json.loads(BODY))
         assert status == 200, body
@@ -148,16 +188,18 @@ def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Pat
             "direct": f"http://127.0.0.1:{upstream_port}/v1/chat/completions",
             "nginx hop": f"http://127.0.0.1:{hop_port}/v1/chat/completions",
             "llmroute sidecar": f"http://127.0.0.1:{port}/v1/chat/completions",
-            "llmroute sidecar, tracing on, 0% sampled": f"http://127.0.0.1:{unsampled_port}/v1/chat/completions",
-            "llmroute sidecar, 100% traced": f"http://127.0.0.1:{traced_port}/v1/chat/completions",
         }
         results = {}
         for connections in (1, 16):
             for name, url in targets.items():
                 results[(name, connections)] = wrk(url, connections, script)
                 time.sleep(0.5)
-        _, metrics = http("GET", f"http://127.0.0.1:{traced_admin}/metrics")
-        dropped = re.search(r"llmroute_trace_spans_dropped_total (\d+)", metrics.decode())
+        endpoint = ("--otlp-endpoint", f"http://{sink_addr}", "--trace-sample-ratio")
+        tracing = tracing_rounds(binary, work / "one", script, {
+            "tracing off": (),
+            "tracing on, 0% sampled": (*endpoint, "0"),
+            "tracing on, 100% sampled": (*endpoint, "1.0"),
+        })
     finally:
         # Whatever happened, nothing started here outlives the benchmark.
         for proc in started:
@@ -184,8 +226,18 @@ def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Pat
             ratio = f"{r['rps'] / hop['rps'] * 100:.0f}%"
             errors = f" ({r['non2xx']} non-2xx)" if r["non2xx"] else ""
             print(f"| {name} | {connections} | {r['p50']:.3f} | {r['p99']:.3f} | {added50} | {added99} | {r['rps']:.0f}{errors} | {ratio} |")
-    print(f"\nTraced sidecar: {received.group(1) if received else '?'} spans received by the collector, "
-          f"{dropped.group(1) if dropped else '?'} dropped by the export queue")
+    print(f"\nTracing at c=16, {TRACE_ROUNDS} rounds of {TRACE_DURATION} per sidecar, the order rotating each round; "
+          "medians, the ratio taken within each round; CPU is the sidecar process's own (user + system) per request:\n")
+    print("| sidecar | req/s | req/s vs tracing off | CPU µs per request | p50 ms | p99 ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, runs in tracing.items():
+        off = tracing["tracing off"]
+        ratio = median([r["rps"] / o["rps"] for r, o in zip(runs, off)]) * 100
+        print(f"| {name} | {median([r['rps'] for r in runs]):.0f} | {ratio:.1f}% | {median([r['cpu_us'] for r in runs]):.1f} "
+              f"| {median([r['p50'] for r in runs]):.3f} | {median([r['p99'] for r in runs]):.3f} |")
+    dropped = sum(r["dropped"] for runs in tracing.values() for r in runs)
+    print(f"\nTraced sidecars: {received.group(1) if received else '?'} spans received by the collector, "
+          f"{dropped} dropped by the export queue")
     print(f"\nIdle sidecar RSS with a 1,000-deployment snapshot: {idle_rss:.1f} MB")
     return 0
 

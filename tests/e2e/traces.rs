@@ -182,4 +182,10 @@ async fn with_tracing_off_nothing_is_exported_and_a_dead_collector_costs_nothing
     for _ in 0..20 {
         assert_eq!(env.chat("m", &[]).await.status, 200);
     }
+    // Their spans (a server and an attempt span each) are lost, and counted.
+    let counted = eventually(Duration::from_secs(10), || async {
+        env.metrics().await.contains("llmroute_trace_spans_dropped_total 40")
+    })
+    .await;
+    assert!(counted, "{}", env.metrics().await);
 }

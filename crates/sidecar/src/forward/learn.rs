@@ -111,15 +111,14 @@ pub(crate) fn answered<U>(
     let group = pick.model_group.clone();
     let on_end = move |scan: &AnswerScan, code: &str, completed: bool| {
         let deployment = routes.table.deployment(idx);
-        if let Some(span) = span {
-            let mut attributes = Vec::new();
+        if let Some(mut span) = span {
+            use crate::trace::Value;
             if let Some(n) = scan.input_tokens {
-                attributes.push(opentelemetry::KeyValue::new("gen_ai.usage.input_tokens", n as i64));
+                span.set(&[("gen_ai.usage.input_tokens", Value::Int(i64::try_from(n).unwrap_or(i64::MAX)))]);
             }
             if let Some(n) = scan.output_tokens {
-                attributes.push(opentelemetry::KeyValue::new("gen_ai.usage.output_tokens", n as i64));
+                span.set(&[("gen_ai.usage.output_tokens", Value::Int(i64::try_from(n).unwrap_or(i64::MAX)))]);
             }
-            span.set(attributes);
             span.end(code.parse().unwrap_or(0), (!completed).then_some(code));
         }
         if let Some((log, logged)) = &access {

@@ -31,6 +31,7 @@ use crate::context::Context;
 use crate::inbound::{ApiError, ClientRequest, upstream_body};
 use crate::outbound::Upstream;
 use crate::routes::{InFlight, Routes};
+use crate::trace::Value;
 
 /// Headers never copied from an upstream answer.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -84,15 +85,12 @@ pub(crate) async fn forward<U: Upstream>(
     let response = route(ctx, routes, request, headers, logged.clone(), &mut span).await;
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     // Not relayed: the request ends with this answer.
-    if let Some(span) = span.take().filter(crate::trace::RequestSpan::recording) {
+    if let Some(mut span) = span.take().filter(crate::trace::RequestSpan::recording) {
         let status = response.status();
-        let group = header("x-llmroute-model-group").to_owned();
-        span.set(vec![
-            opentelemetry::KeyValue::new("llmroute.model_group", group),
-            opentelemetry::KeyValue::new(
-                "llmroute.attempts",
-                header("x-llmroute-attempts").parse::<i64>().unwrap_or(0),
-            ),
+        let attempts = header("x-llmroute-attempts").parse::<i64>().unwrap_or(0);
+        span.set(&[
+            ("llmroute.model_group", Value::Str(header("x-llmroute-model-group"))),
+            ("llmroute.attempts", Value::Int(attempts)),
         ]);
         span.end(status.as_u16(), (!status.is_success()).then_some(status.as_str()));
     }
@@ -206,22 +204,20 @@ async fn route<U: Upstream>(
                     stream: request.stream,
                 };
                 let ttft = request.stream.then(|| request_started.elapsed());
-                let span = span.take().filter(crate::trace::RequestSpan::recording).inspect(|s| {
-                    let mut attributes = vec![
-                        opentelemetry::KeyValue::new("gen_ai.response.model", pick.upstream_model.clone()),
-                        opentelemetry::KeyValue::new(
-                            "llmroute.deployment",
-                            table.deployment(pick.deployment).id.clone(),
-                        ),
-                        opentelemetry::KeyValue::new("llmroute.model_group", pick.model_group.clone()),
-                        opentelemetry::KeyValue::new("llmroute.attempts", attempts as i64),
-                        opentelemetry::KeyValue::new("llmroute.attempt.kind", pick.kind.as_str()),
-                        opentelemetry::KeyValue::new("llmroute.snapshot", routes.snapshot.version.clone()),
-                    ];
-                    if let Some(affinity) = planner.affinity_used() {
-                        attributes.push(opentelemetry::KeyValue::new("llmroute.affinity", affinity));
+                let span = span.take().filter(crate::trace::RequestSpan::recording).map(|mut s| {
+                    let affinity = planner.affinity_used();
+                    s.set(&[
+                        ("gen_ai.response.model", Value::Str(&pick.upstream_model)),
+                        ("llmroute.deployment", Value::Str(&table.deployment(pick.deployment).id)),
+                        ("llmroute.model_group", Value::Str(&pick.model_group)),
+                        ("llmroute.attempts", Value::Int(attempts as i64)),
+                        ("llmroute.attempt.kind", Value::Str(pick.kind.as_str())),
+                        ("llmroute.snapshot", Value::Str(&routes.snapshot.version)),
+                    ]);
+                    if let Some(affinity) = affinity {
+                        s.set(&[("llmroute.affinity", Value::Str(affinity))]);
                     }
-                    s.set(attributes);
+                    s
                 });
                 let seen = learn::Seen { adaptive, logged, ttft, attempts: planner.attempts().len(), span };
                 let watch = learn::answered(ctx, &routes, &request, &planner, &pick, &answer, seen);

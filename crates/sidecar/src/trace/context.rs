@@ -1,0 +1,211 @@
+//! W3C trace context (`traceparent`) and the sampler: which traces are recorded.
+
+/// A parent read from a client's `traceparent`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Parent {
+    pub trace: u128,
+    pub span: u64,
+    pub sampled: bool,
+}
+
+fn hex(s: &[u8]) -> Option<u128> {
+    s.iter().try_fold(0u128, |acc, &c| {
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        Some(acc << 4 | u128::from(digit))
+    })
+}
+
+/// Parses a `traceparent` value (W3C Trace Context level 1): `None` for anything invalid
+/// (then a new trace starts), including all-zero ids, upper-case hex and version `ff`. A
+/// later version is read by its version-00 prefix.
+pub(crate) fn parse(value: &[u8]) -> Option<Parent> {
+    if value.len() < 55 || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+        return None;
+    }
+    let version = hex(&value[..2])?;
+    if version == 0xff || (version == 0 && value.len() != 55) || (value.len() > 55 && value[55] != b'-') {
+        return None;
+    }
+    let trace = hex(&value[3..35])?;
+    let span = u64::try_from(hex(&value[36..52])?).ok()?;
+    let flags = hex(&value[53..55])?;
+    (trace != 0 && span != 0).then_some(Parent { trace, span, sampled: flags & 1 == 1 })
+}
+
+/// The `traceparent` naming span `span` of trace `trace`.
+pub(crate) fn format(trace: u128, span: u64, sampled: bool) -> http::HeaderValue {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    for i in 0..32 {
+        out[3 + i] = DIGITS[(trace >> (4 * (31 - i)) & 0xf) as usize];
+    }
+    for i in 0..16 {
+        out[36 + i] = DIGITS[(span >> (4 * (15 - i)) & 0xf) as usize];
+    }
+    out[54] = if sampled { b'1' } else { b'0' };
+    http::HeaderValue::from_bytes(&out).expect("ASCII")
+}
+
+/// A new non-zero trace id.
+pub(crate) fn new_trace() -> u128 {
+    loop {
+        let id = rand::random::<u128>();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+/// A new non-zero span id.
+pub(crate) fn new_span() -> u64 {
+    loop {
+        let id = rand::random::<u64>();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+/// How a trace with no parent (or, not parent-based, any trace) is sampled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Root {
+    Always,
+    Never,
+    /// Sampled when the trace id's low 63 bits fall below this.
+    Below(u64),
+}
+
+/// The sampler: as the OpenTelemetry SDK's, a trace-id ratio, usually parent-based (a
+/// client's sampled parent is sampled, an unsampled one is not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sampler {
+    root: Root,
+    parent_based: bool,
+}
+
+impl Sampler {
+    /// Parent-based, new traces sampled at `ratio` (clamped to 0..=1).
+    pub fn ratio(ratio: f64) -> Self {
+        Self { root: root(ratio), parent_based: true }
+    }
+
+    /// From `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`; `Err` names an unknown sampler.
+    pub fn from_env(name: &str, arg: Option<&str>) -> Result<Self, String> {
+        let ratio = || arg.and_then(|a| a.trim().parse::<f64>().ok()).unwrap_or(1.0);
+        let (root, parent_based) = match name.trim() {
+            "always_on" => (Root::Always, false),
+            "always_off" => (Root::Never, false),
+            "traceidratio" => (root(ratio()), false),
+            "parentbased_always_on" => (Root::Always, true),
+            "parentbased_always_off" => (Root::Never, true),
+            "parentbased_traceidratio" => (root(ratio()), true),
+            other => return Err(format!("unsupported OTEL_TRACES_SAMPLER {other:?}")),
+        };
+        Ok(Self { root, parent_based })
+    }
+
+    /// Whether a span of trace `trace` under `parent` is recorded.
+    pub fn sample(&self, parent: Option<&Parent>, trace: u128) -> bool {
+        if self.parent_based
+            && let Some(parent) = parent
+        {
+            return parent.sampled;
+        }
+        match self.root {
+            Root::Always => true,
+            Root::Never => false,
+            Root::Below(threshold) => ((trace as u64) >> 1) < threshold,
+        }
+    }
+}
+
+fn root(ratio: f64) -> Root {
+    if ratio >= 1.0 {
+        Root::Always
+    } else if ratio > 0.0 {
+        Root::Below((ratio * (1u64 << 63) as f64) as u64)
+    } else {
+        // Zero, negative and NaN alike.
+        Root::Never
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const VALID: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_valid_traceparent_is_read() {
+        let p = parse(VALID).unwrap();
+        assert_eq!(p.trace, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(p.span, 0x00f067aa0ba902b7);
+        assert!(p.sampled);
+        assert!(!parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap().sampled);
+        // A later version with more fields is read by its prefix.
+        assert!(parse(b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz").is_some());
+    }
+
+    #[test]
+    fn an_invalid_traceparent_is_ignored() {
+        for bad in [
+            &b""[..],
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e473--00f067aa0ba902b7-01",
+            b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            b"0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(parse(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn what_is_written_is_read_back(trace in 1u128.., span in 1u64.., sampled in any::<bool>()) {
+            let header = format(trace, span, sampled);
+            prop_assert_eq!(parse(header.as_bytes()), Some(Parent { trace, span, sampled }));
+        }
+
+        #[test]
+        fn no_input_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = parse(&bytes);
+        }
+    }
+
+    #[test]
+    fn the_sampler_follows_the_parent_and_the_ratio() {
+        let sampled = Parent { trace: 7, span: 1, sampled: true };
+        let unsampled = Parent { sampled: false, ..sampled };
+        for ratio in [0.0, 0.5, 1.0] {
+            let s = Sampler::ratio(ratio);
+            assert!(s.sample(Some(&sampled), 7));
+            assert!(!s.sample(Some(&unsampled), 7));
+        }
+        assert!(Sampler::ratio(1.0).sample(None, 0));
+        assert!(!Sampler::ratio(0.0).sample(None, 0));
+        assert!(!Sampler::ratio(f64::NAN).sample(None, 0));
+        // About half of random trace ids at 0.5.
+        let half = Sampler::ratio(0.5);
+        let n = (0..10_000).filter(|_| half.sample(None, new_trace())).count();
+        assert!((4_500..5_500).contains(&n), "{n}");
+        // Not parent-based: the parent is ignored.
+        let on = Sampler::from_env("always_on", None).unwrap();
+        assert!(on.sample(Some(&unsampled), 7));
+        let off = Sampler::from_env("parentbased_always_off", None).unwrap();
+        assert!(!off.sample(None, 7) && off.sample(Some(&sampled), 7));
+        let ratio = Sampler::from_env("parentbased_traceidratio", Some("0")).unwrap();
+        assert_eq!(ratio, Sampler::ratio(0.0));
+        assert!(Sampler::from_env("jaeger_remote", None).is_err());
+    }
+}

@@ -1,0 +1,241 @@
+//! Span export: ended spans are appended, already encoded, to a bounded queue under an
+//! uncontended lock; one thread (with its own runtime) collects them every [`TICK`] and sends
+//! them over OTLP/gRPC. A request never wakes that thread, never waits for it, and a dead or
+//! slow collector costs it nothing but dropped spans, counted.
+
+use std::sync::{Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use bytes::BufMut as _;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use prometheus::IntCounter;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::MetadataMap;
+
+/// Bytes of encoded spans waiting for export, at most (about 25,000 spans).
+const QUEUE_BYTES: usize = 8 << 20;
+/// Spans per export call, at most.
+const BATCH_SPANS: usize = 2_048;
+/// Bytes per export call, about (collectors refuse messages over 4 MiB by default).
+const BATCH_BYTES: usize = 1 << 20;
+/// How often the export thread collects what ended.
+const TICK: Duration = Duration::from_millis(100);
+/// The collector's gRPC method.
+const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Encoded spans for one export call.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub body: Vec<u8>,
+    pub spans: usize,
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    batches: Vec<Batch>,
+    bytes: usize,
+}
+
+/// The bounded queue between requests and the export thread.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    waiting: Mutex<Waiting>,
+    dropped: IntCounter,
+}
+
+impl Queue {
+    pub fn new(dropped: IntCounter) -> Self {
+        Self { waiting: Mutex::default(), dropped }
+    }
+
+    /// Appends one span, written by `write`; a full queue drops it and counts it.
+    pub fn push(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if waiting.bytes >= QUEUE_BYTES {
+            drop(waiting);
+            self.dropped.inc();
+            return;
+        }
+        if waiting.batches.last().is_none_or(|b| b.spans >= BATCH_SPANS || b.body.len() >= BATCH_BYTES) {
+            waiting.batches.push(Batch { body: Vec::with_capacity(64 << 10), spans: 0 });
+        }
+        let Waiting { batches, bytes } = &mut *waiting;
+        let batch = batches.last_mut().expect("pushed above");
+        let before = batch.body.len();
+        write(&mut batch.body);
+        batch.spans += 1;
+        *bytes += batch.body.len() - before;
+    }
+
+    /// Everything waiting, in order.
+    pub fn take(&self) -> Vec<Batch> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        waiting.bytes = 0;
+        std::mem::take(&mut waiting.batches)
+    }
+
+    pub fn drop_spans(&self, n: usize) {
+        self.dropped.inc_by(n as u64);
+    }
+}
+
+/// Where and how spans are sent.
+#[derive(Debug)]
+pub(crate) struct Collector {
+    pub endpoint: String,
+    pub headers: MetadataMap,
+    pub timeout: Duration,
+    /// The encoded `Resource` and `InstrumentationScope` every request carries.
+    pub resource: Vec<u8>,
+    pub scope: Vec<u8>,
+}
+
+/// Starts the export thread; it ends once `queue` is gone (after a last collection).
+pub(crate) fn spawn(collector: Collector, queue: Weak<Queue>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut endpoint = tonic::transport::Endpoint::from_shared(collector.endpoint.clone())?
+        .connect_timeout(Duration::from_secs(2).min(collector.timeout))
+        .timeout(collector.timeout);
+    if collector.endpoint.starts_with("https://") {
+        endpoint = endpoint.tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots())?;
+    }
+    // The channel's background work belongs to the export runtime.
+    let channel = {
+        let _entered = runtime.enter();
+        endpoint.connect_lazy()
+    };
+    std::thread::Builder::new()
+        .name("llmroute-trace-export".into())
+        .spawn(move || runtime.block_on(run(collector, tonic::client::Grpc::new(channel), queue)))?;
+    Ok(())
+}
+
+async fn run(collector: Collector, mut grpc: tonic::client::Grpc<tonic::transport::Channel>, queue: Weak<Queue>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(live) = queue.upgrade() else { return };
+        let batches = live.take();
+        drop(live);
+        for batch in batches {
+            let spans = batch.spans;
+            let head = super::wire::request_head(&collector.resource, &collector.scope, batch.body.len());
+            let sent = tokio::time::timeout(collector.timeout, send(&mut grpc, &collector, head, batch.body)).await;
+            let lost = match sent {
+                Ok(Ok(rejected)) => rejected,
+                Ok(Err(status)) => {
+                    tracing::debug!(code = ?status.code(), message = status.message(), spans, "span export failed");
+                    spans
+                }
+                Err(_) => {
+                    tracing::debug!(spans, "span export timed out");
+                    spans
+                }
+            };
+            if lost > 0
+                && let Some(queue) = queue.upgrade()
+            {
+                queue.drop_spans(lost);
+            }
+        }
+    }
+}
+
+/// One export call; `Ok` holds the spans the collector rejected.
+async fn send(
+    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+    collector: &Collector,
+    head: Vec<u8>,
+    body: Vec<u8>,
+) -> Result<usize, tonic::Status> {
+    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut request = tonic::Request::new(Encoded { head, body });
+    *request.metadata_mut() = collector.headers.clone();
+    request.set_timeout(collector.timeout);
+    let path = http::uri::PathAndQuery::from_static(EXPORT);
+    let response = grpc.unary(request, path, RawCodec).await?;
+    let rejected = response.into_inner().partial_success.map_or(0, |p| p.rejected_spans);
+    Ok(usize::try_from(rejected).unwrap_or(0))
+}
+
+/// An `ExportTraceServiceRequest`, already encoded.
+struct Encoded {
+    head: Vec<u8>,
+    body: Vec<u8>,
+}
+
+/// Sends [`Encoded`] as it is; reads the collector's answer with its protobuf message.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Encoded;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        *self
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        *self
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Encoded;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Encoded, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.reserve(item.head.len() + item.body.len());
+        dst.put_slice(&item.head);
+        dst.put_slice(&item.body);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, tonic::Status> {
+        prost::Message::decode(src).map(Some).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue() -> Queue {
+        Queue::new(IntCounter::new("dropped", "d").unwrap())
+    }
+
+    #[test]
+    fn spans_are_batched_and_a_full_queue_drops_and_counts() {
+        let q = queue();
+        for _ in 0..BATCH_SPANS + 1 {
+            q.push(|buf| buf.extend_from_slice(b"abc"));
+        }
+        let batches = q.take();
+        assert_eq!(batches.iter().map(|b| b.spans).collect::<Vec<_>>(), [BATCH_SPANS, 1]);
+        assert!(q.take().is_empty());
+        // Big spans: batches stay about BATCH_BYTES; the queue stops at QUEUE_BYTES.
+        let big = vec![0u8; 100_000];
+        let mut pushed = 0;
+        while q.dropped.get() == 0 {
+            q.push(|buf| buf.extend_from_slice(&big));
+            pushed += 1;
+        }
+        let batches = q.take();
+        assert_eq!(batches.iter().map(|b| b.spans).sum::<usize>(), pushed - 1);
+        assert!(batches.iter().all(|b| b.body.len() <= BATCH_BYTES + big.len()));
+        assert!(batches.iter().map(|b| b.body.len()).sum::<usize>() <= QUEUE_BYTES + big.len());
+        // Taking empties the queue: it accepts again.
+        q.push(|buf| buf.push(1));
+        assert_eq!(q.take().len(), 1);
+        assert_eq!(q.dropped.get(), 1);
+    }
+}

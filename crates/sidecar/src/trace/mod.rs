@@ -1,0 +1,431 @@
+//! OpenTelemetry traces (`--otlp-endpoint`, off by default): one server span per client
+//! request, a client span per upstream attempt, GenAI semantic-convention attributes plus
+//! `llmroute.*` ones, W3C `traceparent` continued from the client and propagated upstream.
+//!
+//! A span is written in the OTLP protobuf format as it ends ([`wire`]) and queued for one
+//! export thread ([`export`]): a request never allocates per attribute, never wakes another
+//! thread and never waits for the collector. An unsampled request costs its ids and its
+//! `traceparent`; with tracing off there is no tracer at all.
+
+mod config;
+mod context;
+mod export;
+mod wire;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::HeaderMap;
+use prometheus::IntCounter;
+
+pub(crate) use wire::Value;
+
+/// How traces are configured.
+#[derive(Clone, Debug)]
+pub(crate) struct TraceConfig {
+    /// `--otlp-endpoint`, else `OTEL_EXPORTER_OTLP[_TRACES]_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// `--trace-sample-ratio` (`None`: `OTEL_TRACES_SAMPLER` if set, else 1.0), parent-based.
+    pub sample_ratio: Option<f64>,
+    /// This pod, a resource attribute.
+    pub pod: String,
+}
+
+/// The tracer of a sidecar with tracing on.
+#[derive(Clone, Debug)]
+pub(crate) struct Tracing {
+    sampler: context::Sampler,
+    queue: Arc<export::Queue>,
+}
+
+/// The longest `tracestate` carried on (the W3C limit is 512 characters).
+const MAX_TRACESTATE: usize = 512;
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// The encoded `Resource`: `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` (through the
+/// OpenTelemetry SDK's detectors) over our defaults.
+fn resource(pod: &str) -> Vec<u8> {
+    let mut builder = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        builder = builder.with_service_name("llmroute-sidecar");
+    }
+    if !pod.is_empty() {
+        builder = builder.with_attribute(opentelemetry::KeyValue::new("k8s.pod.name", pod.to_owned()));
+    }
+    let mut encoded = Vec::new();
+    for (key, value) in builder.build().iter() {
+        let text;
+        let value = match value {
+            opentelemetry::Value::Bool(b) => Value::Bool(*b),
+            opentelemetry::Value::I64(i) => Value::Int(*i),
+            opentelemetry::Value::F64(f) => Value::Double(*f),
+            opentelemetry::Value::String(s) => Value::Str(s.as_str()),
+            other => {
+                text = other.to_string();
+                Value::Str(&text)
+            }
+        };
+        wire::attribute(&mut encoded, wire::RESOURCE_ATTRIBUTES, key.as_str(), &value);
+    }
+    encoded
+}
+
+impl Tracing {
+    /// Starts the export thread; `None` when no endpoint is configured.
+    pub fn start(config: &TraceConfig, dropped: IntCounter) -> anyhow::Result<Option<Self>> {
+        let env = |name: &str| std::env::var_os(name).and_then(|v| v.into_string().ok());
+        let resolved =
+            config::resolve(config.endpoint.as_deref(), config.sample_ratio, env).map_err(anyhow::Error::msg)?;
+        let Some(resolved) = resolved else { return Ok(None) };
+        for warning in &resolved.warnings {
+            tracing::warn!("{warning}");
+        }
+        let queue = Arc::new(export::Queue::new(dropped));
+        let collector = export::Collector {
+            endpoint: resolved.endpoint,
+            headers: resolved.headers,
+            timeout: resolved.timeout,
+            resource: resource(&config.pod),
+            scope: wire::scope("llmroute-sidecar", env!("CARGO_PKG_VERSION")),
+        };
+        export::spawn(collector, Arc::downgrade(&queue))?;
+        Ok(Some(Self { sampler: resolved.sampler, queue }))
+    }
+
+    /// The server span of a client request, continuing the client's `traceparent`.
+    pub fn request(&self, headers: &HeaderMap, operation: &str, model: &str) -> RequestSpan {
+        let parent = headers.get("traceparent").and_then(|v| context::parse(v.as_bytes()));
+        let trace = parent.map_or_else(context::new_trace, |p| p.trace);
+        let sampled = self.sampler.sample(parent.as_ref(), trace);
+        let tracestate =
+            parent.and(headers.get("tracestate")).filter(|v| v.len() <= MAX_TRACESTATE && v.to_str().is_ok()).cloned();
+        let recording = sampled.then(|| {
+            let mut r = Recording::new(&[operation, model]);
+            r.set("gen_ai.operation.name", Value::Str(operation));
+            r.set("gen_ai.request.model", Value::Str(model));
+            r
+        });
+        RequestSpan {
+            ids: Ids { trace, id: context::new_span(), parent: parent.map(|p| p.span), sampled },
+            remote_parent: parent.is_some(),
+            tracestate,
+            recording,
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Ids {
+    trace: u128,
+    id: u64,
+    parent: Option<u64>,
+    sampled: bool,
+}
+
+/// What a recorded (sampled) span holds until it ends: one buffer, its name then its encoded
+/// `KeyValue`s, so that a span costs one allocation.
+#[derive(Debug)]
+struct Recording {
+    start_ns: u64,
+    name_len: usize,
+    buf: Vec<u8>,
+}
+
+impl Recording {
+    fn new(name: &[&str]) -> Self {
+        let mut buf = Vec::with_capacity(640);
+        for (i, part) in name.iter().enumerate() {
+            if i > 0 {
+                buf.push(b' ');
+            }
+            buf.extend_from_slice(part.as_bytes());
+        }
+        Self { start_ns: now_ns(), name_len: buf.len(), buf }
+    }
+
+    fn set(&mut self, name: &str, value: Value<'_>) {
+        wire::attribute(&mut self.buf, wire::SPAN_ATTRIBUTES, name, &value);
+    }
+
+    fn name(&self) -> &str {
+        // Built from `&str` parts at a char boundary.
+        std::str::from_utf8(&self.buf[..self.name_len]).unwrap_or_default()
+    }
+
+    fn attributes(&self) -> &[u8] {
+        &self.buf[self.name_len..]
+    }
+}
+
+/// `n` in decimal, written into `buf`.
+fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
+}
+
+/// Writes an ended span into the export queue.
+fn finish(
+    queue: &export::Queue,
+    ids: Ids,
+    remote_parent: bool,
+    tracestate: Option<&http::HeaderValue>,
+    kind: wire::Kind,
+    recording: &Recording,
+    error: Option<&str>,
+) {
+    let end_ns = now_ns();
+    queue.push(|buf| {
+        wire::span(
+            buf,
+            &wire::Span {
+                trace: ids.trace,
+                id: ids.id,
+                parent: ids.parent,
+                remote_parent,
+                sampled: ids.sampled,
+                trace_state: tracestate.and_then(|v| v.to_str().ok()).unwrap_or_default(),
+                name: recording.name(),
+                kind,
+                start_ns: recording.start_ns,
+                end_ns,
+                attributes: recording.attributes(),
+                error,
+            },
+        );
+    });
+}
+
+/// A client request's span. Dropped without [`RequestSpan::end`] (a request abandoned), it
+/// is exported as it stands.
+#[derive(Debug)]
+pub(crate) struct RequestSpan {
+    ids: Ids,
+    remote_parent: bool,
+    tracestate: Option<http::HeaderValue>,
+    recording: Option<Recording>,
+    queue: Arc<export::Queue>,
+}
+
+/// What an attempt span records.
+pub(crate) struct AttemptInfo<'a> {
+    pub number: usize,
+    pub deployment: &'a str,
+    pub model_group: &'a str,
+    pub upstream_model: &'a str,
+    pub provider: &'static str,
+    pub server_address: &'a str,
+    pub kind: &'static str,
+}
+
+impl RequestSpan {
+    /// Whether the span is recorded (sampled): attributes are worth building only then.
+    pub fn recording(&self) -> bool {
+        self.recording.is_some()
+    }
+
+    /// Sets attributes on the request span (nothing when it is not recorded).
+    pub fn set(&mut self, attributes: &[(&str, Value<'_>)]) {
+        if let Some(r) = &mut self.recording {
+            for (name, value) in attributes {
+                r.set(name, *value);
+            }
+        }
+    }
+
+    /// Starts an attempt span (a child of the request's) and writes its `traceparent` (and the
+    /// client's `tracestate`) into `upstream` headers.
+    pub fn attempt(&self, info: &AttemptInfo<'_>, upstream: &mut HeaderMap) -> AttemptSpan {
+        let ids = Ids {
+            trace: self.ids.trace,
+            id: context::new_span(),
+            parent: Some(self.ids.id),
+            sampled: self.ids.sampled,
+        };
+        upstream.insert("traceparent", context::format(ids.trace, ids.id, ids.sampled));
+        match &self.tracestate {
+            Some(state) => upstream.insert("tracestate", state.clone()),
+            None => upstream.remove("tracestate"),
+        };
+        let recording = self.recording.is_some().then(|| {
+            let mut digits = [0u8; 20];
+            let mut r = Recording::new(&["attempt", decimal(info.number, &mut digits), info.deployment]);
+            r.set("gen_ai.request.model", Value::Str(info.upstream_model));
+            r.set("gen_ai.provider.name", Value::Str(info.provider));
+            r.set("server.address", Value::Str(info.server_address));
+            r.set("llmroute.deployment", Value::Str(info.deployment));
+            r.set("llmroute.model_group", Value::Str(info.model_group));
+            r.set("llmroute.attempt", Value::Int(info.number as i64));
+            r.set("llmroute.attempt.kind", Value::Str(info.kind));
+            r
+        });
+        AttemptSpan { ids, recording, tracestate: self.tracestate.clone(), queue: self.queue.clone() }
+    }
+
+    /// Ends the request span with its outcome (`error` is the `error.type` of a failure).
+    pub fn end(mut self, status: u16, error: Option<&str>) {
+        let Some(mut r) = self.recording.take() else { return };
+        r.set("http.response.status_code", Value::Int(i64::from(status)));
+        if let Some(error) = error {
+            r.set("error.type", Value::Str(error));
+        }
+        finish(&self.queue, self.ids, self.remote_parent, self.tracestate.as_ref(), wire::Kind::Server, &r, error);
+    }
+}
+
+impl Drop for RequestSpan {
+    fn drop(&mut self) {
+        if let Some(r) = self.recording.take() {
+            let (ids, remote, state) = (self.ids, self.remote_parent, self.tracestate.as_ref());
+            finish(&self.queue, ids, remote, state, wire::Kind::Server, &r, None);
+        }
+    }
+}
+
+/// An upstream attempt's span. Dropped without [`AttemptSpan::end`] (the client went away
+/// during the attempt), it ends as `cancelled`.
+pub(crate) struct AttemptSpan {
+    ids: Ids,
+    recording: Option<Recording>,
+    tracestate: Option<http::HeaderValue>,
+    queue: Arc<export::Queue>,
+}
+
+impl AttemptSpan {
+    /// Ends the attempt with its outcome (`llmroute.outcome`, and `error.type` on a failure).
+    pub fn end(mut self, outcome: &str, failed: bool) {
+        self.finish(outcome, failed);
+    }
+
+    fn finish(&mut self, outcome: &str, failed: bool) {
+        let Some(mut r) = self.recording.take() else { return };
+        r.set("llmroute.outcome", Value::Str(outcome));
+        if failed {
+            r.set("error.type", Value::Str(outcome));
+        }
+        let error = failed.then_some(outcome);
+        finish(&self.queue, self.ids, false, self.tracestate.as_ref(), wire::Kind::Client, &r, error);
+    }
+}
+
+impl Drop for AttemptSpan {
+    fn drop(&mut self) {
+        self.finish("cancelled", true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+
+    fn tracing(sampler: context::Sampler) -> Tracing {
+        Tracing { sampler, queue: Arc::new(export::Queue::new(IntCounter::new("d", "d").unwrap())) }
+    }
+
+    /// What the export thread would send now.
+    fn exported(t: &Tracing) -> Vec<opentelemetry_proto::tonic::trace::v1::Span> {
+        let mut spans = Vec::new();
+        for batch in t.queue.take() {
+            let mut bytes = wire::request_head(&resource("pod-1"), &wire::scope("s", "1"), batch.body.len());
+            bytes.extend_from_slice(&batch.body);
+            let request = ExportTraceServiceRequest::decode(bytes.as_slice()).expect("valid OTLP");
+            spans.extend(request.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans));
+        }
+        spans
+    }
+
+    fn info() -> AttemptInfo<'static> {
+        AttemptInfo {
+            number: 1,
+            deployment: "team/d",
+            model_group: "m",
+            upstream_model: "gpt-4o",
+            provider: "openai",
+            server_address: "http://127.0.0.1:1",
+            kind: "first",
+        }
+    }
+
+    #[test]
+    fn a_request_and_its_attempts_export_as_a_tree() {
+        let t = tracing(context::Sampler::ratio(1.0));
+        let mut headers = HeaderMap::new();
+        headers.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap());
+        headers.insert("tracestate", "vendor=x".parse().unwrap());
+        let mut span = t.request(&headers, "chat", "m");
+        let mut upstream = HeaderMap::new();
+        span.attempt(&info(), &mut upstream).end("connect error", true);
+        let second = span.attempt(&AttemptInfo { number: 2, ..info() }, &mut upstream);
+        let traceparent = context::parse(upstream["traceparent"].as_bytes()).unwrap();
+        assert_eq!(upstream["tracestate"], "vendor=x");
+        second.end("success", false);
+        span.set(&[("llmroute.attempts", Value::Int(2))]);
+        span.end(200, None);
+        let spans = exported(&t);
+        assert_eq!(spans.len(), 3);
+        let server = &spans[2];
+        assert_eq!(server.parent_span_id, 0x00f067aa0ba902b7u64.to_be_bytes());
+        assert_eq!(server.name, "chat m");
+        assert_eq!((spans[0].name.as_str(), spans[1].name.as_str()), ("attempt 1 team/d", "attempt 2 team/d"));
+        let mut digits = [0; 20];
+        assert_eq!((decimal(0, &mut digits), decimal(usize::MAX, &mut [0; 20])), ("0", "18446744073709551615"));
+        assert_eq!(server.trace_state, "vendor=x");
+        assert!(spans.iter().all(|s| s.trace_id == 0x4bf92f3577b34da6a3ce929d0e0e4736u128.to_be_bytes()));
+        assert!(spans[..2].iter().all(|s| s.parent_span_id == server.span_id && s.kind == 3));
+        assert_eq!(spans[1].span_id, traceparent.span.to_be_bytes(), "the upstream's parent is the attempt");
+        assert_eq!(spans[0].status.as_ref().map(|s| s.code), Some(2));
+        assert!(spans[1].status.is_none());
+    }
+
+    #[test]
+    fn an_unsampled_request_records_nothing_but_still_propagates() {
+        let t = tracing(context::Sampler::ratio(0.0));
+        let mut span = t.request(&HeaderMap::new(), "chat", "m");
+        assert!(!span.recording());
+        let mut upstream = HeaderMap::new();
+        upstream.insert("tracestate", "stale=1".parse().unwrap());
+        span.attempt(&info(), &mut upstream).end("success", false);
+        span.set(&[("x", Value::Int(1))]);
+        span.end(200, None);
+        let sent = context::parse(upstream["traceparent"].as_bytes()).unwrap();
+        assert!(!sent.sampled);
+        assert!(!upstream.contains_key("tracestate"), "a client's tracestate only");
+        assert!(exported(&t).is_empty());
+    }
+
+    #[test]
+    fn an_abandoned_request_still_ends_its_spans() {
+        let t = tracing(context::Sampler::ratio(1.0));
+        let span = t.request(&HeaderMap::new(), "chat", "m");
+        let attempt = span.attempt(&info(), &mut HeaderMap::new());
+        drop(attempt);
+        drop(span);
+        let spans = exported(&t);
+        assert_eq!(spans.len(), 2);
+        let outcome = spans[0].attributes.iter().find(|a| a.key == "llmroute.outcome").unwrap();
+        assert_eq!(
+            format!("{:?}", outcome.value),
+            format!(
+                "{:?}",
+                Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                    value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                        "cancelled".into()
+                    )),
+                })
+            )
+        );
+    }
+}
