@@ -189,3 +189,24 @@ async fn with_tracing_off_nothing_is_exported_and_a_dead_collector_costs_nothing
     .await;
     assert!(counted, "{}", env.metrics().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_of_the_last_requests_are_sent_before_the_sidecar_exits() {
+    let (addr, collector) = collector().await;
+    let endpoint = format!("http://{addr}");
+    let mut env = Env::start(Options {
+        instances: &["a"],
+        manifests: md("a", "m", "a", ""),
+        flags: &["--otlp-endpoint", &endpoint],
+        ..Default::default()
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(env.chat("m", &[]).await.status, 200);
+    }
+    // SIGTERM at once, before the export thread's next collection.
+    env.sidecar.terminate();
+    let code = tokio::task::block_in_place(|| env.sidecar.wait_exit(Duration::from_secs(30)));
+    assert_eq!(code, Some(0));
+    assert_eq!(collector.spans.lock().unwrap().len(), 6, "a server and an attempt span per request");
+}

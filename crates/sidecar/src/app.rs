@@ -86,7 +86,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
             },
             metrics.trace_spans_dropped.clone(),
         )
-        .map_err(|e| ConfigurationError(format!("--otlp-endpoint: {e:#}")))?,
+        .map_err(|e| ConfigurationError(format!("traces: {e:#}")))?,
     });
     match source {
         Some(source) => {
@@ -146,8 +146,13 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         shutdown_signal().await;
         tracing::info!(drain_ms = flags.drain_timeout_ms, "shutting down: draining open requests");
     };
+    let tracer = ctx.tracing.clone();
     let api_handler = move |req| crate::inbound::handle(ctx.clone(), req);
     crate::inbound::serve(api, header_timeout, api_handler, stop, drain).await;
+    if let Some(tracer) = tracer {
+        // The last requests' spans: sent, or counted as dropped, within 2 s.
+        let _ = tokio::task::spawn_blocking(move || tracer.flush(Duration::from_secs(2))).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

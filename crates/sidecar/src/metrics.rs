@@ -42,7 +42,7 @@ pub(crate) struct Metrics {
     pub ttft: HistogramVec,
     /// `llmroute_access_log_dropped_total`: access log lines dropped by a full queue.
     pub access_log_dropped: IntCounter,
-    /// `llmroute_trace_spans_dropped_total`: spans dropped by a full export queue.
+    /// `llmroute_trace_spans_dropped_total`: spans lost (full queue, failed export, rejected).
     pub trace_spans_dropped: IntCounter,
     healthy: IntGaugeVec,
     cooldown: IntGaugeVec,
@@ -170,7 +170,7 @@ impl Metrics {
         )?;
         let trace_spans_dropped = single(
             "llmroute_trace_spans_dropped_total",
-            "Trace spans dropped because the export queue was full (a slow or dead collector).",
+            "Trace spans lost: the export queue was full, an export failed or timed out, or the collector rejected them.",
         )?;
         Ok(Self {
             trace_spans_dropped,

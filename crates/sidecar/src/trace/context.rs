@@ -36,6 +36,44 @@ pub(crate) fn parse(value: &[u8]) -> Option<Parent> {
     (trace != 0 && span != 0).then_some(Parent { trace, span, sampled: flags & 1 == 1 })
 }
 
+/// The longest `tracestate` carried on, and its most members (W3C: 512 characters, 32).
+const MAX_TRACESTATE: usize = 512;
+const MAX_MEMBERS: usize = 32;
+
+/// The client's `tracestate` headers combined (several are one list) when every member is
+/// well formed; `None` otherwise, as W3C lets a vendor discard an invalid one.
+pub(crate) fn tracestate<'a>(values: impl Iterator<Item = &'a http::HeaderValue>) -> Option<http::HeaderValue> {
+    let mut members: Vec<&str> = Vec::new();
+    for value in values {
+        for member in value.to_str().ok()?.split(',') {
+            let member = member.trim_matches([' ', '\t']);
+            if member.is_empty() {
+                continue;
+            }
+            let (key, val) = member.split_once('=')?;
+            let key_ok = key.len() <= 256
+                && key.bytes().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && key.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-*/@".contains(&c))
+                && key.bytes().filter(|c| *c == b'@').count() <= 1;
+            let val_ok = (1..=256).contains(&val.len())
+                && val.bytes().all(|c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
+                && !val.ends_with(' ');
+            if !key_ok || !val_ok {
+                return None;
+            }
+            members.push(member);
+        }
+    }
+    if members.is_empty() || members.len() > MAX_MEMBERS {
+        return None;
+    }
+    let joined = members.join(",");
+    if joined.len() > MAX_TRACESTATE {
+        return None;
+    }
+    http::HeaderValue::from_str(&joined).ok()
+}
+
 /// The `traceparent` naming span `span` of trace `trace`.
 pub(crate) fn format(trace: u128, span: u64, sampled: bool) -> http::HeaderValue {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -181,6 +219,32 @@ mod tests {
         fn no_input_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
             let _ = parse(&bytes);
         }
+    }
+
+    #[test]
+    fn tracestate_is_combined_and_checked() {
+        let h = |v: &str| http::HeaderValue::from_str(v).unwrap();
+        let state = |values: &[&str]| {
+            let values: Vec<_> = values.iter().map(|v| h(v)).collect();
+            tracestate(values.iter()).map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(state(&["congo=t61rcWkgMzE"]).as_deref(), Some("congo=t61rcWkgMzE"));
+        assert_eq!(state(&["a=1, b=2", "c@vendor=3"]).as_deref(), Some("a=1,b=2,c@vendor=3"));
+        for bad in [
+            &["!!!not a valid tracestate {}<>"][..],
+            &["a=b\tc=d"],
+            &["A=1"],
+            &["a="],
+            &["a=1,=2"],
+            &["a@b@c=1"],
+            &[""],
+        ] {
+            assert_eq!(state(bad), None, "{bad:?}");
+        }
+        let many: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+        assert_eq!(state(&[many.join(",").as_str()]), None);
+        let long = format!("a={}", "x".repeat(256));
+        assert_eq!(state(&[long.as_str(), long.as_str()]), None, "over 512 characters");
     }
 
     #[test]

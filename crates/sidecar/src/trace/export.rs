@@ -3,8 +3,8 @@
 //! them over OTLP/gRPC. A request never wakes that thread, never waits for it, and a dead or
 //! slow collector costs it nothing but dropped spans, counted.
 
-use std::sync::{Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::BufMut as _;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -20,6 +20,10 @@ const BATCH_SPANS: usize = 2_048;
 const BATCH_BYTES: usize = 1 << 20;
 /// How often the export thread collects what ended.
 const TICK: Duration = Duration::from_millis(100);
+/// Export failures are logged at warn at most this often (each at debug).
+const WARN_EVERY: Duration = Duration::from_secs(60);
+/// The longest collector message logged.
+const MAX_LOGGED: usize = 256;
 /// The collector's gRPC method.
 const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
@@ -79,6 +83,39 @@ impl Queue {
     }
 }
 
+/// A request for the export thread to collect and send now, and its answer.
+#[derive(Debug, Default)]
+pub(crate) struct Flush {
+    request: tokio::sync::Notify,
+    /// Collections completed (after a flush request), and the condition to wait on them.
+    done: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Flush {
+    /// Asks for a collection now and waits until one has been sent, at most `within`;
+    /// `false` when it was not.
+    pub fn now(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let seen = *self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        self.request.notify_one();
+        let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+        while *done == seen {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            done = self.changed.wait_timeout(done, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        true
+    }
+
+    fn finished(&self) {
+        *self.done.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.changed.notify_all();
+    }
+}
+
 /// Where and how spans are sent.
 #[derive(Debug)]
 pub(crate) struct Collector {
@@ -91,7 +128,7 @@ pub(crate) struct Collector {
 }
 
 /// Starts the export thread; it ends once `queue` is gone (after a last collection).
-pub(crate) fn spawn(collector: Collector, queue: Weak<Queue>) -> anyhow::Result<()> {
+pub(crate) fn spawn(collector: Collector, queue: Weak<Queue>, flush: Arc<Flush>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut endpoint = tonic::transport::Endpoint::from_shared(collector.endpoint.clone())?
         .connect_timeout(Duration::from_secs(2).min(collector.timeout))
@@ -106,15 +143,24 @@ pub(crate) fn spawn(collector: Collector, queue: Weak<Queue>) -> anyhow::Result<
     };
     std::thread::Builder::new()
         .name("llmroute-trace-export".into())
-        .spawn(move || runtime.block_on(run(collector, tonic::client::Grpc::new(channel), queue)))?;
+        .spawn(move || runtime.block_on(run(collector, tonic::client::Grpc::new(channel), queue, flush)))?;
     Ok(())
 }
 
-async fn run(collector: Collector, mut grpc: tonic::client::Grpc<tonic::transport::Channel>, queue: Weak<Queue>) {
+async fn run(
+    collector: Collector,
+    mut grpc: tonic::client::Grpc<tonic::transport::Channel>,
+    queue: Weak<Queue>,
+    flush: Arc<Flush>,
+) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = Failures::default();
     loop {
-        tick.tick().await;
+        let flushing = tokio::select! {
+            _ = tick.tick() => false,
+            () = flush.request.notified() => true,
+        };
         let Some(live) = queue.upgrade() else { return };
         let batches = live.take();
         drop(live);
@@ -123,13 +169,14 @@ async fn run(collector: Collector, mut grpc: tonic::client::Grpc<tonic::transpor
             let head = super::wire::request_head(&collector.resource, &collector.scope, batch.body.len());
             let sent = tokio::time::timeout(collector.timeout, send(&mut grpc, &collector, head, batch.body)).await;
             let lost = match sent {
-                Ok(Ok(rejected)) => rejected,
+                // A collector's count is capped at what it was sent.
+                Ok(Ok(rejected)) => rejected.min(spans),
                 Ok(Err(status)) => {
-                    tracing::debug!(code = ?status.code(), message = status.message(), spans, "span export failed");
+                    failures.note(spans, || format!("{:?}: {}", status.code(), printable(status.message())));
                     spans
                 }
                 Err(_) => {
-                    tracing::debug!(spans, "span export timed out");
+                    failures.note(spans, || format!("no answer within {:?}", collector.timeout));
                     spans
                 }
             };
@@ -138,6 +185,43 @@ async fn run(collector: Collector, mut grpc: tonic::client::Grpc<tonic::transpor
             {
                 queue.drop_spans(lost);
             }
+        }
+        if flushing {
+            flush.finished();
+        }
+    }
+}
+
+/// A collector's words made safe for one log line: escaped, at most [`MAX_LOGGED`] bytes.
+fn printable(message: &str) -> String {
+    let mut out: String = message.escape_debug().collect();
+    if out.len() > MAX_LOGGED {
+        let mut end = MAX_LOGGED;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push('…');
+    }
+    out
+}
+
+/// Failed exports: each at debug, a warning at most every [`WARN_EVERY`] with the count since.
+#[derive(Default)]
+struct Failures {
+    last_warned: Option<Instant>,
+    since: u64,
+}
+
+impl Failures {
+    fn note(&mut self, spans: usize, why: impl FnOnce() -> String) {
+        self.since += spans as u64;
+        let why = why();
+        tracing::debug!(spans, reason = %why, "span export failed; those spans are lost");
+        if self.last_warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            tracing::warn!(spans_lost = self.since, reason = %why, "trace export to the collector is failing");
+            self.last_warned = Some(Instant::now());
+            self.since = 0;
         }
     }
 }
@@ -211,6 +295,28 @@ mod tests {
 
     fn queue() -> Queue {
         Queue::new(IntCounter::new("dropped", "d").unwrap())
+    }
+
+    #[test]
+    fn collector_messages_are_escaped_and_bounded() {
+        assert_eq!(printable("no\nFAKE LINE"), "no\\nFAKE LINE");
+        let long = printable(&"é".repeat(1_000));
+        assert!(long.len() <= MAX_LOGGED + '…'.len_utf8() && long.ends_with('…'));
+    }
+
+    #[test]
+    fn a_flush_waits_for_a_collection_and_has_a_deadline() {
+        let flush = Arc::new(Flush::default());
+        // Nobody collects: the wait ends at its deadline.
+        assert!(!flush.now(Duration::from_millis(50)));
+        let collector = flush.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(collector.request.notified());
+            collector.finished();
+        });
+        assert!(flush.now(Duration::from_secs(10)));
+        thread.join().unwrap();
     }
 
     #[test]

@@ -36,10 +36,26 @@ pub(crate) struct TraceConfig {
 pub(crate) struct Tracing {
     sampler: context::Sampler,
     queue: Arc<export::Queue>,
+    flush: Arc<export::Flush>,
 }
 
-/// The longest `tracestate` carried on (the W3C limit is 512 characters).
-const MAX_TRACESTATE: usize = 512;
+/// The longest attribute value kept, bytes (as `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`): a
+/// client's model name of megabytes must not make a span a collector refuses.
+const MAX_VALUE: usize = 1_024;
+/// The longest part of a span's name kept, bytes.
+const MAX_NAME_PART: usize = 256;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
@@ -79,7 +95,12 @@ impl Tracing {
         let env = |name: &str| std::env::var_os(name).and_then(|v| v.into_string().ok());
         let resolved =
             config::resolve(config.endpoint.as_deref(), config.sample_ratio, env).map_err(anyhow::Error::msg)?;
-        let Some(resolved) = resolved else { return Ok(None) };
+        let Some(resolved) = resolved else {
+            if config.sample_ratio.is_some() {
+                tracing::warn!("--trace-sample-ratio has no effect: no OTLP endpoint is configured");
+            }
+            return Ok(None);
+        };
         for warning in &resolved.warnings {
             tracing::warn!("{warning}");
         }
@@ -91,17 +112,31 @@ impl Tracing {
             resource: resource(&config.pod),
             scope: wire::scope("llmroute-sidecar", env!("CARGO_PKG_VERSION")),
         };
-        export::spawn(collector, Arc::downgrade(&queue))?;
-        Ok(Some(Self { sampler: resolved.sampler, queue }))
+        let flush = Arc::new(export::Flush::default());
+        export::spawn(collector, Arc::downgrade(&queue), flush.clone())?;
+        Ok(Some(Self { sampler: resolved.sampler, queue, flush }))
+    }
+
+    /// Sends what has ended now, waiting at most `within` (at shutdown, so that the last
+    /// requests' spans are not lost); what could not be sent by then is counted as dropped.
+    pub fn flush(&self, within: std::time::Duration) {
+        if !self.flush.now(within) {
+            let left: usize = self.queue.take().iter().map(|b| b.spans).sum();
+            self.queue.drop_spans(left);
+        }
     }
 
     /// The server span of a client request, continuing the client's `traceparent`.
     pub fn request(&self, headers: &HeaderMap, operation: &str, model: &str) -> RequestSpan {
-        let parent = headers.get("traceparent").and_then(|v| context::parse(v.as_bytes()));
+        // Several `traceparent` headers are no parent at all (W3C): a new trace.
+        let mut parents = headers.get_all("traceparent").iter();
+        let parent = match (parents.next(), parents.next()) {
+            (Some(only), None) => context::parse(only.as_bytes()),
+            _ => None,
+        };
         let trace = parent.map_or_else(context::new_trace, |p| p.trace);
         let sampled = self.sampler.sample(parent.as_ref(), trace);
-        let tracestate =
-            parent.and(headers.get("tracestate")).filter(|v| v.len() <= MAX_TRACESTATE && v.to_str().is_ok()).cloned();
+        let tracestate = parent.and_then(|_| context::tracestate(headers.get_all("tracestate").iter()));
         let recording = sampled.then(|| {
             let mut r = Recording::new(&[operation, model]);
             r.set("gen_ai.operation.name", Value::Str(operation));
@@ -142,12 +177,16 @@ impl Recording {
             if i > 0 {
                 buf.push(b' ');
             }
-            buf.extend_from_slice(part.as_bytes());
+            buf.extend_from_slice(clip(part, MAX_NAME_PART).as_bytes());
         }
         Self { start_ns: now_ns(), name_len: buf.len(), buf }
     }
 
     fn set(&mut self, name: &str, value: Value<'_>) {
+        let value = match value {
+            Value::Str(s) => Value::Str(clip(s, MAX_VALUE)),
+            other => other,
+        };
         wire::attribute(&mut self.buf, wire::SPAN_ATTRIBUTES, name, &value);
     }
 
@@ -332,7 +371,11 @@ mod tests {
     use prost::Message as _;
 
     fn tracing(sampler: context::Sampler) -> Tracing {
-        Tracing { sampler, queue: Arc::new(export::Queue::new(IntCounter::new("d", "d").unwrap())) }
+        Tracing {
+            sampler,
+            queue: Arc::new(export::Queue::new(IntCounter::new("d", "d").unwrap())),
+            flush: Arc::default(),
+        }
     }
 
     /// What the export thread would send now.
@@ -388,6 +431,34 @@ mod tests {
         assert_eq!(spans[1].span_id, traceparent.span.to_be_bytes(), "the upstream's parent is the attempt");
         assert_eq!(spans[0].status.as_ref().map(|s| s.code), Some(2));
         assert!(spans[1].status.is_none());
+    }
+
+    #[test]
+    fn hostile_headers_and_names_are_bounded() {
+        let t = tracing(context::Sampler::ratio(1.0));
+        let mut headers = HeaderMap::new();
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        headers.append("traceparent", traceparent.parse().unwrap());
+        headers.append("traceparent", "00-11111111111111111111111111111111-1111111111111111-01".parse().unwrap());
+        headers.insert("tracestate", "!!!not valid".parse().unwrap());
+        let huge = "é".repeat(1_000_000);
+        let span = t.request(&headers, "chat", &huge);
+        let mut upstream = HeaderMap::new();
+        span.attempt(&info(), &mut upstream).end("success", false);
+        span.end(404, Some("404"));
+        let sent = context::parse(upstream["traceparent"].as_bytes()).unwrap();
+        assert_ne!(sent.trace, 0x4bf92f3577b34da6a3ce929d0e0e4736, "duplicates start a new trace");
+        assert!(!upstream.contains_key("tracestate"));
+        let spans = exported(&t);
+        let server = spans.iter().find(|s| s.kind == 2).unwrap();
+        assert!(server.name.len() <= "chat ".len() + MAX_NAME_PART, "{}", server.name.len());
+        let model = server.attributes.iter().find(|a| a.key == "gen_ai.request.model").unwrap();
+        let Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(model)) =
+            model.value.as_ref().and_then(|v| v.value.clone())
+        else {
+            panic!("a string")
+        };
+        assert!(model.len() <= MAX_VALUE && model.chars().all(|c| c == 'é'));
     }
 
     #[test]
