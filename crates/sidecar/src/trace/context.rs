@@ -78,11 +78,13 @@ pub(crate) fn tracestate<'a>(values: impl Iterator<Item = &'a http::HeaderValue>
 pub(crate) fn format(trace: u128, span: u64, sampled: bool) -> http::HeaderValue {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
-    for i in 0..32 {
-        out[3 + i] = DIGITS[(trace >> (4 * (31 - i)) & 0xf) as usize];
+    for (i, byte) in trace.to_be_bytes().into_iter().enumerate() {
+        out[3 + 2 * i] = DIGITS[usize::from(byte >> 4)];
+        out[4 + 2 * i] = DIGITS[usize::from(byte & 0xf)];
     }
-    for i in 0..16 {
-        out[36 + i] = DIGITS[(span >> (4 * (15 - i)) & 0xf) as usize];
+    for (i, byte) in span.to_be_bytes().into_iter().enumerate() {
+        out[36 + 2 * i] = DIGITS[usize::from(byte >> 4)];
+        out[37 + 2 * i] = DIGITS[usize::from(byte & 0xf)];
     }
     out[54] = if sampled { b'1' } else { b'0' };
     http::HeaderValue::from_bytes(&out).expect("ASCII")

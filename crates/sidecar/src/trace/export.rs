@@ -38,7 +38,12 @@ pub(crate) struct Batch {
 struct Waiting {
     batches: Vec<Batch>,
     bytes: usize,
+    /// Sent batches' buffers, kept for the next ones: no fresh pages to fault in, no growth.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Buffers kept for reuse, at most.
+const SPARE: usize = 4;
 
 /// The bounded queue between requests and the export thread.
 #[derive(Debug)]
@@ -61,9 +66,10 @@ impl Queue {
             return;
         }
         if waiting.batches.last().is_none_or(|b| b.spans >= BATCH_SPANS || b.body.len() >= BATCH_BYTES) {
-            waiting.batches.push(Batch { body: Vec::with_capacity(64 << 10), spans: 0 });
+            let body = waiting.spare.pop().unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES + (64 << 10)));
+            waiting.batches.push(Batch { body, spans: 0 });
         }
-        let Waiting { batches, bytes } = &mut *waiting;
+        let Waiting { batches, bytes, .. } = &mut *waiting;
         let batch = batches.last_mut().expect("pushed above");
         let before = batch.body.len();
         write(&mut batch.body);
@@ -76,6 +82,15 @@ impl Queue {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         waiting.bytes = 0;
         std::mem::take(&mut waiting.batches)
+    }
+
+    /// Takes back a sent batch's buffer.
+    pub fn recycle(&self, mut body: Vec<u8>) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        if waiting.spare.len() < SPARE && body.capacity() <= 2 * BATCH_BYTES {
+            body.clear();
+            waiting.spare.push(body);
+        }
     }
 
     pub fn drop_spans(&self, n: usize) {
@@ -167,7 +182,8 @@ async fn run(
         for batch in batches {
             let spans = batch.spans;
             let head = super::wire::request_head(&collector.resource, &collector.scope, batch.body.len());
-            let sent = tokio::time::timeout(collector.timeout, send(&mut grpc, &collector, head, batch.body)).await;
+            let encoded = Encoded { head, body: batch.body, home: queue.clone() };
+            let sent = tokio::time::timeout(collector.timeout, send(&mut grpc, &collector, encoded)).await;
             let lost = match sent {
                 // A collector's count is capped at what it was sent.
                 Ok(Ok(rejected)) => rejected.min(spans),
@@ -230,11 +246,10 @@ impl Failures {
 async fn send(
     grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
     collector: &Collector,
-    head: Vec<u8>,
-    body: Vec<u8>,
+    encoded: Encoded,
 ) -> Result<usize, tonic::Status> {
     grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let mut request = tonic::Request::new(Encoded { head, body });
+    let mut request = tonic::Request::new(encoded);
     *request.metadata_mut() = collector.headers.clone();
     request.set_timeout(collector.timeout);
     let path = http::uri::PathAndQuery::from_static(EXPORT);
@@ -243,10 +258,20 @@ async fn send(
     Ok(usize::try_from(rejected).unwrap_or(0))
 }
 
-/// An `ExportTraceServiceRequest`, already encoded.
+/// An `ExportTraceServiceRequest`, already encoded; its spans' buffer goes back to the queue
+/// once sent (or given up).
 struct Encoded {
     head: Vec<u8>,
     body: Vec<u8>,
+    home: Weak<Queue>,
+}
+
+impl Drop for Encoded {
+    fn drop(&mut self) {
+        if let Some(queue) = self.home.upgrade() {
+            queue.recycle(std::mem::take(&mut self.body));
+        }
+    }
 }
 
 /// Sends [`Encoded`] as it is; reads the collector's answer with its protobuf message.
@@ -339,9 +364,16 @@ mod tests {
         assert_eq!(batches.iter().map(|b| b.spans).sum::<usize>(), pushed - 1);
         assert!(batches.iter().all(|b| b.body.len() <= BATCH_BYTES + big.len()));
         assert!(batches.iter().map(|b| b.body.len()).sum::<usize>() <= QUEUE_BYTES + big.len());
-        // Taking empties the queue: it accepts again.
+        // Taking empties the queue: it accepts again, into a recycled buffer.
+        let recycled: Vec<*const u8> = batches.iter().map(|b| b.body.as_ptr()).collect();
+        for batch in batches {
+            q.recycle(batch.body);
+        }
         q.push(|buf| buf.push(1));
-        assert_eq!(q.take().len(), 1);
+        let again = q.take();
+        assert_eq!(again.len(), 1);
+        assert!(recycled.contains(&again[0].body.as_ptr()), "a sent buffer is reused");
+        assert_eq!(again[0].body, [1]);
         assert_eq!(q.dropped.get(), 1);
     }
 }

@@ -39,6 +39,9 @@ pub(crate) struct Tracing {
     flush: Arc<export::Flush>,
 }
 
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
 /// The longest attribute value kept, bytes (as `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`): a
 /// client's model name of megabytes must not make a span a collector refuses.
 const MAX_VALUE: usize = 1_024;
@@ -129,14 +132,14 @@ impl Tracing {
     /// The server span of a client request, continuing the client's `traceparent`.
     pub fn request(&self, headers: &HeaderMap, operation: &str, model: &str) -> RequestSpan {
         // Several `traceparent` headers are no parent at all (W3C): a new trace.
-        let mut parents = headers.get_all("traceparent").iter();
+        let mut parents = headers.get_all(TRACEPARENT).iter();
         let parent = match (parents.next(), parents.next()) {
             (Some(only), None) => context::parse(only.as_bytes()),
             _ => None,
         };
         let trace = parent.map_or_else(context::new_trace, |p| p.trace);
         let sampled = self.sampler.sample(parent.as_ref(), trace);
-        let tracestate = parent.and_then(|_| context::tracestate(headers.get_all("tracestate").iter()));
+        let tracestate = parent.and_then(|_| context::tracestate(headers.get_all(TRACESTATE).iter()));
         let recording = sampled.then(|| {
             let mut r = Recording::new(&[operation, model]);
             r.set("gen_ai.operation.name", Value::Str(operation));
@@ -292,10 +295,10 @@ impl RequestSpan {
             parent: Some(self.ids.id),
             sampled: self.ids.sampled,
         };
-        upstream.insert("traceparent", context::format(ids.trace, ids.id, ids.sampled));
+        upstream.insert(TRACEPARENT, context::format(ids.trace, ids.id, ids.sampled));
         match &self.tracestate {
-            Some(state) => upstream.insert("tracestate", state.clone()),
-            None => upstream.remove("tracestate"),
+            Some(state) => upstream.insert(TRACESTATE, state.clone()),
+            None => upstream.remove(TRACESTATE),
         };
         let recording = self.recording.is_some().then(|| {
             let mut digits = [0u8; 20];

@@ -17,6 +17,7 @@ pub(crate) enum Value<'a> {
     Double(f64),
 }
 
+#[inline(always)]
 fn varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
@@ -25,32 +26,38 @@ fn varint(buf: &mut Vec<u8>, mut v: u64) {
     buf.push(v as u8);
 }
 
+#[inline(always)]
 fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Field keys here are all below 16: one byte.
+#[inline(always)]
 fn key(buf: &mut Vec<u8>, field: u8, wire: u8) {
     debug_assert!(field < 16);
     buf.push(field << 3 | wire);
 }
 
 /// The encoded size of a length-delimited field holding `n` bytes.
+#[inline(always)]
 fn len_field(n: usize) -> usize {
     1 + varint_len(n as u64) + n
 }
 
+#[inline(always)]
 fn bytes(buf: &mut Vec<u8>, field: u8, data: &[u8]) {
     key(buf, field, LEN);
     varint(buf, data.len() as u64);
     buf.extend_from_slice(data);
 }
 
+#[inline(always)]
 fn fixed64(buf: &mut Vec<u8>, field: u8, v: u64) {
     key(buf, field, I64);
     buf.extend_from_slice(&v.to_le_bytes());
 }
 
+#[inline(always)]
 fn any_value_len(value: &Value<'_>) -> usize {
     match value {
         Value::Str(s) => len_field(s.len()),
@@ -64,8 +71,10 @@ fn any_value_len(value: &Value<'_>) -> usize {
 /// attributes).
 pub(crate) fn attribute(buf: &mut Vec<u8>, field: u8, name: &str, value: &Value<'_>) {
     let any = any_value_len(value);
+    let kv = len_field(name.len()) + len_field(any);
+    buf.reserve(len_field(kv));
     key(buf, field, LEN);
-    varint(buf, (len_field(name.len()) + len_field(any)) as u64);
+    varint(buf, kv as u64);
     bytes(buf, 1, name.as_bytes());
     key(buf, 2, LEN);
     varint(buf, any as u64);
@@ -133,6 +142,7 @@ pub(crate) fn span(buf: &mut Vec<u8>, span: &Span<'_>) {
         + span.attributes.len()
         + status.map_or(0, len_field)
         + 6;
+    buf.reserve(len_field(len));
     key(buf, 2, LEN);
     varint(buf, len as u64);
     bytes(buf, 1, &span.trace.to_be_bytes());
