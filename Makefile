@@ -49,6 +49,7 @@ bench-criterion:
 	$(CARGO) bench --locked -p llmroute-snapshot --bench compile
 	$(CARGO) bench --locked -p llmroute-router --bench decision
 	$(CARGO) bench --locked -p llmroute-operator --bench status
+	$(CARGO) bench --locked -p llmroute-sidecar --bench trace
 
 ## Propagation to 1,000 and 10,000 subscribed streams (operator release build, its own process).
 .PHONY: bench-fleet

@@ -119,7 +119,7 @@ def main() -> int:
             proc.wait(5)
 
 
-TRACE_ROUNDS = int(os.environ.get("BENCH_TRACE_ROUNDS", "6"))
+TRACE_ROUNDS = int(os.environ.get("BENCH_TRACE_ROUNDS", "10"))
 TRACE_DURATION = os.environ.get("BENCH_TRACE_DURATION", "3s")
 
 
@@ -134,7 +134,8 @@ def median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def tracing_rounds(binary: Path, directory: Path, script: Path, configs: dict[str, tuple[str, ...]]) -> dict[str, list[dict]]:
+def tracing_rounds(binary: Path, directory: Path, script: Path, configs: dict[str, tuple[str, ...]],
+                   connections: int) -> dict[str, list[dict]]:
     """Tracing off, unsampled and fully sampled, interleaved, each run in a sidecar process of
     its own (started for that run): on a shared machine whose speed drifts, only rows measured
     side by side, many times, compare."""
@@ -150,7 +151,7 @@ def tracing_rounds(binary: Path, directory: Path, script: Path, configs: dict[st
                     url = f"http://127.0.0.1:{port}/v1/chat/completions"
                     assert http("POST", url, json.loads(BODY))[0] == 200
                     before = cpu_seconds(proc.pid)
-                    r = wrk(url, 16, script)
+                    r = wrk(url, connections, script)
                     seconds = float(TRACE_DURATION.rstrip("s"))
                     r["cpu_us"] = (cpu_seconds(proc.pid) - before) / max(r["rps"] * seconds, 1) * 1e6
                     _, metrics = http("GET", f"http://127.0.0.1:{admin}/metrics")
@@ -195,11 +196,12 @@ def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Pat
                 results[(name, connections)] = wrk(url, connections, script)
                 time.sleep(0.5)
         endpoint = ("--otlp-endpoint", f"http://{sink_addr}", "--trace-sample-ratio")
-        tracing = tracing_rounds(binary, work / "one", script, {
+        configs = {
             "tracing off": (),
             "tracing on, 0% sampled": (*endpoint, "0"),
             "tracing on, 100% sampled": (*endpoint, "1.0"),
-        })
+        }
+        tracing = {c: tracing_rounds(binary, work / "one", script, configs, c) for c in (16, 1)}
     finally:
         # Whatever happened, nothing started here outlives the benchmark.
         for proc in started:
@@ -226,16 +228,19 @@ def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Pat
             ratio = f"{r['rps'] / hop['rps'] * 100:.0f}%"
             errors = f" ({r['non2xx']} non-2xx)" if r["non2xx"] else ""
             print(f"| {name} | {connections} | {r['p50']:.3f} | {r['p99']:.3f} | {added50} | {added99} | {r['rps']:.0f}{errors} | {ratio} |")
-    print(f"\nTracing at c=16, {TRACE_ROUNDS} rounds of {TRACE_DURATION} per sidecar, the order rotating each round; "
-          "medians, the ratio taken within each round; CPU is the sidecar process's own (user + system) per request:\n")
-    print("| sidecar | req/s | req/s vs tracing off | CPU µs per request | p50 ms | p99 ms |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, runs in tracing.items():
-        off = tracing["tracing off"]
-        ratio = median([r["rps"] / o["rps"] for r, o in zip(runs, off)]) * 100
-        print(f"| {name} | {median([r['rps'] for r in runs]):.0f} | {ratio:.1f}% | {median([r['cpu_us'] for r in runs]):.1f} "
-              f"| {median([r['p50'] for r in runs]):.3f} | {median([r['p99'] for r in runs]):.3f} |")
-    dropped = sum(r["dropped"] for runs in tracing.values() for r in runs)
+    print(f"\nTracing, {TRACE_ROUNDS} rounds of {TRACE_DURATION} per sidecar and concurrency, the order rotating each "
+          "round; medians, the ratio taken within each round; CPU is the sidecar process's own (user + system) per "
+          "request:\n")
+    print("| sidecar | conc. | req/s | req/s vs tracing off | CPU µs per request | p50 ms | p99 ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for connections, by_name in tracing.items():
+        off = by_name["tracing off"]
+        for name, runs in by_name.items():
+            ratio = median([r["rps"] / o["rps"] for r, o in zip(runs, off)]) * 100
+            print(f"| {name} | {connections} | {median([r['rps'] for r in runs]):.0f} | {ratio:.1f}% "
+                  f"| {median([r['cpu_us'] for r in runs]):.1f} | {median([r['p50'] for r in runs]):.3f} "
+                  f"| {median([r['p99'] for r in runs]):.3f} |")
+    dropped = sum(r["dropped"] for by_name in tracing.values() for runs in by_name.values() for r in runs)
     print(f"\nTraced sidecars: {received.group(1) if received else '?'} spans received by the collector, "
           f"{dropped} dropped by the export queue")
     print(f"\nIdle sidecar RSS with a 1,000-deployment snapshot: {idle_rss:.1f} MB")

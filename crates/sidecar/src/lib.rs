@@ -25,3 +25,5 @@ mod outbound;
 mod routes;
 mod standalone;
 mod trace;
+#[doc(hidden)]
+pub use trace::BenchTracer;
