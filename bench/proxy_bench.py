@@ -63,9 +63,10 @@ def start_nginx(work: Path, upstream_port: int, hop_port: int) -> list[subproces
             for name, server in (("upstream", upstream), ("hop", hop))]
 
 
-def wrk(url: str, connections: int, script: Path) -> dict:
+def wrk(url: str, connections: int, script: Path, cpu: int | None = None) -> dict:
     threads = 1 if connections == 1 else 2
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{DURATION}", "--latency", "-s", str(script), url],
+    pinned = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    out = subprocess.run([*pinned, "wrk", f"-t{threads}", f"-c{connections}", f"-d{DURATION}", "--latency", "-s", str(script), url],
                          capture_output=True, text=True, timeout=120).stdout
     def ms(label: str) -> float:
         m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -111,7 +112,7 @@ def main() -> int:
     script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = {json.dumps(BODY)}\n')
     nginx = start_nginx(work, upstream_port, hop_port)
     try:
-        return run(binary, work, upstream_port, hop_port, script)
+        return run(binary, work, upstream_port, hop_port, script, [proc.pid for proc in nginx])
     finally:
         # Whatever happened, no nginx outlives the benchmark.
         for proc in nginx:
@@ -134,11 +135,24 @@ def median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+def pin(pid: int, cpu: int) -> None:
+    """Every thread of `pid` and of its child processes onto `cpu`."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(task), {cpu})
+        children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+        for child in children:
+            pin(int(child), cpu)
+
+
 def tracing_rounds(binary: Path, directory: Path, script: Path, configs: dict[str, tuple[str, ...]],
-                   connections: int) -> dict[str, list[dict]]:
+                   connections: int, others: list[int]) -> dict[str, list[dict]]:
     """Tracing off, unsampled and fully sampled, interleaved, each run in a sidecar process of
     its own (started for that run): on a shared machine whose speed drifts, only rows measured
-    side by side, many times, compare."""
+    side by side, many times, compare. The sidecar runs alone on CPU 1; the load generator,
+    the upstream and the collector (`others`) share CPU 0, so that req/s is the sidecar's
+    own throughput on one core rather than the scheduler's mood."""
+    for pid in others:
+        pin(pid, 0)
     global DURATION
     names = list(configs)
     runs: dict[str, list[dict]] = {name: [] for name in names}
@@ -148,10 +162,11 @@ def tracing_rounds(binary: Path, directory: Path, script: Path, configs: dict[st
             for name in names[round_ % len(names):] + names[:round_ % len(names)]:
                 proc, port, admin = start_sidecar(binary, directory, configs[name], f"-round{round_}")
                 try:
+                    pin(proc.pid, 1)
                     url = f"http://127.0.0.1:{port}/v1/chat/completions"
                     assert http("POST", url, json.loads(BODY))[0] == 200
                     before = cpu_seconds(proc.pid)
-                    r = wrk(url, connections, script)
+                    r = wrk(url, connections, script, cpu=0)
                     seconds = float(TRACE_DURATION.rstrip("s"))
                     r["cpu_us"] = (cpu_seconds(proc.pid) - before) / max(r["rps"] * seconds, 1) * 1e6
                     _, metrics = http("GET", f"http://127.0.0.1:{admin}/metrics")
@@ -174,7 +189,7 @@ def start_sink(binary: Path, work: Path) -> tuple[subprocess.Popen, str, Path]:
     return proc, json.loads(line)["otlp_sink"], log
 
 
-def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Path) -> int:
+def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Path, nginx: list[int]) -> int:
     manifests(work / "one", upstream_port, 1)
     started: list[subprocess.Popen] = []
     try:
@@ -201,7 +216,8 @@ def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Pat
             "tracing on, 0% sampled": (*endpoint, "0"),
             "tracing on, 100% sampled": (*endpoint, "1.0"),
         }
-        tracing = {c: tracing_rounds(binary, work / "one", script, configs, c) for c in (16, 1)}
+        others = [sink.pid, *nginx]
+        tracing = {c: tracing_rounds(binary, work / "one", script, configs, c, others) for c in (16, 1)}
     finally:
         # Whatever happened, nothing started here outlives the benchmark.
         for proc in started:
@@ -229,8 +245,8 @@ def run(binary: Path, work: Path, upstream_port: int, hop_port: int, script: Pat
             errors = f" ({r['non2xx']} non-2xx)" if r["non2xx"] else ""
             print(f"| {name} | {connections} | {r['p50']:.3f} | {r['p99']:.3f} | {added50} | {added99} | {r['rps']:.0f}{errors} | {ratio} |")
     print(f"\nTracing, {TRACE_ROUNDS} rounds of {TRACE_DURATION} per sidecar and concurrency, the order rotating each "
-          "round; medians, the ratio taken within each round; CPU is the sidecar process's own (user + system) per "
-          "request:\n")
+          "round, the sidecar alone on CPU 1 and everything else on CPU 0; medians, the ratio taken within each round; "
+          "CPU is the sidecar process's own (user + system) per request:\n")
     print("| sidecar | conc. | req/s | req/s vs tracing off | CPU µs per request | p50 ms | p99 ms |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for connections, by_name in tracing.items():
