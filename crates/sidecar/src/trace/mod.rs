@@ -175,9 +175,18 @@ struct Recording {
     buf: Vec<u8>,
 }
 
+/// A thread's span buffers kept for reuse: a busy heap's malloc cost more than the span.
+const FREE_BUFFERS: usize = 32;
+/// Buffers larger than this (a span with huge attributes) are not kept.
+const KEEP_CAPACITY: usize = 4_096;
+
+thread_local! {
+    static FREE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Recording {
     fn new(name: &[&str]) -> Self {
-        let mut buf = Vec::with_capacity(640);
+        let mut buf = FREE.with(|free| free.borrow_mut().pop()).unwrap_or_else(|| Vec::with_capacity(640));
         for (i, part) in name.iter().enumerate() {
             if i > 0 {
                 buf.push(b' ');
@@ -202,6 +211,22 @@ impl Recording {
 
     fn attributes(&self) -> &[u8] {
         &self.buf[self.name_len..]
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.capacity() <= KEEP_CAPACITY {
+            buf.clear();
+            // `try_with`: a span dropped while its thread exits just frees its buffer.
+            let _ = FREE.try_with(|free| {
+                let mut free = free.borrow_mut();
+                if free.len() < FREE_BUFFERS {
+                    free.push(buf);
+                }
+            });
+        }
     }
 }
 
@@ -464,6 +489,25 @@ mod tests {
             panic!("a string")
         };
         assert!(model.len() <= MAX_VALUE && model.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn span_buffers_are_reused_by_their_thread() {
+        let kept = || FREE.with(|free| free.borrow().len());
+        let first = Recording::new(&["chat", "m"]);
+        let before = kept();
+        drop(first);
+        assert_eq!(kept(), before + 1, "an ended span's buffer is kept");
+        let second = Recording::new(&["attempt", "1", "d"]);
+        assert_eq!(kept(), before, "and taken by the next span");
+        assert_eq!(second.name(), "attempt 1 d");
+        drop(second);
+        // A buffer grown past KEEP_CAPACITY is freed, not kept.
+        let mut huge = Recording::new(&["x"]);
+        huge.buf.reserve(2 * KEEP_CAPACITY);
+        let before = kept();
+        drop(huge);
+        assert_eq!(kept(), before);
     }
 
     #[test]
