@@ -79,6 +79,18 @@ async fn tree(collector: &Collector, trace: &str, attempts: usize) -> (Span, Vec
     (server, children)
 }
 
+/// A sidecar with one deployment of `m`, exporting traces to `collector`.
+async fn one_deployment_traced_to(collector: SocketAddr) -> Env {
+    let endpoint = format!("http://{collector}");
+    Env::start(Options {
+        instances: &["a"],
+        manifests: md("a", "m", "a", ""),
+        flags: &["--otlp-endpoint", &endpoint],
+        ..Default::default()
+    })
+    .await
+}
+
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
 
@@ -171,14 +183,7 @@ async fn with_tracing_off_nothing_is_exported_and_a_dead_collector_costs_nothing
     assert!(!env.metrics().await.contains("llmroute_trace_spans_dropped_total 1"));
     // A collector that is not there: requests are served as ever.
     let dead = llmroute_testkit::process::free_addr();
-    let endpoint = format!("http://{dead}");
-    let env = Env::start(Options {
-        instances: &["a"],
-        manifests: md("a", "m", "a", ""),
-        flags: &["--otlp-endpoint", &endpoint],
-        ..Default::default()
-    })
-    .await;
+    let env = one_deployment_traced_to(dead).await;
     for _ in 0..20 {
         assert_eq!(env.chat("m", &[]).await.status, 200);
     }
@@ -193,14 +198,7 @@ async fn with_tracing_off_nothing_is_exported_and_a_dead_collector_costs_nothing
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_of_the_last_requests_are_sent_before_the_sidecar_exits() {
     let (addr, collector) = collector().await;
-    let endpoint = format!("http://{addr}");
-    let mut env = Env::start(Options {
-        instances: &["a"],
-        manifests: md("a", "m", "a", ""),
-        flags: &["--otlp-endpoint", &endpoint],
-        ..Default::default()
-    })
-    .await;
+    let mut env = one_deployment_traced_to(addr).await;
     for _ in 0..3 {
         assert_eq!(env.chat("m", &[]).await.status, 200);
     }

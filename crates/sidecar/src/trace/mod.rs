@@ -492,6 +492,27 @@ mod tests {
     }
 
     #[test]
+    fn the_resource_names_the_service_and_the_pod() {
+        let attributes = |pod: &str| {
+            let head = wire::request_head(&resource(pod), &wire::scope("s", "1"), 0);
+            let request = ExportTraceServiceRequest::decode(head.as_slice()).expect("valid OTLP");
+            let resource = request.resource_spans[0].resource.clone().expect("a resource");
+            resource
+                .attributes
+                .into_iter()
+                .map(|kv| (kv.key, format!("{:?}", kv.value.and_then(|v| v.value))))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let with_pod = attributes("pod-7");
+        assert_eq!(with_pod["k8s.pod.name"], r#"Some(StringValue("pod-7"))"#);
+        if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+            assert_eq!(with_pod["service.name"], r#"Some(StringValue("llmroute-sidecar"))"#);
+        }
+        assert!(with_pod.contains_key("telemetry.sdk.language"), "{with_pod:?}");
+        assert!(!attributes("").contains_key("k8s.pod.name"));
+    }
+
+    #[test]
     fn span_buffers_are_reused_by_their_thread() {
         let kept = || FREE.with(|free| free.borrow().len());
         let first = Recording::new(&["chat", "m"]);
