@@ -10,7 +10,9 @@ use std::time::Duration;
 use llmroute_e2e::{Env, Options, md};
 use llmroute_testkit::process::eventually;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::json;
@@ -18,6 +20,8 @@ use serde_json::json;
 #[derive(Clone, Default)]
 struct Collector {
     spans: Arc<Mutex<Vec<Span>>>,
+    /// What the collector claims to have rejected of each export (`partial_success`).
+    rejects: i64,
 }
 
 #[tonic::async_trait]
@@ -32,14 +36,20 @@ impl TraceService for Collector {
                 spans.extend(scope.spans);
             }
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        let partial_success = (self.rejects != 0)
+            .then(|| ExportTracePartialSuccess { rejected_spans: self.rejects, error_message: "rejected".into() });
+        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success }))
     }
 }
 
 async fn collector() -> (SocketAddr, Collector) {
+    rejecting_collector(0).await
+}
+
+async fn rejecting_collector(rejects: i64) -> (SocketAddr, Collector) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let collector = Collector::default();
+    let collector = Collector { rejects, ..Default::default() };
     let service = TraceServiceServer::new(collector.clone());
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -207,4 +217,21 @@ async fn spans_of_the_last_requests_are_sent_before_the_sidecar_exits() {
     let code = tokio::task::block_in_place(|| env.sidecar.wait_exit(Duration::from_secs(30)));
     assert_eq!(code, Some(0));
     assert_eq!(collector.spans.lock().unwrap().len(), 6, "a server and an attempt span per request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_a_collector_rejects_are_counted_no_more_than_were_sent() {
+    // A collector claiming to have rejected i64::MAX spans of every export.
+    let (addr, _collector) = rejecting_collector(i64::MAX).await;
+    let env = one_deployment_traced_to(addr).await;
+    for _ in 0..5 {
+        assert_eq!(env.chat("m", &[]).await.status, 200);
+    }
+    let counted = eventually(Duration::from_secs(10), || async {
+        env.metrics().await.contains("llmroute_trace_spans_dropped_total 10")
+    })
+    .await;
+    assert!(counted, "{}", env.metrics().await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(env.metrics().await.contains("llmroute_trace_spans_dropped_total 10"), "capped at what was sent");
 }
