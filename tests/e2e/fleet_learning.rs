@@ -106,8 +106,10 @@ async fn feedback_shifts_an_adaptive_groups_pick_and_the_fleet_keeps_it_across_a
     // The operator merged the sidecar's reports.
     let merged = eventually(Duration::from_secs(15), || async {
         let state = adaptive(&operator).await;
-        // Every 2xx is a success too: a poorly rated answer nets one success and one failure.
-        matches!((mean(&state, "llm/good"), mean(&state, "llm/poor")), (Some(g), Some(p)) if g > 0.9 && p < 0.6)
+        // Every 2xx is a success too: a poorly rated answer nets one success and one failure,
+        // and how often the poor one was still picked (so how far its tier-5 prior moved) is
+        // random: it must rank clearly below the well-rated one, not under a fixed mark.
+        matches!((mean(&state, "llm/good"), mean(&state, "llm/poor")), (Some(g), Some(p)) if g > 0.9 && p < g - 0.2)
     })
     .await;
     assert!(merged, "{}", adaptive(&operator).await);
