@@ -164,6 +164,16 @@ impl Env {
         self.dir.path().join("routing.yaml")
     }
 
+    /// Replaces the routing config in one step (written aside, then renamed), as a
+    /// ConfigMap mount or `kubectl apply` does: a writer stalled between truncating and
+    /// writing in place for longer than the settle time would otherwise publish an empty
+    /// (valid, default) config for a moment.
+    pub fn write_config(&self, text: &str) {
+        let tmp = self.dir.path().join("routing.yaml.tmp");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, self.config_path()).expect("move config");
+    }
+
     /// Writes a file into the manifests directory.
     pub fn write_file(&self, name: &str, text: &str) {
         std::fs::write(self.dir.path().join("manifests").join(name), text).expect("write file");

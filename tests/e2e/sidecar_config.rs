@@ -78,7 +78,7 @@ async fn a_config_rejected_on_reload_leaves_the_last_good_one_serving() {
     env.behaviour("a", json!({"status": 500})).await;
     assert_eq!(env.chat("m", &[]).await.status, 200, "the fallback serves");
     for (i, bad) in ["modelGroups: {m: {fallbaks: []}}\n", "defaults: {maxAttempts: 4000000000}\n"].iter().enumerate() {
-        std::fs::write(env.config_path(), bad).unwrap();
+        env.write_config(bad);
         let logged = eventually(Duration::from_secs(5), || async {
             env.compile_logs().matches("routing config rejected").count() > i
                 && env.compile_metric("llmroute_config_rejected_total").await.unwrap_or(0.0) > i as f64

@@ -121,8 +121,7 @@ async fn routing_config_changes_apply_live() {
     env.behaviour("a", json!({"status": 500})).await;
     assert_eq!(env.chat("m", &[]).await.status, 500);
     // A config change alone is a new snapshot.
-    let config_path = env.config_path();
-    std::fs::write(config_path, "modelGroups: {m: {fallbacks: [other]}}\n").unwrap();
+    env.write_config("modelGroups: {m: {fallbacks: [other]}}\n");
     let ok = llmroute_testkit::process::eventually(Duration::from_secs(5), || async {
         env.chat("m", &[]).await.status == 200
     })
