@@ -31,6 +31,9 @@ pub enum Affinity {
     User,
     /// `previous_response_id` of the Responses API.
     Responses,
+    /// The prompt's stable prefix (or its `prompt_cache_key`): requests that share a prefix
+    /// share a deployment and its prompt cache.
+    Prefix,
 }
 
 /// Cooldown: `allowedFails` failures within `windowSeconds` take a deployment out for `seconds`.
@@ -133,10 +136,22 @@ pub struct RoutingPolicy {
     /// weighted | least-busy | latency | cost | adaptive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<Strategy>,
-    /// Affinity keys honoured for this group: session, user, responses.
+    /// Affinity keys honoured for this group: session, user, responses, prefix (explicit
+    /// keys first, then prefix).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 3))]
+    #[schemars(length(max = 4))]
     pub affinity: Option<Vec<Affinity>>,
+    /// Prefix affinity: bytes of the canonical prompt hashed (and the shortest prompt that
+    /// gets prefix affinity), 64..1048576; default 4096 (about 1,024 tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 64 && self <= 1048576").message("prefixBytes must be between 64 and 1048576"))]
+    pub prefix_bytes: Option<u32>,
+    /// Prefix affinity: a deployment whose load (requests in flight across the fleet) would
+    /// pass (1 + epsilon) x the group's mean hands the request to the next one in rendezvous
+    /// order, 0..10; default 0.25.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self <= 10.0").message("boundedLoadEpsilon must be between 0 and 10"))]
+    pub bounded_load_epsilon: Option<Weight>,
     /// How long an affinity binding is remembered, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self <= 2592000").message("affinityTtlSeconds must be at most 2592000 (30 days)"))]

@@ -396,8 +396,7 @@ async fn reports_reach_the_leader_through_a_follower_count_once_and_survive_a_le
             requests_per_minute: 300.0,
             tokens_per_minute: 0.0,
         }],
-        cooldowns: vec![],
-        tokens: vec![],
+        ..Default::default()
     };
     b.fleet.report(&who, &report, b.built().as_deref(), std::time::Instant::now());
     let prior = llmroute_router::adaptive::Posterior::prior(0).alpha;

@@ -20,7 +20,7 @@ mod plan;
 mod policy;
 pub mod quota;
 mod random;
-mod rendezvous;
+pub mod rendezvous;
 mod request_type;
 mod resolve;
 mod response_id;

@@ -31,6 +31,9 @@ pub struct RequestKeys {
     /// Adaptive groups: the deployment the request's session started on (it stays there
     /// while eligible, so that later signals are charged to the right arm).
     pub session_owner: Option<String>,
+    /// Prefix affinity: a hash of the prompt's stable prefix or of its `prompt_cache_key`
+    /// (see [`Planner::prefix_bytes`]).
+    pub prefix: Option<u128>,
 }
 
 /// Why an attempt happens; the failover kinds are the `llmroute_failovers_total` labels.
@@ -199,7 +202,7 @@ impl<'t> Planner<'t> {
     }
 
     /// The affinity that decided the last pick (`responses`, `session_owner`, `session`,
-    /// `user`), never the key's value.
+    /// `user`, `prefix`), never the key's value.
     pub fn affinity_used(&self) -> Option<&'static str> {
         self.affinity_used
     }
@@ -266,6 +269,17 @@ impl<'t> Planner<'t> {
         self.keys.request_type.unwrap_or(crate::RequestType::General)
     }
 
+    /// How many bytes of the canonical prompt the requested group's prefix affinity hashes;
+    /// `None` when the group has no prefix affinity (then no key is worth computing).
+    pub fn prefix_bytes(&self) -> Option<usize> {
+        self.table.route(self.primary).policy.prefix_affinity.map(|p| p.bytes)
+    }
+
+    /// The request's prefix key (see [`Self::prefix_bytes`]).
+    pub fn set_prefix(&mut self, key: Option<u128>) {
+        self.keys.prefix = key;
+    }
+
     /// Adaptive groups: the deployment the request's session started on.
     pub fn set_session_owner(&mut self, deployment_id: Option<String>) {
         self.keys.session_owner = deployment_id;
@@ -307,6 +321,8 @@ impl<'t> Planner<'t> {
             Some("session")
         } else if policy.user_affinity && self.keys.user.is_some() {
             Some("user")
+        } else if policy.prefix_affinity.is_some() && self.keys.prefix.is_some() {
+            Some("prefix")
         } else {
             None
         };
@@ -497,6 +513,7 @@ impl<'t> Planner<'t> {
             group: &route.public_name,
             request_type,
             weights: policy.adaptive,
+            now_ms,
         };
         let affinity_key = match (&self.keys.session, &self.keys.user) {
             (Some(s), _) if policy.session_affinity => Some(("s:", s.as_str())),
@@ -508,10 +525,16 @@ impl<'t> Planner<'t> {
                 self.affinity_used = Some(if prefix == "s:" { "session" } else { "user" });
                 candidates.by_affinity(format!("{prefix}{key}").as_bytes())
             }
-            None => {
-                self.affinity_used = None;
-                candidates.by_strategy(policy.strategy, rng)
-            }
+            None => match (policy.prefix_affinity, self.keys.prefix) {
+                (Some(prefix), Some(key)) => {
+                    self.affinity_used = Some("prefix");
+                    candidates.by_prefix(&key.to_le_bytes(), prefix.epsilon)
+                }
+                _ => {
+                    self.affinity_used = None;
+                    candidates.by_strategy(policy.strategy, rng)
+                }
+            },
         }
     }
 

@@ -28,7 +28,23 @@ pub enum AffinityKind {
     User,
     /// `previous_response_id`.
     Responses,
+    /// The prompt's stable prefix.
+    Prefix,
 }
+
+/// Prefix affinity's settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PrefixAffinity {
+    /// Bytes of the canonical prompt hashed (and the shortest prompt that gets a key).
+    pub bytes: usize,
+    /// Bounded load: spill past `(1 + epsilon)` x the mean.
+    pub epsilon: f64,
+}
+
+/// Default `prefixBytes` (a sender that leaves it unset).
+pub const DEFAULT_PREFIX_BYTES: usize = 4096;
+/// Largest `prefixBytes` accepted (the CRD's own bound).
+pub const MAX_PREFIX_BYTES: usize = 1 << 20;
 
 /// Failure-based cooldown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +89,8 @@ pub struct Policy {
     pub user_affinity: bool,
     /// Responses-API affinity enabled.
     pub responses_affinity: bool,
+    /// Prefix affinity, when enabled.
+    pub prefix_affinity: Option<PrefixAffinity>,
     /// Re-pick inside the group after a retryable failure.
     pub failover: bool,
     /// Upstream attempts per request, everything included.
@@ -113,6 +131,7 @@ impl TryFrom<&v1::RoutingPolicy> for Policy {
                 Ok(v1::Affinity::Session) => Some(AffinityKind::Session),
                 Ok(v1::Affinity::User) => Some(AffinityKind::User),
                 Ok(v1::Affinity::Responses) => Some(AffinityKind::Responses),
+                Ok(v1::Affinity::Prefix) => Some(AffinityKind::Prefix),
                 Ok(v1::Affinity::Unspecified) | Err(_) => None,
             })
             .collect();
@@ -132,6 +151,18 @@ impl TryFrom<&v1::RoutingPolicy> for Policy {
             session_affinity: kinds.contains(&AffinityKind::Session),
             user_affinity: kinds.contains(&AffinityKind::User),
             responses_affinity: kinds.contains(&AffinityKind::Responses),
+            prefix_affinity: kinds.contains(&AffinityKind::Prefix).then(|| PrefixAffinity {
+                bytes: match p.prefix_bytes as usize {
+                    0 => DEFAULT_PREFIX_BYTES,
+                    n => n.clamp(1, MAX_PREFIX_BYTES),
+                },
+                // A sender that breaks the bound cannot make every capacity infinite.
+                epsilon: if p.bounded_load_epsilon.is_finite() {
+                    p.bounded_load_epsilon.clamp(0.0, 10.0)
+                } else {
+                    0.25
+                },
+            }),
             failover: p.failover,
             max_attempts: p.max_attempts,
             fallbacks: p.fallbacks.clone(),

@@ -105,6 +105,12 @@ pub struct DeploymentState {
     server_failures: Mutex<RateWindow<MINUTE_MS>>,
     /// Answers' usage since the last fleet report: input, output, cached tokens, cost (USD).
     usage: Mutex<Usage>,
+    /// Requests in flight at the rest of the fleet (operator mode: the operator's sum of
+    /// reports less this sidecar's own last report), and until when that holds (Unix ms).
+    fleet_in_flight: AtomicU64,
+    fleet_in_flight_until_ms: AtomicU64,
+    /// This sidecar's in flight as last reported to the operator.
+    reported_in_flight: AtomicU64,
 }
 
 /// Tokens and cost of answers.
@@ -250,6 +256,30 @@ impl DeploymentState {
     /// Requests in flight.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Relaxed)
+    }
+
+    /// Requests in flight across the fleet: this sidecar's own now, plus the rest of the
+    /// fleet's as last reported while that figure holds (prefix affinity's bounded load).
+    pub fn load(&self, now_ms: u64) -> u64 {
+        let others =
+            if now_ms < self.fleet_in_flight_until_ms.load(Relaxed) { self.fleet_in_flight.load(Relaxed) } else { 0 };
+        u64::from(self.in_flight()).saturating_add(others)
+    }
+
+    /// This sidecar's in flight for a fleet report: `Some` while busy, and once more (0)
+    /// after it went idle; the figure is remembered to tell it apart from the fleet's sum.
+    pub fn report_in_flight(&self) -> Option<u64> {
+        let now = u64::from(self.in_flight());
+        let before = self.reported_in_flight.swap(now, Relaxed);
+        (now > 0 || before > 0).then_some(now)
+    }
+
+    /// The fleet's in flight here (every sidecar's last report, this one's included), holding
+    /// until `until_ms`.
+    pub fn set_fleet_in_flight(&self, fleet: u64, until_ms: u64) {
+        let others = fleet.saturating_sub(self.reported_in_flight.load(Relaxed));
+        self.fleet_in_flight.store(others, Relaxed);
+        self.fleet_in_flight_until_ms.store(until_ms, Relaxed);
     }
 
     /// Latency EWMA in milliseconds, `None` when never answered.
@@ -632,6 +662,19 @@ impl LiveState {
         }
         for (state, until) in self.states.iter().zip(shared) {
             state.set_shared_cooldown(until);
+        }
+        if let Some(loads) = &push.loads {
+            // Replaces the last figures whole: a deployment not listed has none in flight.
+            let mut fleet = vec![0u64; self.states.len()];
+            for l in &loads.entries {
+                if let Some(idx) = table.deployment_index(&l.deployment_id) {
+                    fleet[idx as usize] = l.in_flight;
+                }
+            }
+            let until = now_ms.saturating_add(loads.ttl_ms.min(60_000));
+            for (state, n) in self.states.iter().zip(fleet) {
+                state.set_fleet_in_flight(n, until);
+            }
         }
     }
 

@@ -23,6 +23,8 @@ pub(crate) struct Candidates<'a, F: Fn(DeploymentIdx) -> bool> {
     pub request_type: crate::RequestType,
     /// Adaptive groups: quality against price.
     pub weights: crate::adaptive::Weights,
+    /// Now, Unix milliseconds (how fresh the fleet's load figures are).
+    pub now_ms: u64,
 }
 
 impl<F: Fn(DeploymentIdx) -> bool> Candidates<'_, F> {
@@ -45,6 +47,22 @@ impl<F: Fn(DeploymentIdx) -> bool> Candidates<'_, F> {
             .map(|i| (i, rendezvous::score(key, &self.table.deployment(i).id, self.effective_weight(i) as f64)))
             .max_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(i, _)| i)
+    }
+
+    /// Weighted rendezvous hashing of `key` with bounded loads: the first deployment in
+    /// rendezvous order whose load (requests in flight across the fleet) plus this request
+    /// stays within `(1 + epsilon)` x its weighted share.
+    pub fn by_prefix(&self, key: &[u8], epsilon: f64) -> Option<DeploymentIdx> {
+        let order: Vec<DeploymentIdx> = self.iter().collect();
+        let loaded: Vec<rendezvous::Loaded<'_>> = order
+            .iter()
+            .map(|i| rendezvous::Loaded {
+                id: &self.table.deployment(*i).id,
+                weight: self.effective_weight(*i) as f64,
+                load: self.state.get(*i).load(self.now_ms),
+            })
+            .collect();
+        rendezvous::bounded(key, &loaded, epsilon).map(|at| order[at])
     }
 
     /// The strategy's pick.

@@ -90,6 +90,12 @@ fn debug_route<U>(ctx: &Context<U>, routing: &Routes, query: &str, headers: &htt
     let Some(mut planner) = llmroute_router::Planner::new(table, &model, keys) else {
         return (StatusCode::NOT_FOUND, json!({"error": "no route"}));
     };
+    // A request's prompt is not here: its `prompt_cache_key` can be (`&prompt_cache_key=K`).
+    let cache_key = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "prompt_cache_key").map(|(_, v)| v);
+    if let (Some(bytes), Some(cache_key)) = (planner.prefix_bytes(), cache_key) {
+        let body = serde_json::to_vec(&json!({ "prompt_cache_key": cache_key })).unwrap_or_default();
+        planner.set_prefix(crate::inbound::prefix::key(llmroute_upstream::Endpoint::ChatCompletions, &body, bytes));
+    }
     let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(rand::Rng::next_u64(&mut rand::rng()));
     let explained = planner.explain(&routing.state, now, &mut rng);
     let wire =
@@ -110,6 +116,7 @@ fn debug_route<U>(ctx: &Context<U>, routing: &Routes, query: &str, headers: &htt
                 "cooldownRemainingMs": state.cooldown_until_ms().saturating_sub(now),
                 "sharedCooldown": state.shared_cooldown_until_ms() > now,
                 "inFlight": state.in_flight(),
+                "fleetLoad": state.load(now),
                 "latencyMs": state.latency_ms(),
                 "limits": {"rpm": d.limits.rpm, "tpm": d.limits.tpm, "maxConcurrency": d.limits.max_concurrency},
                 "excluded": excluded,
@@ -144,6 +151,8 @@ fn policy_json(r: &v1::Route) -> Value {
         "contextWindowFallbacks": policy.context_window_fallbacks,
         "healthRouting": policy.health_routing,
         "timeoutSeconds": policy.timeout_seconds,
+        "prefixBytes": policy.prefix_bytes,
+        "boundedLoadEpsilon": policy.bounded_load_epsilon,
     })
 }
 
@@ -178,6 +187,7 @@ pub(crate) fn debug_snapshot(routing: &Routes, now_ms: u64) -> Value {
                 "specHash": d.spec_hash,
                 "live": {
                     "inFlight": state.in_flight(),
+                "fleetLoad": state.load(now_ms),
                     "cooldown": state.in_cooldown(now_ms),
                     "latencyMs": state.latency_ms(),
                     "healthy": state.health().filter(|h| h.is_fresh(now_ms)).map(|h| h.healthy),

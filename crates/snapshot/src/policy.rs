@@ -11,6 +11,8 @@ pub fn builtin_defaults() -> RoutingPolicy {
     RoutingPolicy {
         strategy: Some(Strategy::Weighted),
         affinity: Some(Vec::new()),
+        prefix_bytes: Some(4096),
+        bounded_load_epsilon: Weight::new(0.25),
         affinity_ttl_seconds: Some(3600),
         failover: Some(true),
         max_attempts: Some(3),
@@ -49,6 +51,8 @@ pub fn resolve_policy(team_model: Option<&RoutingPolicy>, config: &RoutingConfig
         strategy: strategy(layers.iter().find_map(|p| p.strategy).unwrap_or(Strategy::Weighted)) as i32,
         affinity: layers.iter().find_map(|p| p.affinity.as_ref()).map(|a| affinity(a)).unwrap_or_default(),
         affinity_ttl_seconds: pick(&|p| p.affinity_ttl_seconds),
+        prefix_bytes: pick(&|p| p.prefix_bytes),
+        bounded_load_epsilon: layers.iter().find_map(|p| p.bounded_load_epsilon).unwrap_or_default().get(),
         failover: layers.iter().find_map(|p| p.failover).unwrap_or(true),
         max_attempts: pick(&|p| p.max_attempts),
         fallbacks: list(&|p| p.fallbacks.as_ref()),
@@ -92,6 +96,7 @@ fn affinity(kinds: &[Affinity]) -> Vec<i32> {
             Affinity::Session => v1::Affinity::Session as i32,
             Affinity::User => v1::Affinity::User as i32,
             Affinity::Responses => v1::Affinity::Responses as i32,
+            Affinity::Prefix => v1::Affinity::Prefix as i32,
         })
         .collect()
 }
@@ -117,6 +122,32 @@ mod tests {
         assert_eq!(p.cooldown, Some(v1::Cooldown { allowed_fails: 3, window_seconds: 60, seconds: 30 }));
         assert_eq!(p.retry_budget, Some(v1::RetryBudget { percent: 20, min_per_second: 10 }));
         assert_eq!(p.adaptive, Some(v1::AdaptiveWeights { quality_weight: 1.0, cost_weight: 0.0 }));
+    }
+
+    #[test]
+    fn prefix_affinity_resolves_with_its_defaults_and_overrides() {
+        let p = resolve_policy(None, &RoutingConfig::default(), "x");
+        assert_eq!((p.prefix_bytes, p.bounded_load_epsilon), (4096, 0.25));
+        let config =
+            RoutingConfig::parse("defaults: {affinity: [prefix, session], boundedLoadEpsilon: 0.5}\n").unwrap();
+        let team = RoutingPolicy { prefix_bytes: Some(1024), ..Default::default() };
+        let p = resolve_policy(Some(&team), &config, "x");
+        assert_eq!(p.affinity, vec![v1::Affinity::Session as i32, v1::Affinity::Prefix as i32]);
+        assert_eq!((p.prefix_bytes, p.bounded_load_epsilon), (1024, 0.5));
+    }
+
+    #[test]
+    fn prefix_affinity_bounds_are_enforced() {
+        for (bad, field) in [
+            ("defaults: {prefixBytes: 10}\n", "prefixBytes"),
+            ("defaults: {prefixBytes: 99999999}\n", "prefixBytes"),
+            ("defaults: {boundedLoadEpsilon: 11}\n", "boundedLoadEpsilon"),
+            ("defaults: {boundedLoadEpsilon: -1}\n", "boundedLoadEpsilon"),
+            ("defaults: {affinity: [prefixes]}\n", "affinity"),
+        ] {
+            let error = RoutingConfig::parse(bad).expect_err(bad).to_string();
+            assert!(error.contains(field) || error.contains("unknown variant"), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -46,6 +46,14 @@ const POSTERIOR_PUSH: Duration = Duration::from_secs(5);
 const MAX_SHARED_COOLDOWN: Duration = Duration::from_secs(3_600);
 /// Largest group name or deployment id taken from a report, bytes.
 const MAX_NAME: usize = 253;
+/// A sidecar's in-flight figures not refreshed for this long are forgotten (it reports
+/// about once a second while busy).
+pub(crate) const LOAD_TTL: Duration = Duration::from_secs(3);
+/// The fleet's in-flight sums are published at most this often (and this often while any
+/// is non-zero: sidecars hold them for [`LOAD_TTL`]).
+const LOAD_PUSH: Duration = Duration::from_secs(1);
+/// Largest in-flight figure taken from one sidecar for one deployment.
+const MAX_IN_FLIGHT: u64 = 1_000_000;
 
 /// How the fleet learns and shares.
 #[derive(Clone, Debug)]
@@ -103,6 +111,13 @@ pub(crate) struct Demanded {
 }
 
 #[derive(Clone, Debug)]
+pub(crate) struct InFlight {
+    n: u64,
+    at: Instant,
+    seq: u64,
+}
+
+#[derive(Clone, Debug)]
 pub(crate) struct Reported {
     evidence: Evidence,
     cooling: bool,
@@ -127,6 +142,11 @@ struct Catalog {
 struct Inner {
     learning: Learning,
     demand: HashMap<(String, String), Demanded>,
+    /// Requests in flight per (sidecar, deployment), as last reported.
+    in_flight: HashMap<(String, String), InFlight>,
+    /// The sums last published, and when.
+    loads: Arc<BTreeMap<String, u64>>,
+    last_loads: Option<Instant>,
     evidence: HashMap<(String, String), Reported>,
     shared: BTreeMap<String, Instant>,
     catalog: Catalog,
@@ -187,6 +207,9 @@ impl Fleet {
         let inner = Inner {
             learning,
             demand: HashMap::new(),
+            in_flight: HashMap::new(),
+            loads: Arc::default(),
+            last_loads: None,
             evidence: HashMap::new(),
             shared: BTreeMap::new(),
             catalog: Catalog::default(),
@@ -276,6 +299,13 @@ impl Fleet {
                 inner.demand.insert(key, fresh);
             }
         }
+        for l in report.loads.iter().take(MAX_ENTRIES).filter(|l| name_ok(&l.deployment_id)) {
+            let key = (who.sidecar.clone(), l.deployment_id.clone());
+            // A late resend never replaces a newer figure.
+            if inner.in_flight.get(&key).is_none_or(|f| f.seq < report.seq) {
+                inner.in_flight.insert(key, InFlight { n: l.in_flight.min(MAX_IN_FLIGHT), at: now, seq: report.seq });
+            }
+        }
         for t in report.tokens.iter().take(MAX_ENTRIES).filter(|t| name_ok(&t.deployment_id)) {
             let total = inner.usage.entry((who.team.clone(), t.deployment_id.clone())).or_default();
             total.input = total.input.saturating_add(t.input_tokens);
@@ -332,6 +362,19 @@ impl Fleet {
         }
         inner.demand.retain(|_, d| now.duration_since(d.at) < DEMAND_TTL);
         inner.evidence.retain(|_, e| now.duration_since(e.at) < EVIDENCE_TTL);
+        inner.in_flight.retain(|_, f| f.n > 0 && now.duration_since(f.at) < LOAD_TTL);
+        let mut loads_changed = false;
+        if inner.last_loads.is_none_or(|at| now.duration_since(at) >= LOAD_PUSH) {
+            inner.last_loads = Some(now);
+            let mut sums: BTreeMap<String, u64> = BTreeMap::new();
+            for ((_, deployment), f) in &inner.in_flight {
+                let sum = sums.entry(deployment.clone()).or_default();
+                *sum = sum.saturating_add(f.n);
+            }
+            // Refreshed while any is non-zero (sidecars hold a figure for LOAD_TTL only).
+            loads_changed = *inner.loads != sums || !sums.is_empty();
+            inner.loads = Arc::new(sums);
+        }
         if !leader {
             // Its own epoch clock starts again when it leads.
             inner.last_epoch = now;
@@ -361,6 +404,7 @@ impl Fleet {
         let before: BTreeSet<String> = inner.shared.keys().cloned().collect();
         self.share_cooldowns(inner, now);
         changed |= inner.shared.keys().cloned().collect::<BTreeSet<_>>() != before;
+        changed |= loads_changed;
         if changed {
             inner.generation += 1;
             self.state.send_replace(Arc::new(FleetState {
@@ -369,6 +413,8 @@ impl Fleet {
                 quotas: Arc::new(inner.quotas.clone()),
                 cooldowns: inner.shared.clone(),
                 ttl: self.config.assignment_ttl,
+                loads: inner.loads.clone(),
+                load_ttl: LOAD_TTL,
             }));
         }
     }

@@ -32,6 +32,10 @@ pub struct FleetState {
     pub cooldowns: BTreeMap<String, Instant>,
     /// How long an assignment holds.
     pub ttl: Duration,
+    /// Requests in flight per deployment across the sidecars reporting here.
+    pub loads: Arc<BTreeMap<String, u64>>,
+    /// How long a sidecar holds the in-flight figures.
+    pub load_ttl: Duration,
 }
 
 /// What a subscriber was last sent, to send only what changed.
@@ -40,6 +44,7 @@ pub struct Sent {
     posteriors: Vec<v1::PosteriorCell>,
     assignments: Vec<v1::QuotaAssignment>,
     cooldowns: Vec<(String, Instant)>,
+    loads: Vec<(String, u64)>,
     generation: u64,
 }
 
@@ -99,8 +104,13 @@ impl FleetState {
             .collect();
         let cooldowns: Vec<(String, Instant)> =
             self.cooldowns.iter().filter(|(d, _)| holds(d)).map(|(d, t)| (d.clone(), *t)).collect();
+        let loads: Vec<(String, u64)> =
+            self.loads.iter().filter(|(d, _)| holds(d)).map(|(d, n)| (d.clone(), *n)).collect();
+        // Non-zero figures are resent (sidecars hold them for a while only); all-zero ones
+        // once, to clear what the sidecar holds.
+        let send_loads = loads != sent.loads || !loads.is_empty();
         sent.generation = self.generation;
-        if posteriors == sent.posteriors && cooldowns == sent.cooldowns && assignments.is_empty() {
+        if posteriors == sent.posteriors && cooldowns == sent.cooldowns && assignments.is_empty() && !send_loads {
             return None;
         }
         let push = v1::FleetPush {
@@ -113,8 +123,15 @@ impl FleetState {
                     remaining_ms: u64::try_from(until.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX),
                 })
                 .collect(),
+            loads: send_loads.then(|| v1::FleetLoads {
+                entries: loads
+                    .iter()
+                    .map(|(d, n)| v1::DeploymentLoad { deployment_id: d.clone(), in_flight: *n })
+                    .collect(),
+                ttl_ms: u64::try_from(self.load_ttl.as_millis()).unwrap_or(u64::MAX),
+            }),
         };
-        *sent = Sent { posteriors, assignments, cooldowns, generation: self.generation };
+        *sent = Sent { posteriors, assignments, cooldowns, loads, generation: self.generation };
         Some(push)
     }
 }

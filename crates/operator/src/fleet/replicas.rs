@@ -271,6 +271,10 @@ impl Fleet {
                 .map(|(d, ms)| (d.clone(), now + Duration::from_millis(*ms).min(super::MAX_SHARED_COOLDOWN)))
                 .collect(),
             ttl: Duration::from_millis(published.ttl_ms.min(600_000)),
+            // In-flight sums change every second: they are not replicated, and a follower's
+            // sidecars bound prefix affinity on their own in-flight counts.
+            loads: std::sync::Arc::default(),
+            load_ttl: super::LOAD_TTL,
         };
         self.state.send_replace(std::sync::Arc::new(state));
     }

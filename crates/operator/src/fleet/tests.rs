@@ -212,6 +212,49 @@ fn quota_goes_to_the_sidecars_with_demand_and_never_adds_up_past_the_limit() {
     assert!(state.push_for("hot", holds, &mut Sent::default(), now).unwrap().assignments.len() == 1);
 }
 
+fn loads(seq: u64, figures: &[(&str, u64)]) -> v1::FleetReport {
+    let loads = figures.iter().map(|(d, n)| v1::DeploymentLoad { deployment_id: (*d).into(), in_flight: *n }).collect();
+    v1::FleetReport { seq, loads, ..Default::default() }
+}
+
+fn pushed_loads(fleet: &Fleet, built: &Built, sent: &mut Sent, now: Instant) -> Option<Vec<(String, u64)>> {
+    let holds = |id: &str| built.compiled.holds("team-a", id);
+    let push = fleet.current().push_for("s1", holds, sent, now)?;
+    push.loads.map(|l| {
+        assert_eq!(l.ttl_ms, LOAD_TTL.as_millis() as u64);
+        l.entries.into_iter().map(|e| (e.deployment_id, e.in_flight)).collect()
+    })
+}
+
+#[test]
+fn in_flight_is_summed_across_sidecars_refreshed_and_forgotten_when_stale() {
+    let fleet = Fleet::new(Config::default());
+    let built = built();
+    let t0 = Instant::now();
+    fleet.report(&who("s1", "team-a"), &loads(1, &[("llm/d1", 3), ("llm/d2", 1)]), Some(&built), t0);
+    fleet.report(&who("s2", "team-a"), &loads(1, &[("llm/d1", 4), ("made/up", 9)]), Some(&built), t0);
+    // A late resend of an older report does not replace the newer figure.
+    fleet.report(&who("s2", "team-a"), &loads(2, &[("llm/d1", 5)]), Some(&built), t0);
+    fleet.report(&who("s2", "team-a"), &loads(1, &[("llm/d1", 4)]), Some(&built), t0);
+    fleet.tick(Some(&built), 2, true, t0);
+    let mut sent = Sent::default();
+    let sums = pushed_loads(&fleet, &built, &mut sent, t0);
+    assert_eq!(sums, Some(vec![("llm/d1".into(), 8), ("llm/d2".into(), 1)]), "made-up deployments are ignored");
+    // Within a second nothing new is published; after it, the figures are resent though
+    // unchanged (sidecars hold them for a while only).
+    fleet.tick(Some(&built), 2, true, t0 + Duration::from_millis(500));
+    assert_eq!(pushed_loads(&fleet, &built, &mut sent, t0 + Duration::from_millis(500)), None);
+    fleet.tick(Some(&built), 2, true, t0 + Duration::from_millis(1_100));
+    assert!(pushed_loads(&fleet, &built, &mut sent, t0 + Duration::from_millis(1_100)).is_some());
+    // A sidecar gone quiet is forgotten, and the all-clear is sent once.
+    let later = t0 + LOAD_TTL + Duration::from_secs(1);
+    fleet.tick(Some(&built), 2, true, later);
+    assert_eq!(pushed_loads(&fleet, &built, &mut sent, later), Some(vec![]));
+    let even_later = later + Duration::from_secs(2);
+    fleet.tick(Some(&built), 2, true, even_later);
+    assert_eq!(pushed_loads(&fleet, &built, &mut sent, even_later), None);
+}
+
 fn cooling(deployment: &str, failures: u32, requests: u32, cooling: bool) -> v1::FleetReport {
     v1::FleetReport {
         seq: 1,

@@ -63,3 +63,24 @@ fn rate_limits() {
     s.start(125_000, 0);
     assert!(s.over_limit(&conc, 125_000, 0));
 }
+
+#[test]
+fn load_is_own_in_flight_plus_the_rest_of_the_fleet_while_fresh() {
+    let s = DeploymentState::default();
+    s.start(0, 1);
+    s.start(0, 1);
+    assert_eq!(s.report_in_flight(), Some(2), "busy: reported");
+    // The fleet's sum includes this sidecar's reported 2: 7 are elsewhere.
+    s.set_fleet_in_flight(9, 5_000);
+    assert_eq!(s.load(4_999), 9);
+    s.start(0, 1);
+    assert_eq!(s.load(4_999), 10, "own requests since the report count at once");
+    assert_eq!(s.load(5_000), 3, "a stale fleet figure is dropped");
+    s.finish();
+    s.finish();
+    s.finish();
+    assert_eq!(s.report_in_flight(), Some(0), "idle: reported once more");
+    assert_eq!(s.report_in_flight(), None, "then not at all");
+    s.set_fleet_in_flight(1, 10_000);
+    assert_eq!(s.load(0), 1);
+}

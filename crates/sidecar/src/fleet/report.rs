@@ -32,6 +32,15 @@ impl Outbox {
     pub fn collect(&mut self, routes: &Routes, interval_ms: u64, now_ms: u64) -> Option<v1::FleetReport> {
         let per_minute = 60_000.0 / interval_ms.max(1) as f64;
         let mut report = v1::FleetReport::default();
+        // Prefix affinity bounds each deployment's share of the fleet's load: the fleet needs
+        // to know what is in flight on them.
+        let prefix: std::collections::HashSet<llmroute_router::DeploymentIdx> = routes
+            .table
+            .routes()
+            .iter()
+            .filter(|r| r.policy.prefix_affinity.is_some())
+            .flat_map(|r| r.deployments.iter().copied())
+            .collect();
         for (i, d) in routes.table.deployments().iter().enumerate() {
             let state = routes.state.get(i as llmroute_router::DeploymentIdx);
             for (group, kind, successes, failures) in state.take_adaptive_deltas() {
@@ -60,6 +69,11 @@ impl Outbox {
                     requests_per_minute: requests as f64 * per_minute,
                     tokens_per_minute: tokens as f64 * per_minute,
                 });
+            }
+            if prefix.contains(&(i as llmroute_router::DeploymentIdx))
+                && let Some(in_flight) = state.report_in_flight()
+            {
+                report.loads.push(v1::DeploymentLoad { deployment_id: d.id.clone(), in_flight });
             }
             let own_until = state.local_cooldown_until_ms();
             let cooling = own_until > now_ms;
@@ -90,6 +104,7 @@ impl Outbox {
             && report.usage.is_empty()
             && report.cooldowns.is_empty()
             && report.tokens.is_empty()
+            && report.loads.is_empty()
         {
             return None;
         }
@@ -111,5 +126,56 @@ impl Outbox {
     /// Reports to send again on a new stream, oldest first.
     pub fn unacked(&self) -> Vec<v1::FleetReport> {
         self.unacked.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes() -> std::sync::Arc<Routes> {
+        let deployment = |id: &str| v1::Deployment {
+            id: id.into(),
+            model_name: id.into(),
+            provider: v1::Provider::Openai as i32,
+            base_url: "http://127.0.0.1:9/v1".into(),
+            weight: 1,
+            order: 1,
+            limits: Some(v1::Limits::default()),
+            spec_hash: format!("h-{id}"),
+            ..Default::default()
+        };
+        let route = |name: &str, affinity: Vec<i32>| v1::Route {
+            public_name: name.into(),
+            kind: v1::RouteKind::GlobalDeployment as i32,
+            deployment_ids: vec![format!("llm/{name}")],
+            policy: Some(v1::RoutingPolicy { max_attempts: 1, affinity, ..Default::default() }),
+            ..Default::default()
+        };
+        let snapshot = v1::Snapshot {
+            version: "v1".into(),
+            team: "t".into(),
+            deployments: vec![deployment("llm/a"), deployment("llm/b")],
+            routes: vec![route("a", vec![v1::Affinity::Prefix as i32]), route("b", vec![])],
+            ..Default::default()
+        };
+        let handle = crate::routes::RoutesHandle::default();
+        handle.apply(snapshot).unwrap();
+        handle.load().unwrap()
+    }
+
+    #[test]
+    fn in_flight_is_reported_for_prefix_affinity_deployments_only_and_once_more_when_idle() {
+        let routes = routes();
+        let (a, b) = (routes.table.deployment_index("llm/a").unwrap(), routes.table.deployment_index("llm/b").unwrap());
+        routes.state.get(a).start(0, 1);
+        routes.state.get(b).start(0, 1);
+        let mut outbox = Outbox::default();
+        let report = outbox.collect(&routes, 1_000, 1_000).expect("a report");
+        assert_eq!(report.loads, vec![v1::DeploymentLoad { deployment_id: "llm/a".into(), in_flight: 1 }]);
+        routes.state.get(a).finish();
+        let report = outbox.collect(&routes, 1_000, 2_000).expect("the idle figure");
+        assert_eq!(report.loads, vec![v1::DeploymentLoad { deployment_id: "llm/a".into(), in_flight: 0 }]);
+        assert!(outbox.collect(&routes, 1_000, 3_000).is_none(), "nothing more to say");
     }
 }

@@ -9,6 +9,7 @@ const MODEL_GROUP: HeaderName = HeaderName::from_static("x-llmroute-model-group"
 const SNAPSHOT: HeaderName = HeaderName::from_static("x-llmroute-snapshot");
 const ATTEMPTS: HeaderName = HeaderName::from_static("x-llmroute-attempts");
 const ROUTE: HeaderName = HeaderName::from_static("x-llmroute-route");
+const AFFINITY: HeaderName = HeaderName::from_static("x-llmroute-affinity");
 
 /// Sets the `x-llmroute-*` response headers; `deployment` is an index into the table.
 pub(crate) fn llmroute_headers(
@@ -33,4 +34,17 @@ pub(crate) fn route_header(headers: &mut HeaderMap, routes: &Routes, route: llmr
     if let Some(value) = routes.route_header(route) {
         headers.insert(ROUTE, value.clone());
     }
+}
+
+/// Sets `x-llmroute-affinity`: the affinity that decided the pick (`session`, `user`,
+/// `responses`, `prefix`) or `none`. An adaptive session kept on its owner is `session`.
+pub(crate) fn affinity_header(headers: &mut HeaderMap, affinity: Option<&str>) {
+    let value = match affinity {
+        Some("session" | "session_owner") => "session",
+        Some("user") => "user",
+        Some("responses") => "responses",
+        Some("prefix") => "prefix",
+        _ => "none",
+    };
+    headers.insert(AFFINITY, HeaderValue::from_static(value));
 }

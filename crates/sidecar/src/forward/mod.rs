@@ -128,6 +128,9 @@ async fn route<U: Upstream>(
         ctx.metrics.requests.with_label_values(&["", "", "404"]).inc();
         return ApiError::ModelNotFound { model: request.model.clone(), team: ctx.team.clone() }.response();
     };
+    if let Some(bytes) = planner.prefix_bytes() {
+        planner.set_prefix(crate::inbound::prefix::key(request.endpoint, &request.raw, bytes));
+    }
     let adaptive = planner.is_adaptive().then(|| adaptive_turn(ctx, &routes, &request, &mut planner));
     // Policies are bounded (timeoutSeconds <= 86400): the sum cannot overflow.
     let request_started = Instant::now();
@@ -221,7 +224,9 @@ async fn route<U: Upstream>(
                 });
                 let seen = learn::Seen { adaptive, logged, ttft, attempts: planner.attempts().len(), span };
                 let watch = learn::answered(ctx, &routes, &request, &planner, &pick, &answer, seen);
-                let committed = Committed { attempts, pick, answer, guard, spec, watch, strip_usage: ask_usage };
+                let affinity = planner.affinity_used();
+                let committed =
+                    Committed { attempts, pick, answer, guard, spec, watch, strip_usage: ask_usage, affinity };
                 return commit(ctx, &routes, &request, committed);
             }
             Err(failure) => {
@@ -260,11 +265,13 @@ struct Committed {
     watch: relay::Watch,
     /// Usage was asked on the client's behalf: what that added is removed.
     strip_usage: bool,
+    /// The affinity that decided the pick, if one did.
+    affinity: Option<&'static str>,
 }
 
 /// Streams a 2xx answer to the client; nothing is retried after this.
 fn commit<U>(ctx: &Context<U>, routes: &Arc<Routes>, request: &ClientRequest, c: Committed) -> Response<Body> {
-    let Committed { attempts, pick, answer, guard, spec, watch, strip_usage } = c;
+    let Committed { attempts, pick, answer, guard, spec, watch, strip_usage, affinity } = c;
     let Answer { mut parts, first, rest, .. } = answer;
     let deployment_id = routes.table.deployment(pick.deployment).id.clone();
     let outcome = Outcome {
@@ -289,6 +296,7 @@ fn commit<U>(ctx: &Context<U>, routes: &Arc<Routes>, request: &ClientRequest, c:
     out.extensions_mut().insert(Relayed);
     llmroute_headers(out.headers_mut(), routes, Some(pick.deployment), &pick.model_group, attempts);
     headers::route_header(out.headers_mut(), routes, pick.route);
+    headers::affinity_header(out.headers_mut(), affinity);
     out
 }
 

@@ -6,6 +6,7 @@ mod classify;
 mod error;
 mod models;
 mod parse;
+pub(crate) mod prefix;
 mod serve;
 
 use std::sync::Arc;

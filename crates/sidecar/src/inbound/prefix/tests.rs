@@ -1,0 +1,138 @@
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+
+const SYSTEM: &str = "You are a careful assistant for the accounts team. Follow the house rules. ";
+
+fn system() -> String {
+    SYSTEM.repeat(20)
+}
+
+fn chat(system: &str, turns: &[&str]) -> Vec<u8> {
+    let mut messages = vec![json!({"role": "system", "content": system})];
+    for (i, t) in turns.iter().enumerate() {
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        messages.push(json!({"role": role, "content": t}));
+    }
+    serde_json::to_vec(&json!({"model": "m", "messages": messages})).unwrap()
+}
+
+fn chat_key(body: &[u8], bytes: usize) -> Option<u128> {
+    key(Endpoint::ChatCompletions, body, bytes)
+}
+
+#[test]
+fn the_turns_of_a_conversation_share_a_key() {
+    let first = chat_key(&chat(&system(), &["hello"]), 1024);
+    let later = chat_key(&chat(&system(), &["hello", "hi, how can I help?", "pay invoice 42"]), 1024);
+    assert!(first.is_some());
+    assert_eq!(first, later);
+}
+
+#[test]
+fn conversations_with_the_same_long_system_prompt_share_a_key_and_others_do_not() {
+    let a = chat_key(&chat(&system(), &["question one"]), 1024);
+    let b = chat_key(&chat(&system(), &["a different question"]), 1024);
+    let other = chat_key(&chat(&system().replace("accounts", "billing"), &["question one"]), 1024);
+    assert_eq!(a, b);
+    assert_ne!(a, other);
+}
+
+#[test]
+fn a_short_system_prompt_keys_on_the_conversation_so_far() {
+    let short = "Be brief. ".repeat(10);
+    let a = chat_key(&chat(&short, &[&"first question ".repeat(80)]), 1024);
+    let b = chat_key(&chat(&short, &[&"other question ".repeat(80)]), 1024);
+    assert!(a.is_some() && b.is_some());
+    assert_ne!(a, b, "the first user message is part of the prefix");
+}
+
+#[test]
+fn a_prompt_shorter_than_prefix_bytes_has_no_key() {
+    assert_eq!(chat_key(&chat("Be brief.", &["hi"]), 4096), None);
+    assert_eq!(key(Endpoint::Embeddings, br#"{"model":"m","input":"x"}"#, 64), None);
+    assert_eq!(chat_key(b"not json", 64), None);
+}
+
+#[test]
+fn key_order_and_whitespace_do_not_matter() {
+    let s = system();
+    let a = format!(r#"{{"model":"m","messages":[{{"role":"system","content":"{s}"}}]}}"#);
+    let b = format!("{{ \"messages\" : [ {{ \"content\" : \"{s}\" , \"role\" : \"system\" }} ], \"model\": \"x\" }}");
+    assert_eq!(chat_key(a.as_bytes(), 512), chat_key(b.as_bytes(), 512));
+}
+
+#[test]
+fn system_and_developer_messages_and_tools_come_first() {
+    let s = system();
+    let tools = json!([{"type": "function", "function": {"name": "lookup", "parameters": {}}}]);
+    let ordered = json!({"model": "m", "messages": [
+        {"role": "developer", "content": s}, {"role": "user", "content": "q"}], "tools": tools});
+    let shuffled = json!({"tools": tools, "messages": [
+        {"role": "user", "content": "q"}, {"role": "developer", "content": s}], "model": "m"});
+    let size = s.len() + 100;
+    let a = chat_key(&serde_json::to_vec(&ordered).unwrap(), size);
+    assert!(a.is_some());
+    assert_eq!(a, chat_key(&serde_json::to_vec(&shuffled).unwrap(), size));
+    let other_tools = json!({"model": "m", "messages": [{"role": "developer", "content": "short"}],
+        "tools": [{"type": "function", "function": {"name": "other", "parameters": {}}}], "x": s});
+    assert_eq!(chat_key(&serde_json::to_vec(&other_tools).unwrap(), 64 * 4), None, "unknown fields are not prompt");
+}
+
+#[test]
+fn prompt_cache_key_is_the_key_whatever_the_prompt() {
+    let a = json!({"model": "m", "prompt_cache_key": "tenant-7", "messages": [{"role": "user", "content": "hi"}]});
+    let b = json!({"model": "m", "prompt_cache_key": "tenant-7", "messages": [{"role": "user", "content": "bye"}]});
+    let c = json!({"model": "m", "prompt_cache_key": "tenant-8", "messages": [{"role": "user", "content": "hi"}]});
+    let k = |v: &serde_json::Value| chat_key(&serde_json::to_vec(v).unwrap(), 4096);
+    assert!(k(&a).is_some(), "a prompt_cache_key applies below prefixBytes");
+    assert_eq!(k(&a), k(&b));
+    assert_ne!(k(&a), k(&c));
+    // A prompt whose canonical text is the key's own text does not collide with it.
+    let prompt = json!({"model": "m", "prompt": "tenant-7"});
+    assert_ne!(key(Endpoint::Completions, &serde_json::to_vec(&prompt).unwrap(), 8), k(&a));
+}
+
+#[test]
+fn responses_and_completions_key_on_their_prompt_fields() {
+    let s = system();
+    let r1 = json!({"model": "m", "instructions": s, "input": "first"});
+    let r2 = json!({"model": "m", "instructions": s, "input": [{"role": "user", "content": "second"}]});
+    let k = |e, v: &serde_json::Value| key(e, &serde_json::to_vec(v).unwrap(), 1024);
+    assert!(k(Endpoint::Responses, &r1).is_some());
+    assert_eq!(k(Endpoint::Responses, &r1), k(Endpoint::Responses, &r2));
+    let c1 = json!({"model": "m", "prompt": format!("{s} one")});
+    let c2 = json!({"model": "m", "prompt": format!("{s} two"), "max_tokens": 5});
+    assert!(k(Endpoint::Completions, &c1).is_some());
+    assert_eq!(k(Endpoint::Completions, &c1), k(Endpoint::Completions, &c2));
+}
+
+#[test]
+fn a_huge_prompt_is_hashed_only_up_to_the_budget() {
+    let huge = "é".repeat(4 << 20);
+    let a = chat_key(&chat(&huge, &["x"]), 4096);
+    let b = chat_key(&chat(&format!("{huge}tail"), &["y"]), 4096);
+    assert!(a.is_some());
+    assert_eq!(a, b);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Any body, any budget: an answer, never a panic.
+    #[test]
+    fn any_body_gets_an_answer(body in proptest::collection::vec(any::<u8>(), 0..512), bytes in 1usize..600) {
+        for endpoint in [Endpoint::ChatCompletions, Endpoint::Responses, Endpoint::Completions] {
+            let _ = key(endpoint, &body, bytes);
+        }
+    }
+
+    /// Any text in a message, any budget, cut anywhere (multi-byte characters included).
+    #[test]
+    fn any_text_is_cut_safely(text in "\\PC{0,200}", bytes in 1usize..300) {
+        let body = chat(&text, &[&text]);
+        let again = chat(&text, &[&text]);
+        prop_assert_eq!(chat_key(&body, bytes), chat_key(&again, bytes));
+    }
+}
