@@ -25,7 +25,7 @@ unit: bins
 	fi
 
 ## The sidecar's end-to-end suite again, every sidecar fed over gRPC by an operator.
-SIDECAR_SUITES := sidecar_routing sidecar_resources sidecar_bad_input sidecar_admin sidecar_hostile sidecar_tls sidecar_config
+SIDECAR_SUITES := sidecar_routing sidecar_resources sidecar_bad_input sidecar_admin sidecar_hostile sidecar_tls sidecar_config prefix_affinity
 .PHONY: via-operator
 via-operator: bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \

@@ -28,7 +28,19 @@ pub struct Env {
     pub sidecar: Proc,
     /// The operator feeding the sidecar, when the suite runs through one.
     pub operator: Option<fleet::Operator>,
+    /// The sidecar's arguments (another sidecar of the same team starts with them).
+    sidecar_args: Vec<String>,
     _fakes: Proc,
+}
+
+/// A further sidecar of an [`Env`]'s team.
+pub struct Sidecar {
+    /// The process.
+    pub proc: Proc,
+    /// Base URL of its API.
+    pub api: String,
+    /// Base URL of its admin server.
+    pub admin: String,
 }
 
 /// Whether the suite runs through an operator (`LLMROUTE_E2E_VIA_OPERATOR` set): every
@@ -146,12 +158,26 @@ impl Env {
             dir,
             sidecar,
             operator,
+            sidecar_args: args,
             _fakes: fakes,
         };
         if options.wait_ready {
             env.wait_ready().await;
         }
         env
+    }
+
+    /// Another sidecar of the same team on the same source (the manifests directory, or the
+    /// operator), ready to serve.
+    pub async fn another_sidecar(&self) -> Sidecar {
+        let (proc, api, admin) = start_sidecar(&self.sidecar_args);
+        let admin = format!("http://{admin}");
+        let ready = eventually(Duration::from_secs(10), || async {
+            get(&format!("{admin}/readyz")).await.is_ok_and(|r| r.status == 200)
+        })
+        .await;
+        assert!(ready, "the second sidecar never became ready:\n{}", proc.logs());
+        Sidecar { proc, api: format!("http://{api}"), admin }
     }
 
     /// Replaces the manifests file (placeholders filled in).

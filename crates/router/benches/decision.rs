@@ -25,13 +25,14 @@ fn dep(id: String, model: &str, order: u32, weight: u32) -> v1::Deployment {
     }
 }
 
-fn policy(affinity: bool) -> v1::RoutingPolicy {
+fn policy(affinity: Option<v1::Affinity>) -> v1::RoutingPolicy {
     v1::RoutingPolicy {
         max_attempts: 3,
         failover: true,
         health_routing: true,
         timeout_seconds: 600,
-        affinity: if affinity { vec![v1::Affinity::Session as i32] } else { vec![] },
+        affinity: affinity.map(|a| vec![a as i32]).unwrap_or_default(),
+        bounded_load_epsilon: 0.25,
         cooldown: Some(v1::Cooldown { allowed_fails: 3, window_seconds: 60, seconds: 30 }),
         ..Default::default()
     }
@@ -50,7 +51,11 @@ fn view() -> RouteTable {
             public_name: model,
             kind: v1::RouteKind::GlobalDeployment as i32,
             deployment_ids: ids,
-            policy: Some(policy(g % 2 == 0)),
+            policy: Some(policy(match g % 4 {
+                0 | 2 => Some(v1::Affinity::Session),
+                1 => Some(v1::Affinity::Prefix),
+                _ => None,
+            })),
             ..Default::default()
         });
     }
@@ -61,7 +66,7 @@ fn view() -> RouteTable {
         public_name: "smart".into(),
         kind: v1::RouteKind::TeamModel as i32,
         deployment_ids: (0..10).map(|i| format!("llm/global-7-{i}")).collect(),
-        policy: Some(policy(true)),
+        policy: Some(policy(Some(v1::Affinity::Session))),
         ..Default::default()
     });
     routes.push(v1::Route {
@@ -69,7 +74,7 @@ fn view() -> RouteTable {
         kind: v1::RouteKind::TeamModel as i32,
         pattern: true,
         deployment_ids: vec!["llm/team-7-d0".into(), "llm/team-7-d1".into()],
-        policy: Some(policy(false)),
+        policy: Some(policy(None)),
         ..Default::default()
     });
     deployments.sort_by(|a, b| a.id.cmp(&b.id));
@@ -91,6 +96,7 @@ fn bench(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(1);
     let plain = RequestKeys::default();
     let session = RequestKeys { session: Some("user-session-42".into()), ..Default::default() };
+    let prefix = RequestKeys { prefix: Some(0x5eed_0fa1_0e9a_5e7e_3a11_0c8d_4f2b_91c7), ..Default::default() };
     let mut group = c.benchmark_group("decision_10k_deployments_1k_teams");
     group.bench_function("baseline_hash_lookup", |b| b.iter(|| std::hint::black_box(names.get("model-123"))));
     group.bench_function("weighted", |b| {
@@ -98,6 +104,9 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("session_affinity", |b| {
         b.iter(|| Planner::new(&table, "model-124", session.clone()).unwrap().next(&state, 0, &mut rng).unwrap())
+    });
+    group.bench_function("prefix_affinity_bounded_load", |b| {
+        b.iter(|| Planner::new(&table, "model-125", prefix.clone()).unwrap().next(&state, 0, &mut rng).unwrap())
     });
     group.bench_function("team_pattern", |b| {
         b.iter(|| Planner::new(&table, "own/llama", plain.clone()).unwrap().next(&state, 0, &mut rng).unwrap())

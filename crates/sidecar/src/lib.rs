@@ -27,3 +27,15 @@ mod standalone;
 mod trace;
 #[doc(hidden)]
 pub use trace::BenchTracer;
+
+/// The prefix-affinity key of a chat body, for `benches/prefix.rs`.
+#[doc(hidden)]
+pub fn bench_prefix_key(body: &[u8], bytes: usize) -> Option<u128> {
+    inbound::prefix::key(llmroute_upstream::Endpoint::ChatCompletions, body, bytes)
+}
+
+/// The routing fields every request's body is read for, for `benches/prefix.rs` (baseline).
+#[doc(hidden)]
+pub fn bench_peek(body: &[u8]) -> bool {
+    inbound::peek(body).is_ok()
+}

@@ -53,6 +53,10 @@ pub struct Behaviour {
     pub retry_after: String,
     /// Answer 400 to a request carrying `stream_options` (as some upstreams do).
     pub reject_stream_options: bool,
+    /// Keep a prompt cache, as providers do: a chat answer reports the longest run of leading
+    /// messages this instance has seen before as `usage.prompt_tokens_details.cached_tokens`
+    /// (4 bytes a token).
+    pub prompt_cache: bool,
 }
 
 impl Default for Behaviour {
@@ -69,6 +73,7 @@ impl Default for Behaviour {
             huge_bytes: 0,
             retry_after: String::new(),
             reject_stream_options: false,
+            prompt_cache: false,
         }
     }
 }
@@ -98,4 +103,6 @@ pub struct Stats {
     pub last_traceparent: String,
     /// Whether an upstream that rejects `stream_options` (behaviour) was sent it.
     pub rejected_stream_options: bool,
+    /// Chat requests answered with cached tokens (behaviour `prompt_cache`).
+    pub cache_hits: u64,
 }

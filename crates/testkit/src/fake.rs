@@ -31,6 +31,35 @@ pub struct Instance {
     behaviour: Mutex<Behaviour>,
     stats: Mutex<Stats>,
     counter: AtomicU64,
+    /// Digests of the leading messages of the chat prompts seen (behaviour `prompt_cache`).
+    cache: Mutex<std::collections::HashSet<[u8; 32]>>,
+}
+
+/// Prompts a fake prompt cache remembers, at most.
+const CACHE_ENTRIES: usize = 100_000;
+
+impl Instance {
+    /// Cached prompt tokens of a chat request: its longest run of leading messages seen
+    /// before (all of them remembered from now on), 4 bytes a token.
+    fn cached_tokens(&self, request: &Value) -> u64 {
+        use sha2::Digest as _;
+        let Some(messages) = request.get("messages").and_then(Value::as_array) else { return 0 };
+        let Ok(mut cache) = self.cache.lock() else { return 0 };
+        let mut hasher = sha2::Sha256::new();
+        let (mut bytes, mut cached) = (0u64, 0u64);
+        for m in messages {
+            let text = m.to_string();
+            bytes += text.len() as u64;
+            hasher.update(text.as_bytes());
+            let digest: [u8; 32] = hasher.clone().finalize().into();
+            if cache.contains(&digest) {
+                cached = bytes;
+            } else if cache.len() < CACHE_ENTRIES {
+                cache.insert(digest);
+            }
+        }
+        cached / 4
+    }
 }
 
 impl Instance {
@@ -64,6 +93,7 @@ pub async fn serve_fakes(
             behaviour: Mutex::new(behaviour),
             stats: Mutex::default(),
             counter: AtomicU64::new(0),
+            cache: Mutex::default(),
         });
         addrs.insert(name.clone(), listener.local_addr()?);
         registry.insert(name, instance.clone());
@@ -344,7 +374,18 @@ async fn api_handler(instance: &Instance, req: Request<Incoming>) -> Response<Bo
             behaviour.chunk_delay_ms,
             close_mid_stream,
         ),
-        Api::Chat => full(StatusCode::OK, chat(&instance.name, n, &model, &text)),
+        Api::Chat => {
+            let mut answer = chat(&instance.name, n, &model, &text);
+            if behaviour.prompt_cache {
+                let cached = instance.cached_tokens(&request);
+                answer["usage"]["prompt_tokens"] = json!((body.len() as u64 / 4).max(cached));
+                answer["usage"]["prompt_tokens_details"] = json!({"cached_tokens": cached});
+                if let (true, Ok(mut s)) = (cached > 0, instance.stats.lock()) {
+                    s.cache_hits += 1;
+                }
+            }
+            full(StatusCode::OK, answer)
+        }
         Api::Completions => full(
             StatusCode::OK,
             json!({

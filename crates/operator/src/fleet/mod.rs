@@ -51,7 +51,7 @@ const MAX_NAME: usize = 253;
 pub(crate) const LOAD_TTL: Duration = Duration::from_secs(3);
 /// The fleet's in-flight sums are published at most this often (and this often while any
 /// is non-zero: sidecars hold them for [`LOAD_TTL`]).
-const LOAD_PUSH: Duration = Duration::from_secs(1);
+const LOAD_PUSH: Duration = Duration::from_millis(900);
 /// Largest in-flight figure taken from one sidecar for one deployment.
 const MAX_IN_FLIGHT: u64 = 1_000_000;
 

@@ -48,3 +48,24 @@ pub(crate) fn affinity_header(headers: &mut HeaderMap, affinity: Option<&str>) {
     };
     headers.insert(AFFINITY, HeaderValue::from_static(value));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_affinity_header_names_the_kind_never_the_key() {
+        for (used, shown) in [
+            (Some("session"), "session"),
+            (Some("session_owner"), "session"),
+            (Some("user"), "user"),
+            (Some("responses"), "responses"),
+            (Some("prefix"), "prefix"),
+            (None, "none"),
+        ] {
+            let mut headers = HeaderMap::new();
+            affinity_header(&mut headers, used);
+            assert_eq!(headers[&AFFINITY], shown);
+        }
+    }
+}

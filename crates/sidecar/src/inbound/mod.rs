@@ -19,7 +19,7 @@ pub(crate) use classify::{Turn, turn};
 pub(crate) use error::ApiError;
 #[cfg(test)]
 pub(crate) use parse::ReadBody;
-pub(crate) use parse::{ClientRequest, asks_usage, header_keys, parse, upstream_body};
+pub(crate) use parse::{ClientRequest, asks_usage, header_keys, parse, peek, upstream_body};
 pub(crate) use serve::{Peer, serve};
 
 use crate::body::Body;

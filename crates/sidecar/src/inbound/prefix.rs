@@ -2,8 +2,8 @@
 //! otherwise a hash of the first `prefixBytes` of a canonical serialisation of the stable
 //! part of its prompt, in the order a provider's prompt cache sees it:
 //!
-//! - chat: system and developer messages, tool (and function) definitions, then the other
-//!   messages in order;
+//! - chat: the leading system and developer messages, tool (and function) definitions, then
+//!   the other messages in order;
 //! - Responses: `instructions`, tool definitions, then `input`;
 //! - completions: `prompt`.
 //!
@@ -38,27 +38,20 @@ struct Prompt<'a> {
     prompt: Option<&'a RawValue>,
 }
 
-/// A message's role, its other fields skipped.
-#[derive(Deserialize)]
-struct Role {
-    role: Option<String>,
-}
-
-/// Hashes what it is written, up to a budget.
+/// The canonical prompt, up to a budget (hashed once it is written).
 struct Prefix {
-    hasher: sha2::Sha256,
-    left: usize,
+    text: Vec<u8>,
+    budget: usize,
 }
 
 impl Prefix {
-    fn write(&mut self, bytes: &[u8]) {
-        let take = bytes.len().min(self.left);
-        self.hasher.update(&bytes[..take]);
-        self.left -= take;
+    fn put(&mut self, bytes: &[u8]) {
+        let take = bytes.len().min(self.budget - self.text.len());
+        self.text.extend_from_slice(&bytes[..take]);
     }
 
     fn full(&self) -> bool {
-        self.left == 0
+        self.text.len() >= self.budget
     }
 
     /// A part of the body, parsed only when the budget is not spent yet.
@@ -77,57 +70,62 @@ impl Prefix {
             return;
         }
         match value {
-            Value::Null => self.write(b"null"),
-            Value::Bool(b) => self.write(if *b { b"true" } else { b"false" }),
-            Value::Number(n) => self.write(n.to_string().as_bytes()),
+            Value::Null => self.put(b"null"),
+            Value::Bool(b) => self.put(if *b { b"true" } else { b"false" }),
+            Value::Number(n) => self.put(n.to_string().as_bytes()),
             Value::String(s) => self.string(s),
             Value::Array(items) => {
-                self.write(b"[");
+                self.put(b"[");
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
-                        self.write(b",");
+                        self.put(b",");
                     }
                     self.value(item);
                     if self.full() {
                         return;
                     }
                 }
-                self.write(b"]");
+                self.put(b"]");
             }
             Value::Object(map) => {
                 let mut keys: Vec<&String> = map.keys().collect();
                 keys.sort();
-                self.write(b"{");
+                self.put(b"{");
                 for (i, key) in keys.into_iter().enumerate() {
                     if i > 0 {
-                        self.write(b",");
+                        self.put(b",");
                     }
                     self.string(key);
-                    self.write(b":");
+                    self.put(b":");
                     self.value(&map[key]);
                     if self.full() {
                         return;
                     }
                 }
-                self.write(b"}");
+                self.put(b"}");
             }
         }
     }
 
     fn string(&mut self, s: &str) {
-        // Escaped in pieces, so that a huge string costs no more than the budget.
-        self.write(b"\"");
-        let mut rest = s;
-        while !rest.is_empty() && !self.full() {
-            let mut end = rest.len().min(self.left.max(64));
-            while !rest.is_char_boundary(end) {
-                end += 1;
-            }
-            let encoded = serde_json::to_string(&rest[..end]).unwrap_or_default();
-            self.write(encoded.trim_matches('"').as_bytes());
-            rest = &rest[end..];
+        // Escaped straight into the text; a full budget stops the writer (its error is the
+        // stop, not a failure).
+        let _ = serde_json::to_writer(&mut *self, s);
+    }
+}
+
+impl std::io::Write for Prefix {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.full() {
+            return Err(std::io::ErrorKind::WriteZero.into());
         }
-        self.write(b"\"");
+        let take = buf.len().min(self.budget - self.text.len());
+        self.put(&buf[..take]);
+        Ok(take)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -135,9 +133,11 @@ impl Prefix {
 /// canonical prompt; `None` when it has neither a `prompt_cache_key` nor that much prompt.
 pub(crate) fn key(endpoint: Endpoint, body: &[u8], bytes: usize) -> Option<u128> {
     let prompt: Prompt = serde_json::from_slice(body).ok()?;
-    let digest = |domain: &[u8], hasher: sha2::Sha256| {
+    // Domain-separated: a prompt whose text is some request's cache key has another key.
+    let digest = |domain: &[u8], text: &[u8]| {
         let mut h = sha2::Sha256::new_with_prefix(domain);
-        h.update(hasher.finalize());
+        h.update([0]);
+        h.update(text);
         let d = h.finalize();
         let mut first = [0u8; 16];
         first.copy_from_slice(&d[..16]);
@@ -146,19 +146,36 @@ pub(crate) fn key(endpoint: Endpoint, body: &[u8], bytes: usize) -> Option<u128>
     if let Some(Value::String(k)) = &prompt.prompt_cache_key
         && !k.is_empty()
     {
-        return Some(digest(b"prompt_cache_key", sha2::Sha256::new_with_prefix(k.as_bytes())));
+        return Some(digest(b"prompt_cache_key", k.as_bytes()));
     }
-    let mut prefix = Prefix { hasher: sha2::Sha256::new(), left: bytes };
-    let stable = |m: &RawValue| {
-        serde_json::from_str::<Role>(m.get()).is_ok_and(|r| matches!(r.role.as_deref(), Some("system" | "developer")))
-    };
+    let mut prefix = Prefix { text: Vec::with_capacity(bytes.min(64 * 1024)), budget: bytes };
     match endpoint {
         Endpoint::ChatCompletions => {
             let messages = prompt.messages.unwrap_or_default();
-            let (system, rest): (Vec<&RawValue>, Vec<&RawValue>) = messages.into_iter().partition(|m| stable(m));
-            let tools = [prompt.tools, prompt.functions].into_iter().flatten();
-            for part in system.into_iter().chain(tools).chain(rest) {
-                prefix.raw(part);
+            // The leading system and developer messages, the tools, then the rest in order:
+            // each message is parsed once, and nothing past the budget is looked at.
+            let mut rest = messages.iter();
+            let mut first_other = None;
+            for m in rest.by_ref() {
+                let Ok(value) = serde_json::from_str::<Value>(m.get()) else { continue };
+                if matches!(value.get("role").and_then(Value::as_str), Some("system" | "developer")) {
+                    prefix.value(&value);
+                } else {
+                    first_other = Some(value);
+                    break;
+                }
+            }
+            for tools in [prompt.tools, prompt.functions].into_iter().flatten() {
+                prefix.raw(tools);
+            }
+            if let Some(value) = first_other {
+                prefix.value(&value);
+            }
+            for m in rest {
+                if prefix.full() {
+                    break;
+                }
+                prefix.raw(m);
             }
         }
         Endpoint::Responses => {
@@ -173,7 +190,7 @@ pub(crate) fn key(endpoint: Endpoint, body: &[u8], bytes: usize) -> Option<u128>
         }
         Endpoint::Embeddings => return None,
     }
-    prefix.full().then(|| digest(b"prefix", prefix.hasher))
+    prefix.full().then(|| digest(b"prefix", &prefix.text))
 }
 
 #[cfg(test)]

@@ -64,20 +64,33 @@ fn key_order_and_whitespace_do_not_matter() {
 }
 
 #[test]
-fn system_and_developer_messages_and_tools_come_first() {
+fn leading_system_and_developer_messages_then_tools_then_the_conversation() {
     let s = system();
     let tools = json!([{"type": "function", "function": {"name": "lookup", "parameters": {}}}]);
-    let ordered = json!({"model": "m", "messages": [
-        {"role": "developer", "content": s}, {"role": "user", "content": "q"}], "tools": tools});
-    let shuffled = json!({"tools": tools, "messages": [
-        {"role": "user", "content": "q"}, {"role": "developer", "content": s}], "model": "m"});
+    let body = |messages: serde_json::Value, tools: &serde_json::Value| {
+        serde_json::to_vec(&json!({"model": "m", "messages": messages, "tools": tools})).unwrap()
+    };
     let size = s.len() + 100;
-    let a = chat_key(&serde_json::to_vec(&ordered).unwrap(), size);
-    assert!(a.is_some());
-    assert_eq!(a, chat_key(&serde_json::to_vec(&shuffled).unwrap(), size));
-    let other_tools = json!({"model": "m", "messages": [{"role": "developer", "content": "short"}],
-        "tools": [{"type": "function", "function": {"name": "other", "parameters": {}}}], "x": s});
-    assert_eq!(chat_key(&serde_json::to_vec(&other_tools).unwrap(), 64 * 4), None, "unknown fields are not prompt");
+    let with_tools =
+        chat_key(&body(json!([{"role": "developer", "content": s}, {"role": "user", "content": "q"}]), &tools), size);
+    assert!(with_tools.is_some());
+    // The tools come right after the leading developer message: they are in the key even when
+    // the conversation after them is long.
+    let other_tools = json!([{"type": "function", "function": {"name": "other", "parameters": {}}}]);
+    let long_user = "q".repeat(500);
+    let a = chat_key(
+        &body(json!([{"role": "developer", "content": s}, {"role": "user", "content": long_user}]), &tools),
+        size,
+    );
+    let b = chat_key(
+        &body(json!([{"role": "developer", "content": s}, {"role": "user", "content": long_user}]), &other_tools),
+        size,
+    );
+    assert_ne!(a, b);
+    // A system message after the conversation started is part of it, in order.
+    let late =
+        chat_key(&body(json!([{"role": "user", "content": "q"}, {"role": "developer", "content": s}]), &tools), size);
+    assert_ne!(late, with_tools);
 }
 
 #[test]

@@ -1,0 +1,31 @@
+//! What prefix affinity adds to a request: its key, from a chat body with a 6 KB system
+//! prompt and a 20-turn conversation (about 12 KB) and from a 40-turn one with a 400 KB
+//! history, against the routing peek every request already pays (baseline, same run).
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+
+fn body(turns: usize, turn_bytes: usize) -> Vec<u8> {
+    let mut messages = vec![json!({"role": "system", "content": "You are the support desk. ".repeat(240)})];
+    for t in 0..turns {
+        let role = if t % 2 == 0 { "user" } else { "assistant" };
+        messages.push(json!({"role": role, "content": format!("turn {t} ").repeat(turn_bytes / 7)}));
+    }
+    serde_json::to_vec(&json!({"model": "gpt-4o", "messages": messages, "stream": true})).expect("a body")
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("prefix_key");
+    for (name, body) in [("20_turns_12kb", body(20, 300)), ("40_turns_400kb", body(40, 10_000))] {
+        group.bench_function(format!("baseline_peek_{name}"), |b| {
+            b.iter(|| llmroute_sidecar::bench_peek(std::hint::black_box(&body)))
+        });
+        group.bench_function(format!("key_4096_{name}"), |b| {
+            b.iter(|| llmroute_sidecar::bench_prefix_key(std::hint::black_box(&body), 4096))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
