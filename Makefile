@@ -50,6 +50,7 @@ bench-criterion:
 	$(CARGO) bench --locked -p llmroute-router --bench decision
 	$(CARGO) bench --locked -p llmroute-operator --bench status
 	$(CARGO) bench --locked -p llmroute-sidecar --bench trace
+	$(CARGO) bench --locked -p llmroute-sidecar --bench prefix
 
 ## Propagation to 1,000 and 10,000 subscribed streams (operator release build, its own process).
 .PHONY: bench-fleet
