@@ -22,8 +22,8 @@ pub use model_deployment::{
     Cost, HealthCheck, HealthCheckMode, Limits, ModelDeployment, ModelDeploymentSpec, Provider, SecretKeyRef, Upstream,
 };
 pub use routing_policy::{
-    AdaptivePolicy, Affinity, ConfigError, CooldownPolicy, RetryBudgetPolicy, RoutingConfig, RoutingConfigResource,
-    RoutingPolicy, Strategy, Weight,
+    AdaptivePolicy, Affinity, ConfigError, CooldownPolicy, Decimal, Epsilon, RetryBudgetPolicy, RoutingConfig,
+    RoutingConfigResource, RoutingPolicy, Strategy, Weight,
 };
 pub use status::{ConditionType, ResourceStatus, SidecarCounts};
 pub use team_model::{TeamModel, TeamModelSpec};

@@ -70,39 +70,46 @@ pub struct RetryBudgetPolicy {
     pub min_per_second: Option<u32>,
 }
 
-/// A weight of adaptive scoring, from 0 to 100, kept in thousandths so that policies compare
-/// exactly (`Eq`). Written as a plain number (`1.0`, `0.25`).
+/// A number from 0 to `MAX`, kept in thousandths so that policies compare exactly (`Eq`).
+/// Written as a plain number (`1.0`, `0.25`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Weight(u32);
+pub struct Decimal<const MAX: u32>(u32);
 
-impl Weight {
-    /// The weight of `value` (rounded to thousandths; saturating far above 100).
+/// A weight of adaptive scoring, from 0 to 100.
+pub type Weight = Decimal<100>;
+
+/// Prefix affinity's `boundedLoadEpsilon`, from 0 to 10.
+pub type Epsilon = Decimal<10>;
+
+impl<const MAX: u32> Decimal<MAX> {
+    /// The number `value` (rounded to thousandths; saturating far above `MAX`, which the
+    /// schema's bound then refuses with the field named).
     pub fn new(value: f64) -> Option<Self> {
         (value.is_finite() && value >= 0.0).then(|| Self((value * 1000.0).round().min(f64::from(u32::MAX)) as u32))
     }
 
-    /// The weight as a number.
+    /// The number.
     pub fn get(self) -> f64 {
         f64::from(self.0) / 1000.0
     }
 }
 
-impl Serialize for Weight {
+impl<const MAX: u32> Serialize for Decimal<MAX> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_f64(self.get())
     }
 }
 
-impl<'de> Deserialize<'de> for Weight {
+impl<'de, const MAX: u32> Deserialize<'de> for Decimal<MAX> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = f64::deserialize(deserializer)?;
-        Self::new(value).ok_or_else(|| serde::de::Error::custom(format!("{value} is not a weight from 0 to 100")))
+        Self::new(value).ok_or_else(|| serde::de::Error::custom(format!("{value} is not a number from 0 to {MAX}")))
     }
 }
 
-impl schemars::JsonSchema for Weight {
+impl<const MAX: u32> schemars::JsonSchema for Decimal<MAX> {
     fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Weight".into()
+        format!("Decimal{MAX}").into()
     }
 
     fn inline_schema() -> bool {
@@ -110,7 +117,7 @@ impl schemars::JsonSchema for Weight {
     }
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({ "type": "number", "minimum": 0, "maximum": 100 })
+        schemars::json_schema!({ "type": "number", "minimum": 0, "maximum": MAX })
     }
 }
 
@@ -148,10 +155,9 @@ pub struct RoutingPolicy {
     pub prefix_bytes: Option<u32>,
     /// Prefix affinity: a deployment whose load (requests in flight across the fleet) would
     /// pass (1 + epsilon) x the group's mean hands the request to the next one in rendezvous
-    /// order, 0..10; default 0.25.
+    /// order, 0..10 in thousandths; default 0.25.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self <= 10.0").message("boundedLoadEpsilon must be between 0 and 10"))]
-    pub bounded_load_epsilon: Option<Weight>,
+    pub bounded_load_epsilon: Option<Epsilon>,
     /// How long an affinity binding is remembered, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self <= 2592000").message("affinityTtlSeconds must be at most 2592000 (30 days)"))]

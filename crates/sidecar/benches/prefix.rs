@@ -1,6 +1,7 @@
 //! What prefix affinity adds to a request: its key, from a chat body with a 6 KB system
-//! prompt and a 20-turn conversation (about 12 KB) and from a 40-turn one with a 400 KB
-//! history, against the routing peek every request already pays (baseline, same run).
+//! prompt and a 20-turn conversation (about 12 KB), from a 40-turn one with a 400 KB
+//! history, and from a hostile 31 MB body of 2.5 million tiny nested arrays as tools, against
+//! the routing peek every request already pays (baseline, same run).
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
@@ -16,7 +17,11 @@ fn body(turns: usize, turn_bytes: usize) -> Vec<u8> {
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("prefix_key");
-    for (name, body) in [("20_turns_12kb", body(20, 300)), ("40_turns_400kb", body(40, 10_000))] {
+    let hostile = format!(r#"{{"model":"m","messages":[],"tools":[{}]}}"#, vec!["[[[[[[]]]]]]"; 2_500_000].join(","))
+        .into_bytes();
+    for (name, body) in
+        [("20_turns_12kb", body(20, 300)), ("40_turns_400kb", body(40, 10_000)), ("hostile_31mb_nested_tools", hostile)]
+    {
         group.bench_function(format!("baseline_peek_{name}"), |b| {
             b.iter(|| llmroute_sidecar::bench_peek(std::hint::black_box(&body)))
         });

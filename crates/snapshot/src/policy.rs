@@ -12,7 +12,7 @@ pub fn builtin_defaults() -> RoutingPolicy {
         strategy: Some(Strategy::Weighted),
         affinity: Some(Vec::new()),
         prefix_bytes: Some(4096),
-        bounded_load_epsilon: Weight::new(0.25),
+        bounded_load_epsilon: llmroute_api::Epsilon::new(0.25),
         affinity_ttl_seconds: Some(3600),
         failover: Some(true),
         max_attempts: Some(3),
@@ -143,10 +143,13 @@ mod tests {
             ("defaults: {prefixBytes: 99999999}\n", "prefixBytes"),
             ("defaults: {boundedLoadEpsilon: 11}\n", "boundedLoadEpsilon"),
             ("defaults: {boundedLoadEpsilon: -1}\n", "boundedLoadEpsilon"),
+            ("defaults: {boundedLoadEpsilon: .nan}\n", "boundedLoadEpsilon"),
+            ("defaults: {boundedLoadEpsilon: 1e308}\n", "boundedLoadEpsilon"),
             ("defaults: {affinity: [prefixes]}\n", "affinity"),
         ] {
             let error = RoutingConfig::parse(bad).expect_err(bad).to_string();
             assert!(error.contains(field) || error.contains("unknown variant"), "{bad}: {error}");
+            assert!(!error.contains("100") && !error.contains("weight"), "the bound named is this field's: {error}");
         }
     }
 

@@ -7,11 +7,14 @@
 //! - Responses: `instructions`, tool definitions, then `input`;
 //! - completions: `prompt`.
 //!
-//! The serialisation is canonical (object keys sorted, no whitespace), so clients that
-//! order keys differently still share a key; it stops at `prefixBytes`, so a long prompt is
-//! never serialised whole. A prompt shorter than `prefixBytes` has no key: below that, the
+//! The serialisation is canonical (object keys sorted, no whitespace; see [`canonical`]), so
+//! clients that order keys differently still share a key; it is written as the prompt is
+//! parsed and stops at `prefixBytes`, so a long or hostile prompt is never parsed whole. A prompt shorter than `prefixBytes` has no key: below that, the
 //! providers' caches do not apply (OpenAI caches from 1,024 tokens, about 4,096 bytes).
 
+mod canonical;
+
+use canonical::{Canonical, each_element};
 use llmroute_upstream::Endpoint;
 use serde::Deserialize;
 use serde_json::Value;
@@ -25,7 +28,7 @@ use sha2::Digest as _;
 struct Prompt<'a> {
     prompt_cache_key: Option<Value>,
     #[serde(borrow)]
-    messages: Option<Vec<&'a RawValue>>,
+    messages: Option<&'a RawValue>,
     #[serde(borrow)]
     tools: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -38,95 +41,16 @@ struct Prompt<'a> {
     prompt: Option<&'a RawValue>,
 }
 
-/// The canonical prompt, up to a budget (hashed once it is written).
-struct Prefix {
-    text: Vec<u8>,
-    budget: usize,
+/// A message's role, its other fields skipped.
+#[derive(Deserialize)]
+struct Role<'a> {
+    #[serde(borrow)]
+    role: Option<std::borrow::Cow<'a, str>>,
 }
 
-impl Prefix {
-    fn put(&mut self, bytes: &[u8]) {
-        let take = bytes.len().min(self.budget - self.text.len());
-        self.text.extend_from_slice(&bytes[..take]);
-    }
-
-    fn full(&self) -> bool {
-        self.text.len() >= self.budget
-    }
-
-    /// A part of the body, parsed only when the budget is not spent yet.
-    fn raw(&mut self, raw: &RawValue) {
-        if !self.full()
-            && let Ok(value) = serde_json::from_str::<Value>(raw.get())
-        {
-            self.value(&value);
-        }
-    }
-
-    /// `value` in canonical JSON: keys sorted, no whitespace, strings escaped as serde_json
-    /// does. Stops as soon as the budget is spent.
-    fn value(&mut self, value: &Value) {
-        if self.full() {
-            return;
-        }
-        match value {
-            Value::Null => self.put(b"null"),
-            Value::Bool(b) => self.put(if *b { b"true" } else { b"false" }),
-            Value::Number(n) => self.put(n.to_string().as_bytes()),
-            Value::String(s) => self.string(s),
-            Value::Array(items) => {
-                self.put(b"[");
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        self.put(b",");
-                    }
-                    self.value(item);
-                    if self.full() {
-                        return;
-                    }
-                }
-                self.put(b"]");
-            }
-            Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                self.put(b"{");
-                for (i, key) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        self.put(b",");
-                    }
-                    self.string(key);
-                    self.put(b":");
-                    self.value(&map[key]);
-                    if self.full() {
-                        return;
-                    }
-                }
-                self.put(b"}");
-            }
-        }
-    }
-
-    fn string(&mut self, s: &str) {
-        // Escaped straight into the text; a full budget stops the writer (its error is the
-        // stop, not a failure).
-        let _ = serde_json::to_writer(&mut *self, s);
-    }
-}
-
-impl std::io::Write for Prefix {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.full() {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let take = buf.len().min(self.budget - self.text.len());
-        self.put(&buf[..take]);
-        Ok(take)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+fn leads(message: &RawValue) -> bool {
+    serde_json::from_str::<Role<'_>>(message.get())
+        .is_ok_and(|m| matches!(m.role.as_deref(), Some("system" | "developer")))
 }
 
 /// The prefix key of a request to `endpoint` with body `body`, hashing `bytes` bytes of its
@@ -148,49 +72,54 @@ pub(crate) fn key(endpoint: Endpoint, body: &[u8], bytes: usize) -> Option<u128>
     {
         return Some(digest(b"prompt_cache_key", k.as_bytes()));
     }
-    let mut prefix = Prefix { text: Vec::with_capacity(bytes.min(64 * 1024)), budget: bytes };
+    let mut out = Canonical::new(bytes);
     match endpoint {
         Endpoint::ChatCompletions => {
-            let messages = prompt.messages.unwrap_or_default();
-            // The leading system and developer messages, the tools, then the rest in order:
-            // each message is parsed once, and nothing past the budget is looked at.
-            let mut rest = messages.iter();
+            // The leading system and developer messages, the tools, then the rest in order;
+            // messages are read one at a time, and none past the budget.
+            let mut leading = 0usize;
             let mut first_other = None;
-            for m in rest.by_ref() {
-                let Ok(value) = serde_json::from_str::<Value>(m.get()) else { continue };
-                if matches!(value.get("role").and_then(Value::as_str), Some("system" | "developer")) {
-                    prefix.value(&value);
-                } else {
-                    first_other = Some(value);
-                    break;
-                }
+            if let Some(messages) = prompt.messages {
+                each_element(messages, |m| {
+                    if leads(m) {
+                        out.part(m);
+                        leading += 1;
+                        !out.full()
+                    } else {
+                        first_other = Some(m);
+                        false
+                    }
+                });
             }
             for tools in [prompt.tools, prompt.functions].into_iter().flatten() {
-                prefix.raw(tools);
+                out.part(tools);
             }
-            if let Some(value) = first_other {
-                prefix.value(&value);
-            }
-            for m in rest {
-                if prefix.full() {
-                    break;
-                }
-                prefix.raw(m);
+            if let (Some(messages), Some(_)) = (prompt.messages, first_other)
+                && !out.full()
+            {
+                let mut at = 0usize;
+                each_element(messages, |m| {
+                    at += 1;
+                    if at > leading {
+                        out.part(m);
+                    }
+                    !out.full()
+                });
             }
         }
         Endpoint::Responses => {
             for part in [prompt.instructions, prompt.tools, prompt.input].into_iter().flatten() {
-                prefix.raw(part);
+                out.part(part);
             }
         }
         Endpoint::Completions => {
             if let Some(p) = prompt.prompt {
-                prefix.raw(p);
+                out.part(p);
             }
         }
         Endpoint::Embeddings => return None,
     }
-    prefix.full().then(|| digest(b"prefix", &prefix.text))
+    out.done().map(|text| digest(b"prefix", text))
 }
 
 #[cfg(test)]

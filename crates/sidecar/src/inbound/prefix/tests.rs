@@ -149,3 +149,44 @@ proptest! {
         prop_assert_eq!(chat_key(&body, bytes), chat_key(&again, bytes));
     }
 }
+
+#[test]
+fn hostile_shapes_are_read_only_up_to_the_budget_and_too_deep_has_no_key() {
+    // 2.5 million tiny nested arrays as tools: the key comes from the first of them.
+    let tools = vec!["[[[[[[]]]]]]"; 2_500_000].join(",");
+    let body = format!(r#"{{"model":"m","messages":[],"tools":[{tools}]}}"#);
+    let short = format!(r#"{{"model":"m","messages":[],"tools":[{}]}}"#, vec!["[[[[[[]]]]]]"; 200].join(","));
+    assert!(chat_key(body.as_bytes(), 1024).is_some());
+    assert_eq!(chat_key(body.as_bytes(), 1024), chat_key(short.as_bytes(), 1024), "nothing past the cut counts");
+    // A million empty messages after a long system prompt.
+    let empties = vec![r#"{"role":"user","content":""}"#; 1_000_000].join(",");
+    let system = system();
+    let many = format!(r#"{{"model":"m","messages":[{{"role":"system","content":"{system}"}},{empties}]}}"#);
+    assert_eq!(chat_key(many.as_bytes(), 1024), chat_key(&chat(&system, &["x"]), 1024));
+    // Nested past the depth limit before the budget is full: no key, no crash.
+    let deep = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":{}"x"{}}}]}}"#,
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    assert_eq!(chat_key(deep.as_bytes(), 1024), None);
+}
+
+#[test]
+fn keys_are_sorted_near_the_root_and_kept_as_sent_deeper() {
+    let s = system();
+    let tool = |inner: &str| {
+        format!(
+            r#"{{"model":"m","messages":[{{"role":"system","content":"{s}"}}],"tools":[{{"type":"function","function":{{"name":"f","parameters":{{"type":"object","properties":{{"x":{inner}}}}}}}}}]}}"#
+        )
+    };
+    let size = s.len() + 200;
+    // Depth 1-4 (tool, function, parameters, properties) are sorted: these two agree.
+    let a = format!(
+        r#"{{"model":"m","messages":[{{"role":"system","content":"{s}"}}],"tools":[{{"function":{{"parameters":{{"properties":{{"x":{{"type":"string"}}}},"type":"object"}},"name":"f"}},"type":"function"}}]}}"#
+    );
+    assert_eq!(chat_key(tool(r#"{"type":"string"}"#).as_bytes(), size), chat_key(a.as_bytes(), size));
+    // Deeper objects keep their order: a deterministic key either way.
+    let x1 = chat_key(tool(r#"{"type":"string","description":"d"}"#).as_bytes(), size);
+    assert_eq!(x1, chat_key(tool(r#"{"type":"string","description":"d"}"#).as_bytes(), size));
+}
