@@ -15,6 +15,7 @@
 mod canonical;
 
 use canonical::{Canonical, each_element};
+
 use llmroute_upstream::Endpoint;
 use serde::Deserialize;
 use serde_json::Value;
@@ -48,9 +49,9 @@ struct Role<'a> {
     role: Option<std::borrow::Cow<'a, str>>,
 }
 
-fn leads(message: &RawValue) -> bool {
-    serde_json::from_str::<Role<'_>>(message.get())
-        .is_ok_and(|m| matches!(m.role.as_deref(), Some("system" | "developer")))
+/// The role of a message too large to sort.
+fn role(message: &RawValue) -> Option<String> {
+    serde_json::from_str::<Role<'_>>(message.get()).ok()?.role.map(std::borrow::Cow::into_owned)
 }
 
 /// The prefix key of a request to `endpoint` with body `body`, hashing `bytes` bytes of its
@@ -81,14 +82,25 @@ pub(crate) fn key(endpoint: Endpoint, body: &[u8], bytes: usize) -> Option<u128>
             let mut first_other = None;
             if let Some(messages) = prompt.messages {
                 each_element(messages, |m| {
-                    if leads(m) {
-                        out.part(m);
-                        leading += 1;
-                        !out.full()
-                    } else {
+                    // A message is read once: its entries tell its role and are written.
+                    let entries = canonical::object(m);
+                    let role = match &entries {
+                        Some(entries) => entries
+                            .iter()
+                            .find(|(k, _)| k == "role")
+                            .and_then(|(_, v)| serde_json::from_str::<String>(v.get()).ok()),
+                        None => role(m),
+                    };
+                    if !matches!(role.as_deref(), Some("system" | "developer")) {
                         first_other = Some(m);
-                        false
+                        return false;
                     }
+                    match &entries {
+                        Some(entries) => out.entries(entries),
+                        None => out.part(m),
+                    }
+                    leading += 1;
+                    !out.full()
                 });
             }
             for tools in [prompt.tools, prompt.functions].into_iter().flatten() {

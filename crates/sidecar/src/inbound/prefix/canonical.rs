@@ -1,6 +1,6 @@
 //! The canonical form of a JSON part, written as it is parsed into a bounded buffer: no
 //! whitespace, strings escaped as serde_json escapes them, numbers as serde_json writes them,
-//! and object keys sorted (to a depth). Parsing stops as soon as the budget is full, so a
+//! and object keys sorted (in the first levels, and up to a number of entries). Parsing stops as soon as the budget is full, so a
 //! hostile part costs about one read of what precedes the cut, never a parse of the whole.
 
 use std::fmt;
@@ -14,6 +14,9 @@ use serde_json::value::RawValue;
 const SORTED_DEPTH: u32 = 4;
 /// Past this depth there is no key (the strategy picks).
 const MAX_DEPTH: u32 = 64;
+/// An object with more entries than this is written in the order sent, not sorted: sorting
+/// holds its entries, and a hostile object has millions.
+const MAX_SORTED_ENTRIES: usize = 256;
 
 /// Why writing stopped before the part ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,12 +54,87 @@ impl Canonical {
         self.json(raw.get(), 0);
     }
 
+    /// Appends an object's `entries` (sorted by [`object`]) as the part it is.
+    pub fn entries(&mut self, entries: &[(String, &RawValue)]) {
+        if self.stop.is_none() && !self.full() {
+            self.put(b"{");
+            if self.sorted_entries(entries, 1) {
+                self.put(b"}");
+                self.go_on();
+            }
+        }
+    }
+
+    /// Writes `key:value` pairs; whether to go on.
+    fn sorted_entries(&mut self, entries: &[(String, &RawValue)], depth: u32) -> bool {
+        for (i, (key, value)) in entries.iter().enumerate() {
+            if i > 0 {
+                self.put(b",");
+            }
+            let _ = serde_json::to_writer(&mut *self, key);
+            self.put(b":");
+            if !self.json(value.get(), depth) {
+                return false;
+            }
+        }
+        true
+    }
+
     fn json(&mut self, text: &str, depth: u32) -> bool {
         if self.stop.is_some() || self.full() {
             return false;
         }
+        if text.starts_with('"') {
+            self.raw_string(text);
+            return self.go_on();
+        }
         let mut de = serde_json::Deserializer::from_str(text);
         Seed { out: self, depth, comma: false }.deserialize(&mut de).is_ok()
+    }
+
+    /// Writes the JSON string token `text` (valid, quotes included) as serde_json writes its
+    /// value, decoding escapes only as far as the budget goes: a huge string costs the
+    /// budget, not its length.
+    fn raw_string(&mut self, text: &str) {
+        let inner = text.as_bytes().get(1..text.len().saturating_sub(1)).unwrap_or_default();
+        self.put(b"\"");
+        let (mut i, mut run) = (0, 0);
+        while i < inner.len() && !self.full() {
+            if inner[i] != b'\\' {
+                i += 1;
+                // A run longer than what is left is cut where the budget ends.
+                if i - run >= self.budget - self.text.len() {
+                    break;
+                }
+                continue;
+            }
+            self.put(&inner[run..i]);
+            let (len, c) = escape(&inner[i..]);
+            match c {
+                Some(c) => self.put_char(c),
+                // A lone surrogate: kept as written (serde_json would refuse the string).
+                None => self.put(&inner[i..i + len]),
+            }
+            i += len;
+            run = i;
+        }
+        self.put(&inner[run..i.min(inner.len())]);
+        self.put(b"\"");
+    }
+
+    /// `c` as serde_json writes it inside a string.
+    fn put_char(&mut self, c: char) {
+        match c {
+            '"' => self.put(b"\\\""),
+            '\\' => self.put(b"\\\\"),
+            '\u{8}' => self.put(b"\\b"),
+            '\u{c}' => self.put(b"\\f"),
+            '\n' => self.put(b"\\n"),
+            '\r' => self.put(b"\\r"),
+            '\t' => self.put(b"\\t"),
+            c if u32::from(c) < 0x20 => self.put(format!("\\u{:04x}", u32::from(c)).as_bytes()),
+            c => self.put(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        }
     }
 
     fn put(&mut self, bytes: &[u8]) {
@@ -85,6 +163,63 @@ impl std::io::Write for Canonical {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// The entries of `raw` sorted by key, when it is an object small enough to sort (else
+/// `None`: [`Canonical::part`] writes it as sent).
+pub(super) fn object(raw: &RawValue) -> Option<Vec<(String, &RawValue)>> {
+    struct Entries;
+    impl<'de> Visitor<'de> for Entries {
+        type Value = Vec<(String, &'de RawValue)>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut entries = Vec::new();
+            while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
+                if entries.len() == MAX_SORTED_ENTRIES {
+                    return Err(de::Error::custom("large"));
+                }
+                entries.push(entry);
+            }
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(entries)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    de.deserialize_map(Entries).ok()
+}
+
+/// The escape at the start of `bytes` (which starts with a backslash): its length, and the
+/// character it stands for (`None`: a lone surrogate).
+fn escape(bytes: &[u8]) -> (usize, Option<char>) {
+    let hex = |at: usize| {
+        let digits = bytes.get(at..at + 4)?;
+        u32::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    match bytes.get(1) {
+        Some(b'"') => (2, Some('"')),
+        Some(b'\\') => (2, Some('\\')),
+        Some(b'/') => (2, Some('/')),
+        Some(b'b') => (2, Some('\u{8}')),
+        Some(b'f') => (2, Some('\u{c}')),
+        Some(b'n') => (2, Some('\n')),
+        Some(b'r') => (2, Some('\r')),
+        Some(b't') => (2, Some('\t')),
+        Some(b'u') => match hex(2) {
+            Some(high @ 0xD800..=0xDBFF) => match (bytes.get(6..8), hex(8)) {
+                (Some(b"\\u"), Some(low @ 0xDC00..=0xDFFF)) => {
+                    (12, char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)))
+                }
+                _ => (6, None),
+            },
+            Some(n) => (6, char::from_u32(n)),
+            None => (bytes.len().min(6), None),
+        },
+        _ => (bytes.len().min(2), None),
     }
 }
 
@@ -206,41 +341,44 @@ impl<'de> Visitor<'de> for Seed<'_> {
         let depth = self.deeper()?;
         self.begin();
         self.out.put(b"{");
+        let mut entries: Vec<(String, &'de RawValue)> = Vec::new();
+        let mut whole = false;
         if self.depth < SORTED_DEPTH {
-            // Read whole (values left unparsed), then written in key order.
-            let mut entries: Vec<(String, &'de RawValue)> = Vec::new();
-            while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
-                entries.push(entry);
-            }
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            for (i, (key, value)) in entries.iter().enumerate() {
-                if i > 0 {
-                    self.out.put(b",");
-                }
-                let _ = serde_json::to_writer(&mut *self.out, key);
-                self.out.put(b":");
-                if !self.out.json(value.get(), depth) {
-                    return Err(de::Error::custom("stop"));
+            // Read whole (values left unparsed), then written in key order; an object with
+            // more than MAX_SORTED_ENTRIES is written as sent.
+            while entries.len() <= MAX_SORTED_ENTRIES {
+                match map.next_entry::<String, &'de RawValue>()? {
+                    Some(entry) => entries.push(entry),
+                    None => {
+                        entries.sort_by(|a, b| a.0.cmp(&b.0));
+                        whole = true;
+                        break;
+                    }
                 }
             }
-        } else {
-            let mut first = true;
-            while self.out.go_on() {
-                let Some(key) = map.next_key::<String>()? else {
-                    self.out.put(b"}");
-                    return self.end();
-                };
-                if !first {
-                    self.out.put(b",");
-                }
-                first = false;
-                let _ = serde_json::to_writer(&mut *self.out, &key);
-                self.out.put(b":");
-                map.next_value_seed(Seed { out: &mut *self.out, depth, comma: false })?;
-            }
+        }
+        if !self.out.sorted_entries(&entries, depth) {
             return Err(de::Error::custom("stop"));
         }
-        self.out.put(b"}");
-        self.end()
+        let mut first = entries.is_empty();
+        if whole {
+            self.out.put(b"}");
+            return self.end();
+        }
+        // The rest (all of a deep or large object), streamed as sent.
+        while self.out.go_on() {
+            let Some(key) = map.next_key::<String>()? else {
+                self.out.put(b"}");
+                return self.end();
+            };
+            if !first {
+                self.out.put(b",");
+            }
+            first = false;
+            let _ = serde_json::to_writer(&mut *self.out, &key);
+            self.out.put(b":");
+            map.next_value_seed(Seed { out: &mut *self.out, depth, comma: false })?;
+        }
+        Err(de::Error::custom("stop"))
     }
 }

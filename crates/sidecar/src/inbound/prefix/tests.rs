@@ -190,3 +190,73 @@ fn keys_are_sorted_near_the_root_and_kept_as_sent_deeper() {
     let x1 = chat_key(tool(r#"{"type":"string","description":"d"}"#).as_bytes(), size);
     assert_eq!(x1, chat_key(tool(r#"{"type":"string","description":"d"}"#).as_bytes(), size));
 }
+
+#[test]
+fn a_large_object_is_written_as_sent_and_duplicate_keys_cost_no_sorting() {
+    let s = system();
+    let object = |keys: &mut dyn Iterator<Item = usize>| {
+        let fields: Vec<String> = keys.map(|k| format!(r#""k{k:07}":0"#)).collect();
+        format!(r#"{{"model":"m","messages":[{{"role":"system","content":"{s}",{}}}]}}"#, fields.join(","))
+    };
+    // Up to 256 entries, sorted: the order sent does not matter.
+    let few = object(&mut (0..200));
+    let few_reversed = object(&mut (0..200).rev());
+    assert_eq!(chat_key(few.as_bytes(), 4096), chat_key(few_reversed.as_bytes(), 4096));
+    // More: as sent (deterministic), and a million keys are no trouble.
+    let many = object(&mut (0..1_000_000));
+    assert_eq!(chat_key(many.as_bytes(), 4096), chat_key(many.as_bytes(), 4096));
+    assert!(chat_key(many.as_bytes(), 4096).is_some());
+    let dup =
+        format!(r#"{{"model":"m","messages":[{{"role":"system",{}"content":"{s}"}}]}}"#, r#""z":0,"#.repeat(1_000_000));
+    assert!(chat_key(dup.as_bytes(), 1024).is_some());
+}
+
+/// `s` as JSON with every non-ASCII character and every control character as `\uXXXX`
+/// (surrogate pairs for the astral planes), and `/` as `\/`: another client's spelling.
+fn ascii_json(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '/' => out.push_str("\\/"),
+            c if c.is_ascii() && !c.is_ascii_control() => out.push(c),
+            c => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{:04X}", u));
+                }
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn canonical_of(json: &str, budget: usize) -> Vec<u8> {
+    let raw = serde_json::value::RawValue::from_string(json.to_owned()).unwrap();
+    let mut out = super::canonical::Canonical::new(budget);
+    out.part(&raw);
+    out.done().map(<[u8]>::to_vec).unwrap_or_default()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// A string decoded only as far as the budget goes reads exactly as serde_json writes the
+    /// whole string, cut at the budget, whichever way the client escaped it.
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them(s in "\\PC{0,60}|[\\x00-\\x7f]{0,60}|.{0,60}", budget in 1usize..200) {
+        let expected = serde_json::to_string(&s).unwrap().into_bytes();
+        let want = if expected.len() >= budget { expected[..budget].to_vec() } else { Vec::new() };
+        prop_assert_eq!(canonical_of(&serde_json::to_string(&s).unwrap(), budget), want.clone());
+        prop_assert_eq!(canonical_of(&ascii_json(&s), budget), want);
+    }
+}
+
+#[test]
+fn a_lone_surrogate_is_kept_as_written_and_a_huge_escaped_string_is_read_to_the_budget() {
+    assert_eq!(canonical_of(r#""\ud800xyz""#, 11), br#""\ud800xyz""#.to_vec());
+    let huge = format!("\"{}\"", "\\u00e9".repeat(1_000_000));
+    assert_eq!(canonical_of(&huge, 9), "\"éééé".as_bytes().to_vec());
+}
