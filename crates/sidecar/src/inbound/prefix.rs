@@ -18,7 +18,6 @@ use canonical::{Canonical, each_element};
 
 use llmroute_upstream::Endpoint;
 use serde::Deserialize;
-use serde_json::Value;
 use serde_json::value::RawValue;
 use sha2::Digest as _;
 
@@ -27,7 +26,8 @@ use sha2::Digest as _;
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct Prompt<'a> {
-    prompt_cache_key: Option<Value>,
+    #[serde(borrow)]
+    prompt_cache_key: Option<&'a RawValue>,
     #[serde(borrow)]
     messages: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -68,7 +68,9 @@ pub(crate) fn key(endpoint: Endpoint, body: &[u8], bytes: usize) -> Option<u128>
         first.copy_from_slice(&d[..16]);
         u128::from_le_bytes(first)
     };
-    if let Some(Value::String(k)) = &prompt.prompt_cache_key
+    // Only a non-empty string is a key (anything else is left to the upstream to judge).
+    if let Some(k) = prompt.prompt_cache_key.filter(|k| k.get().starts_with('"'))
+        && let Ok(k) = serde_json::from_str::<String>(k.get())
         && !k.is_empty()
     {
         return Some(digest(b"prompt_cache_key", k.as_bytes()));

@@ -260,3 +260,13 @@ fn a_lone_surrogate_is_kept_as_written_and_a_huge_escaped_string_is_read_to_the_
     let huge = format!("\"{}\"", "\\u00e9".repeat(1_000_000));
     assert_eq!(canonical_of(&huge, 9), "\"éééé".as_bytes().to_vec());
 }
+
+#[test]
+fn a_prompt_cache_key_that_is_not_a_non_empty_string_is_not_a_key() {
+    let s = system();
+    for bad in ["7", "{\"a\":1}", "[\"k\"]", "null", "true", "\"\""] {
+        let body =
+            format!(r#"{{"model":"m","prompt_cache_key":{bad},"messages":[{{"role":"system","content":"{s}"}}]}}"#);
+        assert_eq!(chat_key(body.as_bytes(), 1024), chat_key(&chat(&s, &[]), 1024), "{bad}: the prompt decides");
+    }
+}
