@@ -137,7 +137,9 @@ async fn a_request_is_a_server_span_with_an_attempt_span_each_continuing_the_cli
     let attempt = &attempts[0];
     assert_eq!(attempt.parent_span_id, server.span_id);
     assert_eq!(attr(attempt, "gen_ai.provider.name").as_deref(), Some("openai"));
-    assert_eq!(attr(attempt, "server.address").as_deref(), Some(format!("http://{}", env.addrs["a"]).as_str()));
+    // Semantic conventions: the host alone, its port apart.
+    assert_eq!(attr(attempt, "server.address"), Some(env.addrs["a"].ip().to_string()));
+    assert_eq!(attr(attempt, "server.port"), Some(env.addrs["a"].port().to_string()));
     assert_eq!(attr(attempt, "llmroute.outcome").as_deref(), Some("success"));
     // The upstream got the trace, its parent the attempt span.
     let upstream = env.stats("a").await["last_traceparent"].as_str().unwrap().to_owned();

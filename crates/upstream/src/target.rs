@@ -198,6 +198,16 @@ impl Target {
         &self.origin.key
     }
 
+    /// The upstream's host name or IP address (an IPv6 address without brackets).
+    pub fn host(&self) -> &str {
+        &self.origin.host
+    }
+
+    /// The upstream's port (the scheme's when the URL names none).
+    pub fn port(&self) -> u16 {
+        self.origin.port
+    }
+
     /// Whether the model name is part of `endpoint`'s URL path (it must then be one clean
     /// segment).
     pub fn model_in_path_of(&self, endpoint: Endpoint) -> bool {

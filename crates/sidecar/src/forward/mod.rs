@@ -172,24 +172,23 @@ async fn route<U: Upstream>(
         };
         let attempt_span = span.as_ref().map(|s| {
             let d = table.deployment(pick.deployment);
-            let info = crate::trace::AttemptInfo {
-                number: planner.attempts().len() + 1,
+            let to = crate::trace::AttemptTarget {
                 deployment: &d.id,
                 model_group: &pick.model_group,
                 upstream_model: &pick.upstream_model,
                 provider: if d.provider == llmroute_router::Provider::Azure { "azure.ai.openai" } else { "openai" },
-                server_address: target.origin(),
-                kind: pick.kind.as_str(),
+                server_address: target.host(),
+                server_port: target.port(),
+                snapshot: &routes.snapshot.version,
             };
-            s.attempt(&info, upstream_request.headers_mut())
+            let number = planner.attempts().len() + 1;
+            let cache = routes.span_attributes(pick.deployment);
+            s.attempt(&to, cache, number, pick.kind.as_str(), upstream_request.headers_mut())
         });
         let guard = InFlight::start(routes.clone(), pick.deployment, request.keys.prompt_tokens, attempt_ms);
         let started = Instant::now();
         match attempt::exchange(ctx.upstream.send(target, upstream_request), started, limit).await {
             Ok(answer) => {
-                if let Some(a) = attempt_span {
-                    a.end("success", false);
-                }
                 let handles = routes.deployment_metrics(&ctx.metrics, pick.deployment, now_ms());
                 handles.latency.observe(answer.latency.as_secs_f64());
                 if request.stream {
@@ -208,17 +207,8 @@ async fn route<U: Upstream>(
                 };
                 let ttft = request.stream.then(|| request_started.elapsed());
                 let span = span.take().filter(crate::trace::RequestSpan::recording).map(|mut s| {
-                    let affinity = planner.affinity_used();
-                    s.set(&[
-                        ("gen_ai.response.model", Value::Str(&pick.upstream_model)),
-                        ("llmroute.deployment", Value::Str(&table.deployment(pick.deployment).id)),
-                        ("llmroute.model_group", Value::Str(&pick.model_group)),
-                        ("llmroute.attempts", Value::Int(attempts as i64)),
-                        ("llmroute.attempt.kind", Value::Str(pick.kind.as_str())),
-                        ("llmroute.snapshot", Value::Str(&routes.snapshot.version)),
-                    ]);
-                    if let Some(affinity) = affinity {
-                        s.set(&[("llmroute.affinity", Value::Str(affinity))]);
+                    if let Some(a) = attempt_span {
+                        s.answered(a, attempts, planner.affinity_used());
                     }
                     s
                 });

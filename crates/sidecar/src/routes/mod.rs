@@ -52,6 +52,9 @@ pub(crate) struct Routes {
     metrics: Vec<ArcSwapOption<DeploymentMetrics>>,
     /// When each deployment last served (Unix ms, 0 = not since this view applied).
     last_served: Vec<AtomicU64>,
+    /// Each deployment's span attributes, aligned with `table`, encoded on its first traced
+    /// attempt.
+    span_attributes: Vec<crate::trace::AttributeCache>,
 }
 
 impl Routes {
@@ -73,6 +76,11 @@ impl Routes {
     /// The `x-llmroute-route` header value of route `idx`: `public name (source)`.
     pub fn route_header(&self, idx: llmroute_router::RouteIdx) -> Option<&HeaderValue> {
         self.route_headers.get(idx as usize).and_then(Option::as_ref)
+    }
+
+    /// Where deployment `idx`'s span attributes are kept in this view.
+    pub fn span_attributes(&self, idx: DeploymentIdx) -> &crate::trace::AttributeCache {
+        &self.span_attributes[idx as usize]
     }
 
     /// Whether deployment `idx` has served since this view applied.
@@ -155,6 +163,7 @@ impl RoutesHandle {
         let deployment_headers = table.deployments().iter().map(|d| header(&d.id)).collect();
         let metrics = (0..table.deployments().len()).map(|_| ArcSwapOption::empty()).collect();
         let last_served = (0..table.deployments().len()).map(|_| AtomicU64::new(0)).collect();
+        let span_attributes = (0..table.deployments().len()).map(|_| crate::trace::AttributeCache::new()).collect();
         let route_headers = (0..table.routes().len())
             .map(|i| {
                 let r = table.route(i as llmroute_router::RouteIdx);
@@ -176,6 +185,7 @@ impl RoutesHandle {
             route_headers,
             metrics,
             last_served,
+            span_attributes,
         })));
         Ok(true)
     }

@@ -1,7 +1,12 @@
 //! Span export: ended spans are appended, already encoded, to a bounded queue under an
-//! uncontended lock; one thread (with its own runtime) collects them every [`TICK`] and sends
-//! them over OTLP/gRPC. A request never wakes that thread, never waits for it, and a dead or
-//! slow collector costs it nothing but dropped spans, counted.
+//! uncontended lock; one thread (with its own runtime) collects them every [`TICK`], or as
+//! soon as a batch is full, and sends them over OTLP/gRPC. A request never waits for that
+//! thread and wakes it at most once per [`BATCH_BYTES`] of spans; a dead or slow collector
+//! costs it nothing but dropped spans, counted.
+//!
+//! Batches are 256 KiB and their buffers reused: under load a span waits milliseconds, not
+//! a whole tick, and a batch's memory stays small (measured: the hop's speed is the same with
+//! batches of 64 KiB, 256 KiB and 1 MiB).
 
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -16,8 +21,9 @@ use tonic::metadata::MetadataMap;
 const QUEUE_BYTES: usize = 8 << 20;
 /// Spans per export call, at most.
 const BATCH_SPANS: usize = 2_048;
-/// Bytes per export call, about (collectors refuse messages over 4 MiB by default).
-const BATCH_BYTES: usize = 1 << 20;
+/// Bytes per export call, about (collectors refuse messages over 4 MiB by default); a full
+/// batch is sent at once.
+const BATCH_BYTES: usize = 256 << 10;
 /// How often the export thread collects what ended.
 const TICK: Duration = Duration::from_millis(100);
 /// Export failures are logged at warn at most this often (each at debug).
@@ -50,11 +56,14 @@ const SPARE: usize = 4;
 pub(crate) struct Queue {
     waiting: Mutex<Waiting>,
     dropped: IntCounter,
+    /// Signalled when a batch fills up (shared with the export thread, which holds no queue
+    /// while it waits: it ends once the queue is gone).
+    full: Arc<tokio::sync::Notify>,
 }
 
 impl Queue {
     pub fn new(dropped: IntCounter) -> Self {
-        Self { waiting: Mutex::default(), dropped }
+        Self { waiting: Mutex::default(), dropped, full: Arc::default() }
     }
 
     /// Appends one span, written by `write`; a full queue drops it and counts it.
@@ -66,7 +75,7 @@ impl Queue {
             return;
         }
         if waiting.batches.last().is_none_or(|b| b.spans >= BATCH_SPANS || b.body.len() >= BATCH_BYTES) {
-            let body = waiting.spare.pop().unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES + (64 << 10)));
+            let body = waiting.spare.pop().unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES + (16 << 10)));
             waiting.batches.push(Batch { body, spans: 0 });
         }
         let Waiting { batches, bytes, .. } = &mut *waiting;
@@ -75,6 +84,17 @@ impl Queue {
         write(&mut batch.body);
         batch.spans += 1;
         *bytes += batch.body.len() - before;
+        let filled = batch.body.len() >= BATCH_BYTES || batch.spans >= BATCH_SPANS;
+        drop(waiting);
+        if filled {
+            self.full.notify_one();
+        }
+    }
+
+    /// Whether a batch is full (the export thread is woken then).
+    pub fn has_full_batch(&self) -> bool {
+        let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        waiting.batches.len() > 1 || waiting.batches.last().is_some_and(|b| b.body.len() >= BATCH_BYTES)
     }
 
     /// Everything waiting, in order.
@@ -87,7 +107,7 @@ impl Queue {
     /// Takes back a sent batch's buffer.
     pub fn recycle(&self, mut body: Vec<u8>) {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        if waiting.spare.len() < SPARE && body.capacity() <= 2 * BATCH_BYTES {
+        if waiting.spare.len() < SPARE && body.capacity() <= 4 * BATCH_BYTES {
             body.clear();
             waiting.spare.push(body);
         }
@@ -171,10 +191,12 @@ async fn run(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = Failures::default();
+    let Some(full) = queue.upgrade().map(|q| q.full.clone()) else { return };
     loop {
         let flushing = tokio::select! {
             _ = tick.tick() => false,
             () = flush.request.notified() => true,
+            () = full.notified() => false,
         };
         let Some(live) = queue.upgrade() else { return };
         let batches = live.take();
@@ -342,6 +364,20 @@ mod tests {
         });
         assert!(flush.now(Duration::from_secs(10)));
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_full_batch_wakes_the_export_thread_and_others_do_not() {
+        use futures_util::FutureExt as _;
+        let q = queue();
+        q.push(|buf| buf.extend_from_slice(b"abc"));
+        assert!(q.full.notified().now_or_never().is_none(), "a span alone waits for the tick");
+        assert!(!q.has_full_batch());
+        q.push(|buf| buf.extend_from_slice(&vec![0; BATCH_BYTES]));
+        assert!(q.has_full_batch());
+        assert!(q.full.notified().now_or_never().is_some(), "a full batch is sent at once");
+        assert!(q.full.notified().now_or_never().is_none(), "once");
+        assert_eq!(q.take().iter().map(|b| b.spans).sum::<usize>(), 2);
     }
 
     #[test]

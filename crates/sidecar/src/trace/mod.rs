@@ -7,6 +7,7 @@
 //! thread and never waits for the collector. An unsampled request costs its ids and its
 //! `traceparent`; with tracing off there is no tracer at all.
 
+mod attributes;
 mod bench;
 mod config;
 mod context;
@@ -19,6 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::HeaderMap;
 use prometheus::IntCounter;
 
+pub(crate) use attributes::{AttemptTarget, AttributeCache, DeploymentAttributes};
 pub use bench::BenchTracer;
 pub(crate) use wire::Value;
 
@@ -204,6 +206,11 @@ impl Recording {
         wire::attribute(&mut self.buf, wire::SPAN_ATTRIBUTES, name, &value);
     }
 
+    /// Appends attributes already encoded.
+    fn extend(&mut self, encoded: &[u8]) {
+        self.buf.extend_from_slice(encoded);
+    }
+
     fn name(&self) -> &str {
         // Built from `&str` parts at a char boundary.
         std::str::from_utf8(&self.buf[..self.name_len]).unwrap_or_default()
@@ -244,15 +251,23 @@ fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &str {
     std::str::from_utf8(&buf[at..]).unwrap_or_default()
 }
 
+/// An ended span's fields, but for its ids.
+struct Ended<'a> {
+    kind: wire::Kind,
+    name: &'a [&'a str],
+    start_ns: u64,
+    attributes: &'a [&'a [u8]],
+    extra: &'a [(&'a str, Value<'a>)],
+    error: Option<&'a str>,
+}
+
 /// Writes an ended span into the export queue.
 fn finish(
     queue: &export::Queue,
     ids: Ids,
     remote_parent: bool,
     tracestate: Option<&http::HeaderValue>,
-    kind: wire::Kind,
-    recording: &Recording,
-    error: Option<&str>,
+    span: &Ended<'_>,
 ) {
     let end_ns = now_ns();
     queue.push(|buf| {
@@ -265,15 +280,29 @@ fn finish(
                 remote_parent,
                 sampled: ids.sampled,
                 trace_state: tracestate.and_then(|v| v.to_str().ok()).unwrap_or_default(),
-                name: recording.name(),
-                kind,
-                start_ns: recording.start_ns,
+                name: span.name,
+                kind: span.kind,
+                start_ns: span.start_ns,
                 end_ns,
-                attributes: recording.attributes(),
-                error,
+                attributes: span.attributes,
+                extra: span.extra,
+                error: span.error,
             },
         );
     });
+}
+
+/// Ends a request span recorded as `r`, with `extra` attributes.
+fn finish_request(span: &RequestSpan, r: &Recording, extra: &[(&str, Value<'_>)], error: Option<&str>) {
+    let ended = Ended {
+        kind: wire::Kind::Server,
+        name: &[r.name()],
+        start_ns: r.start_ns,
+        attributes: &[r.attributes()],
+        extra,
+        error,
+    };
+    finish(&span.queue, span.ids, span.remote_parent, span.tracestate.as_ref(), &ended);
 }
 
 /// A client request's span. Dropped without [`RequestSpan::end`] (a request abandoned), it
@@ -285,17 +314,6 @@ pub(crate) struct RequestSpan {
     tracestate: Option<http::HeaderValue>,
     recording: Option<Recording>,
     queue: Arc<export::Queue>,
-}
-
-/// What an attempt span records.
-pub(crate) struct AttemptInfo<'a> {
-    pub number: usize,
-    pub deployment: &'a str,
-    pub model_group: &'a str,
-    pub upstream_model: &'a str,
-    pub provider: &'static str,
-    pub server_address: &'a str,
-    pub kind: &'static str,
 }
 
 impl RequestSpan {
@@ -313,9 +331,17 @@ impl RequestSpan {
         }
     }
 
-    /// Starts an attempt span (a child of the request's) and writes its `traceparent` (and the
-    /// client's `tracestate`) into `upstream` headers.
-    pub fn attempt(&self, info: &AttemptInfo<'_>, upstream: &mut HeaderMap) -> AttemptSpan {
+    /// Starts attempt `number` (a child of the request's span) to `target`, whose
+    /// deployment's attributes `cache` holds for the current view, and writes its
+    /// `traceparent` (and the client's `tracestate`) into `upstream` headers.
+    pub fn attempt(
+        &self,
+        target: &AttemptTarget<'_>,
+        cache: &AttributeCache,
+        number: usize,
+        kind: &'static str,
+        upstream: &mut HeaderMap,
+    ) -> AttemptSpan {
         let ids = Ids {
             trace: self.ids.trace,
             id: context::new_span(),
@@ -327,46 +353,62 @@ impl RequestSpan {
             Some(state) => upstream.insert(TRACESTATE, state.clone()),
             None => upstream.remove(TRACESTATE),
         };
-        let recording = self.recording.is_some().then(|| {
-            let mut digits = [0u8; 20];
-            let mut r = Recording::new(&["attempt", decimal(info.number, &mut digits), info.deployment]);
-            r.set("gen_ai.request.model", Value::Str(info.upstream_model));
-            r.set("gen_ai.provider.name", Value::Str(info.provider));
-            r.set("server.address", Value::Str(info.server_address));
-            r.set("llmroute.deployment", Value::Str(info.deployment));
-            r.set("llmroute.model_group", Value::Str(info.model_group));
-            r.set("llmroute.attempt", Value::Int(info.number as i64));
-            r.set("llmroute.attempt.kind", Value::Str(info.kind));
-            r
-        });
-        AttemptSpan { ids, recording, tracestate: self.tracestate.clone(), queue: self.queue.clone() }
+        let attributes = self.recording.is_some().then(|| DeploymentAttributes::cached(cache, target));
+        AttemptSpan {
+            ids,
+            start_ns: if attributes.is_some() { now_ns() } else { 0 },
+            attributes,
+            number,
+            kind,
+            tracestate: self.tracestate.clone(),
+            queue: self.queue.clone(),
+        }
+    }
+
+    /// Ends `attempt`, which answered (`success`), and records on the request span where it
+    /// went: the deployment's answer attributes, the attempts made, the attempt's kind and
+    /// the affinity that applied.
+    pub fn answered(&mut self, mut attempt: AttemptSpan, attempts: usize, affinity: Option<&str>) {
+        if let (Some(r), Some(deployment)) = (&mut self.recording, &attempt.attributes) {
+            r.extend(&deployment.answer);
+            r.set("llmroute.attempts", Value::Int(i64::try_from(attempts).unwrap_or(i64::MAX)));
+            r.set("llmroute.attempt.kind", Value::Str(attempt.kind));
+            if let Some(affinity) = affinity {
+                r.set("llmroute.affinity", Value::Str(affinity));
+            }
+        }
+        attempt.finish("success", false);
     }
 
     /// Ends the request span with its outcome (`error` is the `error.type` of a failure).
     pub fn end(mut self, status: u16, error: Option<&str>) {
-        let Some(mut r) = self.recording.take() else { return };
-        r.set("http.response.status_code", Value::Int(i64::from(status)));
-        if let Some(error) = error {
-            r.set("error.type", Value::Str(error));
+        let Some(r) = self.recording.take() else { return };
+        let status = ("http.response.status_code", Value::Int(i64::from(status)));
+        match error {
+            Some(e) => finish_request(&self, &r, &[status, ("error.type", Value::Str(clip(e, MAX_VALUE)))], error),
+            None => finish_request(&self, &r, &[status], None),
         }
-        finish(&self.queue, self.ids, self.remote_parent, self.tracestate.as_ref(), wire::Kind::Server, &r, error);
     }
 }
 
 impl Drop for RequestSpan {
     fn drop(&mut self) {
         if let Some(r) = self.recording.take() {
-            let (ids, remote, state) = (self.ids, self.remote_parent, self.tracestate.as_ref());
-            finish(&self.queue, ids, remote, state, wire::Kind::Server, &r, None);
+            finish_request(self, &r, &[], None);
         }
     }
 }
 
 /// An upstream attempt's span. Dropped without [`AttemptSpan::end`] (the client went away
-/// during the attempt), it ends as `cancelled`.
+/// during the attempt), it ends as `cancelled`. Its attributes are written as it ends: the
+/// deployment's, encoded once per view, and its own.
 pub(crate) struct AttemptSpan {
     ids: Ids,
-    recording: Option<Recording>,
+    start_ns: u64,
+    /// The deployment's attributes; `None`: not recorded.
+    attributes: Option<Arc<DeploymentAttributes>>,
+    number: usize,
+    kind: &'static str,
     tracestate: Option<http::HeaderValue>,
     queue: Arc<export::Queue>,
 }
@@ -378,13 +420,25 @@ impl AttemptSpan {
     }
 
     fn finish(&mut self, outcome: &str, failed: bool) {
-        let Some(mut r) = self.recording.take() else { return };
-        r.set("llmroute.outcome", Value::Str(outcome));
-        if failed {
-            r.set("error.type", Value::Str(outcome));
-        }
-        let error = failed.then_some(outcome);
-        finish(&self.queue, self.ids, false, self.tracestate.as_ref(), wire::Kind::Client, &r, error);
+        let Some(deployment) = self.attributes.take() else { return };
+        let mut digits = [0u8; 20];
+        let number = decimal(self.number, &mut digits);
+        let outcome = clip(outcome, MAX_VALUE);
+        let own = [
+            ("llmroute.attempt", Value::Int(i64::try_from(self.number).unwrap_or(i64::MAX))),
+            ("llmroute.attempt.kind", Value::Str(self.kind)),
+            ("llmroute.outcome", Value::Str(outcome)),
+            ("error.type", Value::Str(outcome)),
+        ];
+        let ended = Ended {
+            kind: wire::Kind::Client,
+            name: &["attempt", number, &deployment.name],
+            start_ns: self.start_ns,
+            attributes: &[&deployment.attempt],
+            extra: if failed { &own } else { &own[..3] },
+            error: failed.then_some(outcome),
+        };
+        finish(&self.queue, self.ids, false, self.tracestate.as_ref(), &ended);
     }
 }
 
@@ -420,16 +474,21 @@ mod tests {
         spans
     }
 
-    fn info() -> AttemptInfo<'static> {
-        AttemptInfo {
-            number: 1,
+    fn target() -> AttemptTarget<'static> {
+        AttemptTarget {
             deployment: "team/d",
             model_group: "m",
             upstream_model: "gpt-4o",
             provider: "openai",
-            server_address: "http://127.0.0.1:1",
-            kind: "first",
+            server_address: "127.0.0.1",
+            server_port: 1,
+            snapshot: "v1",
         }
+    }
+
+    /// Attempt `number` of `span` to `target()`.
+    fn attempt(span: &RequestSpan, number: usize, upstream: &mut HeaderMap) -> AttemptSpan {
+        span.attempt(&target(), &AttributeCache::new(), number, "first", upstream)
     }
 
     #[test]
@@ -440,12 +499,11 @@ mod tests {
         headers.insert("tracestate", "vendor=x".parse().unwrap());
         let mut span = t.request(&headers, "chat", "m");
         let mut upstream = HeaderMap::new();
-        span.attempt(&info(), &mut upstream).end("connect error", true);
-        let second = span.attempt(&AttemptInfo { number: 2, ..info() }, &mut upstream);
+        attempt(&span, 1, &mut upstream).end("connect error", true);
+        let second = attempt(&span, 2, &mut upstream);
         let traceparent = context::parse(upstream["traceparent"].as_bytes()).unwrap();
         assert_eq!(upstream["tracestate"], "vendor=x");
-        second.end("success", false);
-        span.set(&[("llmroute.attempts", Value::Int(2))]);
+        span.answered(second, 2, Some("session"));
         span.end(200, None);
         let spans = exported(&t);
         assert_eq!(spans.len(), 3);
@@ -461,6 +519,49 @@ mod tests {
         assert_eq!(spans[1].span_id, traceparent.span.to_be_bytes(), "the upstream's parent is the attempt");
         assert_eq!(spans[0].status.as_ref().map(|s| s.code), Some(2));
         assert!(spans[1].status.is_none());
+        let failed = attributes(&spans[0]);
+        assert_eq!(failed["llmroute.outcome"], "connect error");
+        assert_eq!(failed["error.type"], "connect error");
+        assert_eq!(failed["llmroute.attempt"], "1");
+        let served = attributes(&spans[1]);
+        let expected = [
+            ("gen_ai.request.model", "gpt-4o"),
+            ("gen_ai.provider.name", "openai"),
+            ("server.address", "127.0.0.1"),
+            ("server.port", "1"),
+            ("llmroute.deployment", "team/d"),
+            ("llmroute.model_group", "m"),
+            ("llmroute.attempt", "2"),
+            ("llmroute.attempt.kind", "first"),
+            ("llmroute.outcome", "success"),
+        ];
+        assert_eq!(served, expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let request = attributes(server);
+        let expected = [
+            ("gen_ai.operation.name", "chat"),
+            ("gen_ai.request.model", "m"),
+            ("gen_ai.response.model", "gpt-4o"),
+            ("llmroute.deployment", "team/d"),
+            ("llmroute.model_group", "m"),
+            ("llmroute.snapshot", "v1"),
+            ("llmroute.attempts", "2"),
+            ("llmroute.attempt.kind", "first"),
+            ("llmroute.affinity", "session"),
+            ("http.response.status_code", "200"),
+        ];
+        assert_eq!(request, expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        assert_eq!(server.attributes.len(), expected.len(), "each attribute once");
+    }
+
+    /// A span's attributes, their values as text.
+    fn attributes(span: &opentelemetry_proto::tonic::trace::v1::Span) -> std::collections::BTreeMap<String, String> {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+        let text = |v: Option<Any>| match v {
+            Some(Any::StringValue(s)) => s,
+            Some(Any::IntValue(i)) => i.to_string(),
+            other => format!("{other:?}"),
+        };
+        span.attributes.iter().map(|a| (a.key.clone(), text(a.value.clone().and_then(|v| v.value)))).collect()
     }
 
     #[test]
@@ -474,7 +575,7 @@ mod tests {
         let huge = "é".repeat(1_000_000);
         let span = t.request(&headers, "chat", &huge);
         let mut upstream = HeaderMap::new();
-        span.attempt(&info(), &mut upstream).end("success", false);
+        attempt(&span, 1, &mut upstream).end("success", false);
         span.end(404, Some("404"));
         let sent = context::parse(upstream["traceparent"].as_bytes()).unwrap();
         assert_ne!(sent.trace, 0x4bf92f3577b34da6a3ce929d0e0e4736, "duplicates start a new trace");
@@ -538,7 +639,7 @@ mod tests {
         assert!(!span.recording());
         let mut upstream = HeaderMap::new();
         upstream.insert("tracestate", "stale=1".parse().unwrap());
-        span.attempt(&info(), &mut upstream).end("success", false);
+        attempt(&span, 1, &mut upstream).end("success", false);
         span.set(&[("x", Value::Int(1))]);
         span.end(200, None);
         let sent = context::parse(upstream["traceparent"].as_bytes()).unwrap();
@@ -551,7 +652,7 @@ mod tests {
     fn an_abandoned_request_still_ends_its_spans() {
         let t = tracing(context::Sampler::ratio(1.0));
         let span = t.request(&HeaderMap::new(), "chat", "m");
-        let attempt = span.attempt(&info(), &mut HeaderMap::new());
+        let attempt = attempt(&span, 1, &mut HeaderMap::new());
         drop(attempt);
         drop(span);
         let spans = exported(&t);

@@ -67,6 +67,12 @@ fn any_value_len(value: &Value<'_>) -> usize {
     }
 }
 
+/// The encoded size of a `KeyValue` field written by [`attribute`].
+#[inline(always)]
+pub(crate) fn attribute_len(name: &str, value: &Value<'_>) -> usize {
+    len_field(len_field(name.len()) + len_field(any_value_len(value)))
+}
+
 /// Appends a `KeyValue` as field `field` of the enclosing message (a span's or a resource's
 /// attributes).
 pub(crate) fn attribute(buf: &mut Vec<u8>, field: u8, name: &str, value: &Value<'_>) {
@@ -106,7 +112,8 @@ pub(crate) enum Kind {
     Client = 3,
 }
 
-/// One span's fields; `attributes` holds its `KeyValue`s already encoded (field 9).
+/// One span's fields: its name in parts (joined by spaces), its attributes as `KeyValue`s
+/// already encoded (field 9) and as values still to encode.
 pub(crate) struct Span<'a> {
     pub trace: u128,
     pub id: u64,
@@ -115,11 +122,12 @@ pub(crate) struct Span<'a> {
     pub remote_parent: bool,
     pub sampled: bool,
     pub trace_state: &'a str,
-    pub name: &'a str,
+    pub name: &'a [&'a str],
     pub kind: Kind,
     pub start_ns: u64,
     pub end_ns: u64,
-    pub attributes: &'a [u8],
+    pub attributes: &'a [&'a [u8]],
+    pub extra: &'a [(&'a str, Value<'a>)],
     /// A failed span's status message (status code ERROR).
     pub error: Option<&'a str>,
 }
@@ -131,15 +139,18 @@ const IS_REMOTE: u32 = 0x200;
 /// Appends `span` as a `spans` entry (field 2) of a `ScopeSpans`.
 pub(crate) fn span(buf: &mut Vec<u8>, span: &Span<'_>) {
     let status = span.error.map(|message| len_field(message.len()) + 2);
+    let name_len = span.name.iter().map(|p| p.len()).sum::<usize>() + span.name.len().saturating_sub(1);
+    let attributes_len = span.attributes.iter().map(|a| a.len()).sum::<usize>()
+        + span.extra.iter().map(|(k, v)| attribute_len(k, v)).sum::<usize>();
     let len = 18
         + 10
         + if span.trace_state.is_empty() { 0 } else { len_field(span.trace_state.len()) }
         + if span.parent.is_some() { 10 } else { 0 }
-        + len_field(span.name.len())
+        + len_field(name_len)
         + 2
         + 9
         + 9
-        + span.attributes.len()
+        + attributes_len
         + status.map_or(0, len_field)
         + 6;
     buf.reserve(len_field(len));
@@ -153,12 +164,24 @@ pub(crate) fn span(buf: &mut Vec<u8>, span: &Span<'_>) {
     if let Some(parent) = span.parent {
         bytes(buf, 4, &parent.to_be_bytes());
     }
-    bytes(buf, 5, span.name.as_bytes());
+    key(buf, 5, LEN);
+    varint(buf, name_len as u64);
+    for (i, part) in span.name.iter().enumerate() {
+        if i > 0 {
+            buf.push(b' ');
+        }
+        buf.extend_from_slice(part.as_bytes());
+    }
     key(buf, 6, VARINT);
     buf.push(span.kind as u8);
     fixed64(buf, 7, span.start_ns);
     fixed64(buf, 8, span.end_ns);
-    buf.extend_from_slice(span.attributes);
+    for encoded in span.attributes {
+        buf.extend_from_slice(encoded);
+    }
+    for (name, value) in span.extra {
+        attribute(buf, SPAN_ATTRIBUTES, name, value);
+    }
     if let (Some(message), Some(status)) = (span.error, status) {
         key(buf, 15, LEN);
         varint(buf, status as u64);
@@ -243,13 +266,23 @@ mod tests {
             let values: Vec<(String, Value<'_>)> = attrs.iter().map(|(k, (s, i, b, d, which))| (k.clone(), match which {
                 0 => Value::Str(s), 1 => Value::Int(*i), 2 => Value::Bool(*b), _ => Value::Double(*d),
             })).collect();
-            let mut encoded = Vec::new();
-            for (k, v) in &values {
-                attribute(&mut encoded, SPAN_ATTRIBUTES, k, v);
+            // The first attributes encoded in two blocks, the rest left to the span's writer.
+            let (blocks, extra) = values.split_at(values.len() / 2);
+            let (mut one, mut two) = (Vec::new(), Vec::new());
+            for (i, (k, v)) in blocks.iter().enumerate() {
+                attribute(if i % 2 == 0 { &mut one } else { &mut two }, SPAN_ATTRIBUTES, k, v);
             }
+            let mut encoded = Vec::new();
+            for (k, v) in blocks.iter().step_by(2).chain(blocks.iter().skip(1).step_by(2)) {
+                encoded.push((k.clone(), *v));
+            }
+            encoded.extend(extra.iter().cloned());
+            let values = encoded;
+            let extra: Vec<(&str, Value<'_>)> = extra.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let parts: Vec<&str> = name.split(' ').collect();
             let kind = if client { Kind::Client } else { Kind::Server };
-            let s = Span { trace, id, parent, remote_parent: remote, sampled, trace_state: &state, name: &name, kind,
-                start_ns: start, end_ns: end, attributes: &encoded, error: error.as_deref() };
+            let s = Span { trace, id, parent, remote_parent: remote, sampled, trace_state: &state, name: &parts, kind,
+                start_ns: start, end_ns: end, attributes: &[&one, &two], extra: &extra, error: error.as_deref() };
             let decoded = request(&[s], &[("service.name", Value::Str("x")), ("n", Value::Int(-1))]);
             let rs = &decoded.resource_spans[0];
             let res = rs.resource.as_ref().unwrap();
@@ -290,11 +323,12 @@ mod tests {
             remote_parent: false,
             sampled: true,
             trace_state: "",
-            name: "chat m",
+            name: &["chat", "m"],
             kind: Kind::Server,
             start_ns: 1,
             end_ns: 2,
             attributes: &[],
+            extra: &[],
             error: None,
         };
         let decoded = request(&[s(1), s(2), s(3)], &[]);
