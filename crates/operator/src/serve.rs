@@ -156,6 +156,13 @@ pub fn new_prober(shared: &Arc<Shared>) -> anyhow::Result<Prober> {
     ))
 }
 
+/// The plaintext gRPC connections, with TCP_NODELAY (DESIGN §7): tonic ignores its own
+/// `tcp_nodelay` for connections handed to it, and with Nagle a snapshot pushed while the
+/// previous one is unacknowledged waits out the sidecar's delayed ACK (40 ms).
+fn plaintext(listener: tokio::net::TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 /// The bound gRPC and admin listeners.
 pub struct Listeners {
     grpc: TcpListener,
@@ -216,10 +223,7 @@ pub async fn serve(
                 let acceptor = crate::tls::acceptor(cert).context("building the TLS configuration")?;
                 Box::pin(builder.serve_with_incoming_shutdown(crate::tls::incoming(listeners.grpc, acceptor), stop))
             }
-            None => Box::pin(
-                builder
-                    .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc), stop),
-            ),
+            None => Box::pin(builder.serve_with_incoming_shutdown(plaintext(listeners.grpc), stop)),
         };
     // Streams end at once on shutdown; a peer that does not let go gets 5 s.
     let mut stopped = shared.stopping.subscribe();
@@ -278,4 +282,19 @@ async fn shutdown_signal() {
         return;
     }
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt as _;
+
+    #[tokio::test]
+    async fn plaintext_grpc_connections_have_tcp_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = super::plaintext(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap(), "Nagle left on for the snapshot stream");
+    }
 }
