@@ -22,6 +22,10 @@ struct Collector {
     spans: Arc<Mutex<Vec<Span>>>,
     /// What the collector claims to have rejected of each export (`partial_success`).
     rejects: i64,
+    /// How long the collector takes to answer each export.
+    delay: Duration,
+    /// Export calls open now, and the most open at once.
+    open: Arc<Mutex<(usize, usize)>>,
 }
 
 #[tonic::async_trait]
@@ -30,6 +34,15 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if !self.delay.is_zero() {
+            {
+                let mut open = self.open.lock().unwrap();
+                open.0 += 1;
+                open.1 = open.1.max(open.0);
+            }
+            tokio::time::sleep(self.delay).await;
+            self.open.lock().unwrap().0 -= 1;
+        }
         let mut spans = self.spans.lock().unwrap();
         for resource in request.into_inner().resource_spans {
             for scope in resource.scope_spans {
@@ -47,14 +60,17 @@ async fn collector() -> (SocketAddr, Collector) {
 }
 
 async fn rejecting_collector(rejects: i64) -> (SocketAddr, Collector) {
+    serve(Collector { rejects, ..Default::default() }).await
+}
+
+async fn serve(collector: Collector) -> (SocketAddr, Collector) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let collector = Collector { rejects, ..Default::default() };
     let service = TraceServiceServer::new(collector.clone());
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))),
     );
     (addr, collector)
 }
@@ -236,4 +252,26 @@ async fn spans_a_collector_rejects_are_counted_no_more_than_were_sent() {
     assert!(counted, "{}", env.metrics().await);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(env.metrics().await.contains("llmroute_trace_spans_dropped_total 10"), "capped at what was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_collector_gets_several_exports_at_once_and_loses_nothing() {
+    // A collector a round trip of 400 ms away: one export call at a time would send a batch
+    // per 400 ms, whatever the sidecar's rate.
+    let (addr, collector) = serve(Collector { delay: Duration::from_millis(400), ..Default::default() }).await;
+    let env = one_deployment_traced_to(addr).await;
+    // Requests for 1.5 s: a collection every 100 ms, each a call of its own.
+    let until = std::time::Instant::now() + Duration::from_millis(1500);
+    let mut served = 0;
+    while std::time::Instant::now() < until {
+        assert_eq!(env.chat("m", &[]).await.status, 200);
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let all =
+        eventually(Duration::from_secs(15), || async { collector.spans.lock().unwrap().len() == 2 * served }).await;
+    assert!(all, "{} of {} spans", collector.spans.lock().unwrap().len(), 2 * served);
+    let most = collector.open.lock().unwrap().1;
+    assert!((2..=4).contains(&most), "{most} export calls open at once (at most 4)");
+    assert!(env.metrics().await.contains("llmroute_trace_spans_dropped_total 0\n"));
 }

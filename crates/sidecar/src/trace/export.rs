@@ -1,8 +1,9 @@
 //! Span export: ended spans are appended, already encoded, to a bounded queue under an
 //! uncontended lock; one thread (with its own runtime) collects them every [`TICK`], or as
-//! soon as a batch is full, and sends them over OTLP/gRPC. A request never waits for that
-//! thread and wakes it at most once per [`BATCH_BYTES`] of spans; a dead or slow collector
-//! costs it nothing but dropped spans, counted.
+//! soon as a batch is full, and sends them over OTLP/gRPC, up to [`IN_FLIGHT`] calls at once
+//! (a collector's round trip does not cap the rate). A request never waits for that thread
+//! and wakes it at most once per [`BATCH_BYTES`] of spans; a dead or slow collector costs it
+//! nothing but dropped spans, counted.
 //!
 //! Batches are 256 KiB and their buffers reused: under load a span waits milliseconds, not
 //! a whole tick, and a batch's memory stays small (measured: the hop's speed is the same with
@@ -24,6 +25,9 @@ const BATCH_SPANS: usize = 2_048;
 /// Bytes per export call, about (collectors refuse messages over 4 MiB by default); a full
 /// batch is sent at once.
 const BATCH_BYTES: usize = 256 << 10;
+/// Export calls in flight at once: with one, a collector that answers slowly (a distant one,
+/// or one whose answers wait out a delayed ACK) caps a sidecar at a batch per round trip.
+const IN_FLIGHT: usize = 4;
 /// How often the export thread collects what ended.
 const TICK: Duration = Duration::from_millis(100);
 /// Export failures are logged at warn at most this often (each at debug).
@@ -99,9 +103,20 @@ impl Queue {
 
     /// Everything waiting, in order.
     pub fn take(&self) -> Vec<Batch> {
+        self.take_up_to(usize::MAX)
+    }
+
+    /// The oldest `n` batches waiting (the last may not be full).
+    pub fn take_up_to(&self, n: usize) -> Vec<Batch> {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        waiting.bytes = 0;
-        std::mem::take(&mut waiting.batches)
+        if n >= waiting.batches.len() {
+            waiting.bytes = 0;
+            return std::mem::take(&mut waiting.batches);
+        }
+        let rest = waiting.batches.split_off(n);
+        let taken = std::mem::replace(&mut waiting.batches, rest);
+        waiting.bytes -= taken.iter().map(|b| b.body.len()).sum::<usize>();
+        taken
     }
 
     /// Takes back a sent batch's buffer.
@@ -184,49 +199,86 @@ pub(crate) fn spawn(collector: Collector, queue: Weak<Queue>, flush: Arc<Flush>)
 
 async fn run(
     collector: Collector,
-    mut grpc: tonic::client::Grpc<tonic::transport::Channel>,
+    grpc: tonic::client::Grpc<tonic::transport::Channel>,
     queue: Weak<Queue>,
     flush: Arc<Flush>,
 ) {
+    let collector = Arc::new(collector);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = Failures::default();
+    let mut sending = tokio::task::JoinSet::new();
     let Some(full) = queue.upgrade().map(|q| q.full.clone()) else { return };
     loop {
         let flushing = tokio::select! {
             _ = tick.tick() => false,
             () = flush.request.notified() => true,
             () = full.notified() => false,
-        };
-        let Some(live) = queue.upgrade() else { return };
-        let batches = live.take();
-        drop(live);
-        for batch in batches {
-            let spans = batch.spans;
-            let head = super::wire::request_head(&collector.resource, &collector.scope, batch.body.len());
-            let encoded = Encoded { head, body: batch.body, home: queue.clone() };
-            let sent = tokio::time::timeout(collector.timeout, send(&mut grpc, &collector, encoded)).await;
-            let lost = match sent {
-                // A collector's count is capped at what it was sent.
-                Ok(Ok(rejected)) => rejected.min(spans),
-                Ok(Err(status)) => {
-                    failures.note(spans, || format!("{:?}: {}", status.code(), printable(status.message())));
-                    spans
-                }
-                Err(_) => {
-                    failures.note(spans, || format!("no answer within {:?}", collector.timeout));
-                    spans
-                }
-            };
-            if lost > 0
-                && let Some(queue) = queue.upgrade()
-            {
-                queue.drop_spans(lost);
+            Some(sent) = sending.join_next(), if !sending.is_empty() => {
+                settle(&queue, &mut failures, sent);
+                false
             }
+        };
+        if !start(&queue, &collector, &grpc, &mut sending) {
+            return;
         }
         if flushing {
+            // What was waiting is sent, or given up, before the flush is answered.
+            while let Some(sent) = sending.join_next().await {
+                settle(&queue, &mut failures, sent);
+                start(&queue, &collector, &grpc, &mut sending);
+            }
             flush.finished();
         }
+    }
+}
+
+/// An export call's outcome: its spans, and why it failed.
+type Sent = (usize, Result<usize, String>);
+
+/// Starts export calls for the oldest batches waiting, up to [`IN_FLIGHT`] in all; `false`
+/// once the queue is gone (the sidecar is ending).
+fn start(
+    queue: &Weak<Queue>,
+    collector: &Arc<Collector>,
+    grpc: &tonic::client::Grpc<tonic::transport::Channel>,
+    sending: &mut tokio::task::JoinSet<Sent>,
+) -> bool {
+    let Some(live) = queue.upgrade() else { return false };
+    let batches = live.take_up_to(IN_FLIGHT.saturating_sub(sending.len()));
+    drop(live);
+    for batch in batches {
+        let spans = batch.spans;
+        let head = super::wire::request_head(&collector.resource, &collector.scope, batch.body.len());
+        let encoded = Encoded { head, body: batch.body, home: queue.clone() };
+        let (collector, mut grpc) = (collector.clone(), grpc.clone());
+        sending.spawn(async move {
+            let sent = match tokio::time::timeout(collector.timeout, send(&mut grpc, &collector, encoded)).await {
+                Ok(Ok(rejected)) => Ok(rejected),
+                Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), printable(status.message()))),
+                Err(_) => Err(format!("no answer within {:?}", collector.timeout)),
+            };
+            (spans, sent)
+        });
+    }
+    true
+}
+
+/// Counts what an export call lost: what the collector rejected (capped at what it was
+/// sent), or everything when the call failed.
+fn settle(queue: &Weak<Queue>, failures: &mut Failures, sent: Result<Sent, tokio::task::JoinError>) {
+    let Ok((spans, sent)) = sent else { return };
+    let lost = match sent {
+        Ok(rejected) => rejected.min(spans),
+        Err(why) => {
+            failures.note(spans, || why);
+            spans
+        }
+    };
+    if lost > 0
+        && let Some(queue) = queue.upgrade()
+    {
+        queue.drop_spans(lost);
     }
 }
 
@@ -378,6 +430,23 @@ mod tests {
         assert!(q.full.notified().now_or_never().is_some(), "a full batch is sent at once");
         assert!(q.full.notified().now_or_never().is_none(), "once");
         assert_eq!(q.take().iter().map(|b| b.spans).sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn the_oldest_batches_are_taken_first_and_free_their_room() {
+        let q = queue();
+        let big = vec![0u8; BATCH_BYTES];
+        for n in 0..3u8 {
+            q.push(|buf| buf.extend_from_slice(&[n]));
+            q.push(|buf| buf.extend_from_slice(&big));
+        }
+        let first = q.take_up_to(2);
+        assert_eq!(first.iter().map(|b| b.body[0]).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(q.waiting.lock().unwrap().bytes, 1 + BATCH_BYTES, "what is left, counted");
+        assert_eq!(q.take_up_to(0).len(), 0);
+        let rest = q.take_up_to(5);
+        assert_eq!(rest.iter().map(|b| b.body[0]).collect::<Vec<_>>(), [2]);
+        assert_eq!(q.waiting.lock().unwrap().bytes, 0);
     }
 
     #[test]
