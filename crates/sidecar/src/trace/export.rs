@@ -12,11 +12,12 @@
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::BufMut as _;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prometheus::IntCounter;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tokio::sync::Semaphore;
 use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
+
+use super::call::{self, Encoded};
 
 /// Bytes of encoded spans waiting for export, at most (about 25,000 spans).
 const QUEUE_BYTES: usize = 8 << 20;
@@ -28,14 +29,14 @@ const BATCH_BYTES: usize = 256 << 10;
 /// Export calls in flight at once: with one, a collector that answers slowly (a distant one,
 /// or one whose answers wait out a delayed ACK) caps a sidecar at a batch per round trip.
 const IN_FLIGHT: usize = 4;
+/// HTTP/2 keepalive of the collector's connection (as the operator stream's).
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(20);
 /// How often the export thread collects what ended.
 const TICK: Duration = Duration::from_millis(100);
 /// Export failures are logged at warn at most this often (each at debug).
 const WARN_EVERY: Duration = Duration::from_secs(60);
 /// The longest collector message logged.
 const MAX_LOGGED: usize = 256;
-/// The collector's gRPC method.
-const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 /// Encoded spans for one export call.
 #[derive(Debug, Default)]
@@ -172,6 +173,10 @@ pub(crate) struct Collector {
     pub endpoint: String,
     pub headers: MetadataMap,
     pub timeout: Duration,
+    /// HTTP/2 keepalive: a PING this often, the connection replaced when one goes unanswered
+    /// for as long (a black-holed route or a peer that stopped reading would otherwise hold
+    /// the one connection, and every call on it would time out, for good).
+    pub keepalive: Duration,
     /// The encoded `Resource` and `InstrumentationScope` every request carries.
     pub resource: Vec<u8>,
     pub scope: Vec<u8>,
@@ -182,7 +187,10 @@ pub(crate) fn spawn(collector: Collector, queue: Weak<Queue>, flush: Arc<Flush>)
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut endpoint = tonic::transport::Endpoint::from_shared(collector.endpoint.clone())?
         .connect_timeout(Duration::from_secs(2).min(collector.timeout))
-        .timeout(collector.timeout);
+        .timeout(collector.timeout)
+        .http2_keep_alive_interval(collector.keepalive)
+        .keep_alive_timeout(collector.keepalive)
+        .keep_alive_while_idle(true);
     if collector.endpoint.starts_with("https://") {
         endpoint = endpoint.tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots())?;
     }
@@ -193,94 +201,136 @@ pub(crate) fn spawn(collector: Collector, queue: Weak<Queue>, flush: Arc<Flush>)
     };
     std::thread::Builder::new()
         .name("llmroute-trace-export".into())
-        .spawn(move || runtime.block_on(run(collector, tonic::client::Grpc::new(channel), queue, flush)))?;
+        .spawn(move || runtime.block_on(run(collector, channel, queue, flush)))?;
     Ok(())
 }
 
-async fn run(
-    collector: Collector,
-    grpc: tonic::client::Grpc<tonic::transport::Channel>,
-    queue: Weak<Queue>,
-    flush: Arc<Flush>,
-) {
+async fn run(collector: Collector, channel: Channel, queue: Weak<Queue>, flush: Arc<Flush>) {
     let collector = Arc::new(collector);
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = Failures::default();
     let mut sending = tokio::task::JoinSet::new();
     let Some(full) = queue.upgrade().map(|q| q.full.clone()) else { return };
+    let export = Export { collector: &collector, channel: &channel, queue: &queue, slots: &slots };
     loop {
         let flushing = tokio::select! {
             _ = tick.tick() => false,
             () = flush.request.notified() => true,
             () = full.notified() => false,
             Some(sent) = sending.join_next(), if !sending.is_empty() => {
-                settle(&queue, &mut failures, sent);
+                export.settle(&mut failures, sent);
                 false
             }
         };
-        if !start(&queue, &collector, &grpc, &mut sending) {
+        if !export.start(&mut sending) {
             return;
         }
         if flushing {
             // What was waiting is sent, or given up, before the flush is answered.
             while let Some(sent) = sending.join_next().await {
-                settle(&queue, &mut failures, sent);
-                start(&queue, &collector, &grpc, &mut sending);
+                export.settle(&mut failures, sent);
+                export.start(&mut sending);
             }
             flush.finished();
         }
     }
 }
 
-/// An export call's outcome: its spans, and why it failed.
-type Sent = (usize, Result<usize, String>);
+/// An export call's outcome: its spans, and what the collector said.
+type Sent = (usize, Result<call::Accepted, String>);
 
-/// Starts export calls for the oldest batches waiting, up to [`IN_FLIGHT`] in all; `false`
-/// once the queue is gone (the sidecar is ending).
-fn start(
-    queue: &Weak<Queue>,
-    collector: &Arc<Collector>,
-    grpc: &tonic::client::Grpc<tonic::transport::Channel>,
-    sending: &mut tokio::task::JoinSet<Sent>,
-) -> bool {
-    let Some(live) = queue.upgrade() else { return false };
-    let batches = live.take_up_to(IN_FLIGHT.saturating_sub(sending.len()));
-    drop(live);
-    for batch in batches {
-        let spans = batch.spans;
-        let head = super::wire::request_head(&collector.resource, &collector.scope, batch.body.len());
-        let encoded = Encoded { head, body: batch.body, home: queue.clone() };
-        let (collector, mut grpc) = (collector.clone(), grpc.clone());
-        sending.spawn(async move {
-            let sent = match tokio::time::timeout(collector.timeout, send(&mut grpc, &collector, encoded)).await {
-                Ok(Ok(rejected)) => Ok(rejected),
-                Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), printable(status.message()))),
-                Err(_) => Err(format!("no answer within {:?}", collector.timeout)),
-            };
-            (spans, sent)
-        });
-    }
-    true
+/// What the export loop works with.
+struct Export<'a> {
+    collector: &'a Arc<Collector>,
+    channel: &'a Channel,
+    queue: &'a Weak<Queue>,
+    /// [`IN_FLIGHT`] slots, each held by a call's request body until it is sent or dropped.
+    slots: &'a Arc<Semaphore>,
 }
 
-/// Counts what an export call lost: what the collector rejected (capped at what it was
-/// sent), or everything when the call failed.
-fn settle(queue: &Weak<Queue>, failures: &mut Failures, sent: Result<Sent, tokio::task::JoinError>) {
-    let Ok((spans, sent)) = sent else { return };
-    let lost = match sent {
-        Ok(rejected) => rejected.min(spans),
-        Err(why) => {
-            failures.note(spans, || why);
-            spans
+impl Export<'_> {
+    /// Starts export calls for the oldest batches waiting, one per free slot; `false` once
+    /// the queue is gone (the sidecar is ending).
+    fn start(&self, sending: &mut tokio::task::JoinSet<Sent>) -> bool {
+        let Some(live) = self.queue.upgrade() else { return false };
+        let mut free = Vec::new();
+        while let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            free.push(slot);
         }
-    };
-    if lost > 0
-        && let Some(queue) = queue.upgrade()
-    {
-        queue.drop_spans(lost);
+        let batches = live.take_up_to(free.len());
+        drop(live);
+        for (batch, slot) in batches.into_iter().zip(free) {
+            let spans = batch.spans;
+            let head = super::wire::request_head(&self.collector.resource, &self.collector.scope, batch.body.len());
+            let encoded = Encoded { head, body: batch.body, home: self.queue.clone() };
+            let (collector, channel) = (self.collector.clone(), self.channel.clone());
+            sending.spawn(async move {
+                let call = call::send(channel, slot, &collector, encoded);
+                let sent = match tokio::time::timeout(collector.timeout, call).await {
+                    Ok(Ok(accepted)) => Ok(accepted),
+                    Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), collector.printable(status.message()))),
+                    Err(_) => Err(format!("no answer within {:?}", collector.timeout)),
+                };
+                (spans, sent)
+            });
+        }
+        true
+    }
+
+    /// Counts what an export call lost: what the collector rejected (capped at what it was
+    /// sent), or everything when the call failed.
+    fn settle(&self, failures: &mut Failures, sent: Result<Sent, tokio::task::JoinError>) {
+        let Ok((spans, sent)) = sent else { return };
+        let lost = match sent {
+            Ok(accepted) if accepted.rejected > 0 => {
+                let lost = accepted.rejected.min(spans);
+                failures.note(lost, || {
+                    format!(
+                        "the collector rejected {lost} of {spans} spans: {}",
+                        self.collector.printable(&accepted.message)
+                    )
+                });
+                lost
+            }
+            Ok(_) => 0,
+            Err(why) => {
+                failures.note(spans, || why);
+                spans
+            }
+        };
+        if lost > 0
+            && let Some(queue) = self.queue.upgrade()
+        {
+            queue.drop_spans(lost);
+        }
     }
 }
+
+impl Collector {
+    /// A collector's words made safe for one log line: any credential we send it (a header
+    /// value, or a word of one) replaced, escaped, at most [`MAX_LOGGED`] bytes. A collector
+    /// may echo what it was sent (`invalid token: Bearer ...`).
+    fn printable(&self, message: &str) -> String {
+        let mut message = message.to_owned();
+        for value in self.headers.iter().filter_map(|kv| match kv {
+            tonic::metadata::KeyAndValueRef::Ascii(_, v) => v.to_str().ok(),
+            tonic::metadata::KeyAndValueRef::Binary(..) => None,
+        }) {
+            for secret in std::iter::once(value).chain(value.split_whitespace()) {
+                if secret.len() >= MIN_REDACTED {
+                    message = message.replace(secret, "[redacted]");
+                }
+            }
+        }
+        printable(&message)
+    }
+}
+
+/// Words of a header value this long or longer are redacted from a collector's messages
+/// (shorter ones, like `Bearer`, are not secrets).
+const MIN_REDACTED: usize = 8;
 
 /// A collector's words made safe for one log line: escaped, at most [`MAX_LOGGED`] bytes.
 fn printable(message: &str) -> String {
@@ -316,84 +366,137 @@ impl Failures {
     }
 }
 
-/// One export call; `Ok` holds the spans the collector rejected.
-async fn send(
-    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
-    collector: &Collector,
-    encoded: Encoded,
-) -> Result<usize, tonic::Status> {
-    grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let mut request = tonic::Request::new(encoded);
-    *request.metadata_mut() = collector.headers.clone();
-    request.set_timeout(collector.timeout);
-    let path = http::uri::PathAndQuery::from_static(EXPORT);
-    let response = grpc.unary(request, path, RawCodec).await?;
-    let rejected = response.into_inner().partial_success.map_or(0, |p| p.rejected_spans);
-    Ok(usize::try_from(rejected).unwrap_or(0))
-}
-
-/// An `ExportTraceServiceRequest`, already encoded; its spans' buffer goes back to the queue
-/// once sent (or given up).
-struct Encoded {
-    head: Vec<u8>,
-    body: Vec<u8>,
-    home: Weak<Queue>,
-}
-
-impl Drop for Encoded {
-    fn drop(&mut self) {
-        if let Some(queue) = self.home.upgrade() {
-            queue.recycle(std::mem::take(&mut self.body));
-        }
-    }
-}
-
-/// Sends [`Encoded`] as it is; reads the collector's answer with its protobuf message.
-#[derive(Clone, Copy, Default)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Encoded;
-    type Decode = ExportTraceServiceResponse;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        *self
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        *self
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Encoded;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Encoded, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.reserve(item.head.len() + item.body.len());
-        dst.put_slice(&item.head);
-        dst.put_slice(&item.body);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = ExportTraceServiceResponse;
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, tonic::Status> {
-        prost::Message::decode(src).map(Some).map_err(|e| tonic::Status::internal(e.to_string()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn queue() -> Queue {
         Queue::new(IntCounter::new("dropped", "d").unwrap())
+    }
+
+    fn collector(endpoint: String, keepalive: Duration) -> Collector {
+        let mut headers = MetadataMap::new();
+        headers.insert("authorization", "Bearer s3cr3t-token-value".parse().unwrap());
+        headers.insert("x-tenant", "acme".parse().unwrap());
+        Collector {
+            endpoint,
+            headers,
+            timeout: Duration::from_secs(30),
+            keepalive,
+            resource: Vec::new(),
+            scope: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn credentials_a_collector_echoes_are_not_logged() {
+        let c = collector("http://127.0.0.1:1".into(), KEEPALIVE);
+        let said = c.printable("invalid token: Bearer s3cr3t-token-value (s3cr3t-token-value); tenant acme");
+        assert!(!said.contains("s3cr3t"), "{said}");
+        assert!(said.contains("[redacted]") && said.contains("acme"), "short words are no secrets: {said}");
+    }
+
+    /// An OTLP collector that reads each call's body and answers OK; counts the calls.
+    async fn counting_collector(calls: Arc<std::sync::atomic::AtomicUsize>) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let calls = calls.clone();
+                tokio::spawn(async move {
+                    let Ok(mut connection) = h2::server::handshake(tcp).await else { return };
+                    // The connection is driven by `accept`; each call is answered apart.
+                    while let Some(Ok((request, mut respond))) = connection.accept().await {
+                        let calls = calls.clone();
+                        tokio::spawn(async move {
+                            let mut body = request.into_body();
+                            while let Some(Ok(data)) = body.data().await {
+                                let _ = body.flow_control().release_capacity(data.len());
+                            }
+                            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let answer =
+                                http::Response::builder().header("content-type", "application/grpc").body(()).unwrap();
+                            let Ok(mut stream) = respond.send_response(answer, false) else { return };
+                            let _ = stream.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), false);
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                            let _ = stream.send_trailers(trailers);
+                        });
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// A TCP relay to `to` that, once `cut` is raised, stops relaying on the connections it
+    /// already has (a black-holed route) and relays new ones; counts its connections.
+    async fn relay(
+        to: std::net::SocketAddr,
+        cut: Arc<std::sync::atomic::AtomicUsize>,
+        connections: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> std::net::SocketAddr {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                connections.fetch_add(1, SeqCst);
+                let generation = cut.load(SeqCst);
+                let cut = cut.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(to).await else { return };
+                    let (mut client, mut server) = (client, server);
+                    let cut_off = async {
+                        while cut.load(SeqCst) == generation {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    };
+                    // Cut: the relay stops; its sockets stay open, and silent.
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = cut_off => {}
+                    }
+                    std::future::pending::<()>().await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_black_holed_connection_is_replaced_by_its_keepalive() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (calls, cut, connections) =
+            (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let addr = runtime.block_on(async {
+            let collector = counting_collector(calls.clone()).await;
+            relay(collector, cut.clone(), connections.clone()).await
+        });
+        let queue = Arc::new(queue());
+        let flush = Arc::new(Flush::default());
+        spawn(collector(format!("http://{addr}"), Duration::from_millis(300)), Arc::downgrade(&queue), flush.clone())
+            .unwrap();
+        queue.push(|buf| buf.extend_from_slice(b"span"));
+        assert!(flush.now(Duration::from_secs(10)));
+        assert_eq!((calls.load(SeqCst), connections.load(SeqCst)), (1, 1));
+        // The route goes black: a call on that connection gets no answer, and no error.
+        cut.fetch_add(1, SeqCst);
+        queue.push(|buf| buf.extend_from_slice(b"span"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while connections.load(SeqCst) < 2 && Instant::now() < deadline {
+            queue.push(|buf| buf.extend_from_slice(b"span"));
+            let _ = flush.now(Duration::from_millis(200));
+        }
+        assert_eq!(connections.load(SeqCst), 2, "the dead connection was replaced");
+        // Calls go through again (the 30 s call timeout has not passed).
+        let before = calls.load(SeqCst);
+        queue.push(|buf| buf.extend_from_slice(b"span"));
+        assert!(flush.now(Duration::from_secs(10)));
+        assert!(calls.load(SeqCst) > before);
+        drop(queue);
+        drop(runtime);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 mod attributes;
 mod bench;
+mod call;
 mod config;
 mod context;
 mod export;
@@ -116,6 +117,7 @@ impl Tracing {
             endpoint: resolved.endpoint,
             headers: resolved.headers,
             timeout: resolved.timeout,
+            keepalive: export::KEEPALIVE,
             resource: resource(&config.pod),
             scope: wire::scope("llmroute-sidecar", env!("CARGO_PKG_VERSION")),
         };
