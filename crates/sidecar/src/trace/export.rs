@@ -18,6 +18,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 
 use super::call::{self, Encoded};
+use super::transport;
 
 /// Bytes of encoded spans waiting for export, at most (about 25,000 spans).
 const QUEUE_BYTES: usize = 8 << 20;
@@ -195,23 +196,31 @@ pub(crate) fn spawn(collector: Collector, queue: Weak<Queue>, flush: Arc<Flush>)
         endpoint = endpoint.tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots())?;
     }
     // The channel's background work belongs to the export runtime.
+    let current = transport::Current::default();
     let channel = {
         let _entered = runtime.enter();
-        endpoint.connect_lazy()
+        endpoint.connect_with_connector_lazy(transport::Connector { current: current.clone() })
     };
     std::thread::Builder::new()
         .name("llmroute-trace-export".into())
-        .spawn(move || runtime.block_on(run(collector, channel, queue, flush)))?;
+        .spawn(move || runtime.block_on(run(collector, channel, current, queue, flush)))?;
     Ok(())
 }
 
-async fn run(collector: Collector, channel: Channel, queue: Weak<Queue>, flush: Arc<Flush>) {
+async fn run(
+    collector: Collector,
+    channel: Channel,
+    current: transport::Current,
+    queue: Weak<Queue>,
+    flush: Arc<Flush>,
+) {
     let collector = Arc::new(collector);
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = Failures::default();
     let mut sending = tokio::task::JoinSet::new();
+    let mut stuck_since: Option<Instant> = None;
     let Some(full) = queue.upgrade().map(|q| q.full.clone()) else { return };
     let export = Export { collector: &collector, channel: &channel, queue: &queue, slots: &slots };
     loop {
@@ -226,6 +235,18 @@ async fn run(collector: Collector, channel: Channel, queue: Weak<Queue>, flush: 
         };
         if !export.start(&mut sending) {
             return;
+        }
+        // Every slot held by a body the collector answered and left unread, for a call's
+        // timeout: the connection is cut (its bodies and slots go) and made anew.
+        if sending.is_empty() && slots.available_permits() == 0 {
+            let since = *stuck_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= collector.timeout {
+                tracing::warn!("the trace collector left every export's body unread: its connection is replaced");
+                current.cut();
+                stuck_since = None;
+            }
+        } else {
+            stuck_since = None;
         }
         if flushing {
             // What was waiting is sent, or given up, before the flush is answered.
@@ -320,12 +341,27 @@ impl Collector {
         }) {
             for secret in std::iter::once(value).chain(value.split_whitespace()) {
                 if secret.len() >= MIN_REDACTED {
-                    message = message.replace(secret, "[redacted]");
+                    message = redact(&message, secret);
                 }
             }
         }
         printable(&message)
     }
+}
+
+/// `message` with every occurrence of `secret` replaced, whatever its ASCII case.
+fn redact(message: &str, secret: &str) -> String {
+    let (lower, secret) = (message.to_ascii_lowercase(), secret.to_ascii_lowercase());
+    let mut out = String::with_capacity(message.len());
+    let mut at = 0;
+    // ASCII lower-casing keeps every byte where it was: positions in `lower` are in `message`.
+    while let Some(found) = lower[at..].find(&secret) {
+        out.push_str(&message[at..at + found]);
+        out.push_str("[redacted]");
+        at += found + secret.len();
+    }
+    out.push_str(&message[at..]);
+    out
 }
 
 /// Words of a header value this long or longer are redacted from a collector's messages
@@ -391,22 +427,42 @@ mod tests {
     #[test]
     fn credentials_a_collector_echoes_are_not_logged() {
         let c = collector("http://127.0.0.1:1".into(), KEEPALIVE);
-        let said = c.printable("invalid token: Bearer s3cr3t-token-value (s3cr3t-token-value); tenant acme");
-        assert!(!said.contains("s3cr3t"), "{said}");
+        let said = c.printable("invalid token: Bearer s3cr3t-token-value (S3CR3T-TOKEN-VALUE); tenant acme");
+        assert!(!said.to_ascii_lowercase().contains("s3cr3t"), "{said}");
+        assert_eq!(redact("é x SeCrEtWoRd é", "secretword"), "é x [redacted] é");
         assert!(said.contains("[redacted]") && said.contains("acme"), "short words are no secrets: {said}");
     }
 
-    /// An OTLP collector that reads each call's body and answers OK; counts the calls.
+    /// An OTLP collector that reads each call's body and answers OK; counts the calls. With
+    /// `first_unread`, its first connection answers every call at once with an error and
+    /// leaves the body unread, never resetting it.
     async fn counting_collector(calls: Arc<std::sync::atomic::AtomicUsize>) -> std::net::SocketAddr {
+        collector_with(calls, false).await
+    }
+
+    async fn collector_with(calls: Arc<std::sync::atomic::AtomicUsize>, first_unread: bool) -> std::net::SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
+            let mut unread_first = first_unread;
             while let Ok((tcp, _)) = listener.accept().await {
                 let calls = calls.clone();
+                let unread = std::mem::take(&mut unread_first);
                 tokio::spawn(async move {
                     let Ok(mut connection) = h2::server::handshake(tcp).await else { return };
+                    let mut kept = Vec::new();
                     // The connection is driven by `accept`; each call is answered apart.
                     while let Some(Ok((request, mut respond))) = connection.accept().await {
+                        if unread {
+                            let answer = http::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .header("grpc-status", "8")
+                                .body(())
+                                .unwrap();
+                            let _ = respond.send_response(answer, true);
+                            kept.push(request.into_body());
+                            continue;
+                        }
                         let calls = calls.clone();
                         tokio::spawn(async move {
                             let mut body = request.into_body();
@@ -427,6 +483,30 @@ mod tests {
             }
         });
         addr
+    }
+
+    #[test]
+    fn a_connection_whose_bodies_are_left_unread_is_cut_and_made_anew() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let addr = runtime.block_on(collector_with(calls.clone(), true));
+        let queue = Arc::new(queue());
+        let flush = Arc::new(Flush::default());
+        let mut c = collector(format!("http://{addr}"), Duration::from_secs(60));
+        c.timeout = Duration::from_millis(500);
+        spawn(c, Arc::downgrade(&queue), flush.clone()).unwrap();
+        // Bodies larger than a stream's window: every slot ends up held by an unread body.
+        let big = vec![0u8; 200 << 10];
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while calls.load(SeqCst) == 0 && Instant::now() < deadline {
+            queue.push(|buf| buf.extend_from_slice(&big));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(calls.load(SeqCst) > 0, "exports never went through again");
+        assert!(queue.dropped.get() > 0, "the unread calls' spans are counted");
+        drop(queue);
+        drop(runtime);
     }
 
     /// A TCP relay to `to` that, once `cut` is raised, stops relaying on the connections it

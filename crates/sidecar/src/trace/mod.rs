@@ -13,6 +13,7 @@ mod call;
 mod config;
 mod context;
 mod export;
+mod transport;
 mod wire;
 
 use std::sync::Arc;
