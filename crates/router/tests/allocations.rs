@@ -3,15 +3,13 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
-
 use llmroute_proto::v1;
 use llmroute_router::{LiveState, Planner, RequestKeys};
 use support::*;
 
 mod counting;
 
-use counting::ALLOCATIONS;
+use counting::allocations;
 
 fn allocations_per_decision(group: usize, affinity: bool) -> usize {
     let ids: Vec<String> = (0..group).map(|i| format!("d{i:05}")).collect();
@@ -28,12 +26,12 @@ fn allocations_per_decision(group: usize, affinity: bool) -> usize {
     let s = LiveState::for_table(&t, None);
     let mut rng = rng();
     let keys = RequestKeys { session: Some("session".into()), ..Default::default() };
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     for _ in 0..10 {
         let mut planner = Planner::new(&t, "m", keys.clone()).unwrap();
         std::hint::black_box(planner.next(&s, 0, &mut rng).unwrap());
     }
-    (ALLOCATIONS.load(Ordering::Relaxed) - before) / 10
+    (allocations() - before) / 10
 }
 
 #[test]
