@@ -183,6 +183,45 @@ impl Decoder for RawCodec {
     }
 }
 
+/// What the export's tests share: a collector's settings, and a hostile peer's answer.
+#[cfg(test)]
+pub(crate) mod peer {
+    use std::time::Duration;
+
+    use super::Collector;
+
+    /// Settings for a collector at `endpoint`, with a token to send (and to redact).
+    pub fn collector(endpoint: String, keepalive: Duration) -> Collector {
+        let mut headers = tonic::metadata::MetadataMap::new();
+        headers.insert("authorization", "Bearer s3cr3t-token-value".parse().unwrap());
+        headers.insert("x-tenant", "acme".parse().unwrap());
+        Collector {
+            endpoint,
+            headers,
+            timeout: Duration::from_secs(30),
+            keepalive,
+            resource: Vec::new(),
+            scope: Vec::new(),
+        }
+    }
+
+    /// Answers a call at once with an error, before reading its body, and keeps the body in
+    /// `unread`, neither read nor reset (HTTP/2 lets it: the body then waits on flow control).
+    pub fn answer_early(
+        request: http::Request<h2::RecvStream>,
+        mut respond: h2::server::SendResponse<bytes::Bytes>,
+        unread: &mut Vec<h2::RecvStream>,
+    ) {
+        let answer = http::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "14")
+            .body(())
+            .unwrap();
+        let _ = respond.send_response(answer, true);
+        unread.push(request.into_body());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -192,9 +231,8 @@ mod tests {
 
     use super::*;
 
-    /// A collector that answers every call at once with an error, before reading its body,
-    /// and neither reads nor resets it (HTTP/2 lets it: the body then waits on flow control).
-    /// Closing `hang_up` closes its connection.
+    /// A collector that answers every call early ([`peer::answer_early`]); closing `hang_up`
+    /// closes its connection.
     async fn early_answering_collector() -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -204,37 +242,20 @@ mod tests {
             let mut connection = h2::server::handshake(tcp).await.unwrap();
             let mut unread = Vec::new();
             let mut hung_up = std::pin::pin!(hung_up);
-            while let Some(Ok((request, mut respond))) = tokio::select! {
+            while let Some(Ok((request, respond))) = tokio::select! {
                 next = connection.accept() => next,
                 _ = &mut hung_up => None,
             } {
-                let answer = http::Response::builder()
-                    .header("content-type", "application/grpc")
-                    .header("grpc-status", "14")
-                    .body(())
-                    .unwrap();
-                let _ = respond.send_response(answer, true);
-                unread.push(request.into_body());
+                peer::answer_early(request, respond, &mut unread);
             }
         });
         (addr, hang_up)
     }
 
-    fn collector(addr: std::net::SocketAddr) -> Collector {
-        Collector {
-            endpoint: format!("http://{addr}"),
-            headers: tonic::metadata::MetadataMap::new(),
-            timeout: Duration::from_secs(5),
-            keepalive: Duration::from_secs(60),
-            resource: Vec::new(),
-            scope: Vec::new(),
-        }
-    }
-
     #[tokio::test]
     async fn an_answer_before_the_body_is_read_keeps_the_slot_until_the_body_is_gone() {
         let (addr, hang_up) = early_answering_collector().await;
-        let collector = collector(addr);
+        let collector = peer::collector(format!("http://{addr}"), Duration::from_secs(60));
         let channel = tonic::transport::Endpoint::from_shared(collector.endpoint.clone()).unwrap().connect_lazy();
         let slots = Arc::new(Semaphore::new(2));
         // A body larger than the stream's initial window (64 KiB): it cannot all be sent.

@@ -405,23 +405,10 @@ impl Failures {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::call::peer::collector;
 
     fn queue() -> Queue {
         Queue::new(IntCounter::new("dropped", "d").unwrap())
-    }
-
-    fn collector(endpoint: String, keepalive: Duration) -> Collector {
-        let mut headers = MetadataMap::new();
-        headers.insert("authorization", "Bearer s3cr3t-token-value".parse().unwrap());
-        headers.insert("x-tenant", "acme".parse().unwrap());
-        Collector {
-            endpoint,
-            headers,
-            timeout: Duration::from_secs(30),
-            keepalive,
-            resource: Vec::new(),
-            scope: Vec::new(),
-        }
     }
 
     #[test]
@@ -454,13 +441,7 @@ mod tests {
                     // The connection is driven by `accept`; each call is answered apart.
                     while let Some(Ok((request, mut respond))) = connection.accept().await {
                         if unread {
-                            let answer = http::Response::builder()
-                                .header("content-type", "application/grpc")
-                                .header("grpc-status", "8")
-                                .body(())
-                                .unwrap();
-                            let _ = respond.send_response(answer, true);
-                            kept.push(request.into_body());
+                            super::call::peer::answer_early(request, respond, &mut kept);
                             continue;
                         }
                         let calls = calls.clone();
