@@ -105,12 +105,14 @@ impl Queue {
 
     /// Everything waiting, in order.
     pub fn take(&self) -> Vec<Batch> {
-        self.take_up_to(usize::MAX)
+        self.take_up_to(usize::MAX, true)
     }
 
-    /// The oldest `n` batches waiting (the last may not be full).
-    pub fn take_up_to(&self, n: usize) -> Vec<Batch> {
+    /// The oldest `n` batches waiting; the last, still filling, only when `partial`.
+    pub fn take_up_to(&self, n: usize, partial: bool) -> Vec<Batch> {
         let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let filling = waiting.batches.last().is_some_and(|b| b.body.len() < BATCH_BYTES && b.spans < BATCH_SPANS);
+        let n = if partial || !filling { n } else { n.min(waiting.batches.len() - 1) };
         if n >= waiting.batches.len() {
             waiting.bytes = 0;
             return std::mem::take(&mut waiting.batches);
@@ -224,16 +226,19 @@ async fn run(
     let Some(full) = queue.upgrade().map(|q| q.full.clone()) else { return };
     let export = Export { collector: &collector, channel: &channel, queue: &queue, slots: &slots };
     loop {
-        let flushing = tokio::select! {
-            _ = tick.tick() => false,
-            () = flush.request.notified() => true,
-            () = full.notified() => false,
+        // A batch still filling goes on a tick or a flush; a full one as soon as a slot is
+        // free. (Were a call's end to send whatever was waiting, a loaded sidecar would make
+        // many small calls, each costing what a full one does.)
+        let (flushing, partial) = tokio::select! {
+            _ = tick.tick() => (false, true),
+            () = flush.request.notified() => (true, true),
+            () = full.notified() => (false, false),
             Some(sent) = sending.join_next(), if !sending.is_empty() => {
                 export.settle(&mut failures, sent);
-                false
+                (false, false)
             }
         };
-        if !export.start(&mut sending) {
+        if !export.start(&mut sending, partial) {
             return;
         }
         // Every slot held by a body the collector answered and left unread, for a call's
@@ -252,7 +257,7 @@ async fn run(
             // What was waiting is sent, or given up, before the flush is answered.
             while let Some(sent) = sending.join_next().await {
                 export.settle(&mut failures, sent);
-                export.start(&mut sending);
+                export.start(&mut sending, true);
             }
             flush.finished();
         }
@@ -272,15 +277,15 @@ struct Export<'a> {
 }
 
 impl Export<'_> {
-    /// Starts export calls for the oldest batches waiting, one per free slot; `false` once
-    /// the queue is gone (the sidecar is ending).
-    fn start(&self, sending: &mut tokio::task::JoinSet<Sent>) -> bool {
+    /// Starts export calls for the oldest batches waiting (the one still filling only when
+    /// `partial`), one per free slot; `false` once the queue is gone (the sidecar is ending).
+    fn start(&self, sending: &mut tokio::task::JoinSet<Sent>, partial: bool) -> bool {
         let Some(live) = self.queue.upgrade() else { return false };
         let mut free = Vec::new();
         while let Ok(slot) = self.slots.clone().try_acquire_owned() {
             free.push(slot);
         }
-        let batches = live.take_up_to(free.len());
+        let batches = live.take_up_to(free.len(), partial);
         drop(live);
         for (batch, slot) in batches.into_iter().zip(free) {
             let spans = batch.spans;
@@ -604,13 +609,47 @@ mod tests {
             q.push(|buf| buf.extend_from_slice(&[n]));
             q.push(|buf| buf.extend_from_slice(&big));
         }
-        let first = q.take_up_to(2);
+        q.push(|buf| buf.extend_from_slice(&[3]));
+        let first = q.take_up_to(2, false);
         assert_eq!(first.iter().map(|b| b.body[0]).collect::<Vec<_>>(), [0, 1]);
-        assert_eq!(q.waiting.lock().unwrap().bytes, 1 + BATCH_BYTES, "what is left, counted");
-        assert_eq!(q.take_up_to(0).len(), 0);
-        let rest = q.take_up_to(5);
-        assert_eq!(rest.iter().map(|b| b.body[0]).collect::<Vec<_>>(), [2]);
+        assert_eq!(q.waiting.lock().unwrap().bytes, 2 + BATCH_BYTES, "what is left, counted");
+        assert_eq!(q.take_up_to(0, true).len(), 0);
+        // The batch still filling stays unless asked for.
+        let full = q.take_up_to(5, false);
+        assert_eq!(full.iter().map(|b| b.body[0]).collect::<Vec<_>>(), [2]);
+        assert_eq!(q.take_up_to(5, false).len(), 0);
+        let filling = q.take_up_to(5, true);
+        assert_eq!(filling.iter().map(|b| b.body.as_slice()).collect::<Vec<_>>(), [&[3u8][..]]);
         assert_eq!(q.waiting.lock().unwrap().bytes, 0);
+    }
+
+    #[test]
+    fn a_batch_still_filling_waits_for_the_tick_not_for_the_last_call_to_end() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let addr = runtime.block_on(counting_collector(calls.clone()));
+        let queue = Arc::new(queue());
+        let flush = Arc::new(Flush::default());
+        spawn(collector(format!("http://{addr}"), KEEPALIVE), Arc::downgrade(&queue), flush.clone()).unwrap();
+        queue.push(|buf| buf.extend_from_slice(b"span"));
+        assert!(flush.now(Duration::from_secs(10)));
+        assert_eq!(calls.load(SeqCst), 1);
+        // A steady trickle of spans, far below a batch, for five ticks: a call per tick, not
+        // a call whenever the last one ended (a loopback call ends within a millisecond).
+        let started = Instant::now();
+        let mut pushed = 1;
+        while started.elapsed() < 5 * TICK {
+            queue.push(|buf| buf.extend_from_slice(b"span"));
+            pushed += 1;
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        assert!(flush.now(Duration::from_secs(10)));
+        let made = calls.load(SeqCst);
+        assert!((2..=9).contains(&made), "{made} calls for {pushed} spans over 5 ticks");
+        assert_eq!(queue.dropped.get(), 0);
+        drop(queue);
+        drop(runtime);
     }
 
     #[test]
