@@ -1,14 +1,26 @@
 //! Reading a few fields out of an answer's bytes as they stream by, without parsing it: the
-//! answer's `id` (first frame), `finish_reason: "length"` and `usage.total_tokens` (anywhere,
-//! usually the end). A bounded window is carried across frames, so a field split between two
-//! frames is still found; memory stays constant whatever the answer's size.
+//! answer's `id` (first frame), `finish_reason: "length"` and the usage counts (anywhere,
+//! usually the end). Every byte of every frame is searched; the last [`CARRY`] bytes are kept
+//! for the next frame, so a field split between frames is read whole, and memory stays
+//! constant whatever the answer's size. However an answer is cut into frames, what is read is
+//! what reading it in one piece would read.
 
 use std::sync::LazyLock;
 
 use memchr::memmem::Finder;
 
-/// Bytes carried from one frame to the next.
+/// Bytes kept from one frame for the next: more than a field's longest readable form.
 const CARRY: usize = 256;
+/// Whitespace and the colon between a key and its value, at most (a longer gap is not read).
+const MAX_GAP: usize = 64;
+/// Backslashes counted before a key's opening quote, at most.
+const MAX_ESCAPES: usize = 32;
+/// A field this far into a frame is read from the frame alone (what precedes it that
+/// matters is within the frame); nearer the frame's start, with the carry in front of it.
+const LOOKBACK: usize = 64;
+/// Token counts above this are not usage: no answer has a billion tokens, and an absurd
+/// number from a broken or hostile upstream would swamp the counters and the cost for good.
+pub(crate) const MAX_TOKENS: u64 = 1_000_000_000;
 /// Longest answer id kept, bytes.
 pub(crate) const MAX_ID: usize = 256;
 
@@ -42,79 +54,169 @@ pub(crate) fn string_field(bytes: &[u8], key: &str) -> Option<String> {
     None
 }
 
-/// The usage fields read from an answer, in [`KEYS`] order.
+/// The usage keys read, in [`Usage`] order; every one ends `_tokens"`, so one search finds them all.
 const KEYS: [&[u8]; 6] = [b"\"total", b"\"prompt", b"\"input", b"\"completion", b"\"output", b"\"cached"];
-
-/// Every usage key ends so: one search finds them all.
-static TOKENS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"_tokens\""));
+const TOKENS_END: &[u8] = b"_tokens\"";
+static TOKENS: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(TOKENS_END));
 static FINISH_REASON: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"finish_reason\""));
 
-/// For each of [`KEYS`], the value of the last `"<key>_tokens": <integer>` field in `bytes`
-/// (a number that does not fit is skipped).
-fn last_usage(bytes: &[u8]) -> [Option<u64>; 6] {
-    let mut last = [None; 6];
-    for found in TOKENS.find_iter(bytes) {
-        let Some(key) = KEYS.iter().position(|k| bytes[..found].ends_with(k)) else { continue };
-        let mut i = found + b"_tokens\"".len();
-        while bytes.get(i).is_some_and(|b| b.is_ascii_whitespace() || *b == b':') {
-            i += 1;
+/// A field read from a window of bytes.
+#[derive(Debug, PartialEq)]
+enum Read<T> {
+    /// Read to its end: its value, or `None` when it is not one (not a number, too large, ...).
+    Done(Option<T>),
+    /// The window ended before the field did: read it again with the next frame.
+    More,
+}
+
+/// Whether the quote at `at` opens a string: not escaped by an odd run of backslashes.
+fn opens(w: &[u8], at: usize) -> bool {
+    w[..at].iter().rev().take(MAX_ESCAPES).take_while(|b| **b == b'\\').count() % 2 == 0
+}
+
+/// Past the gap at `start` (whitespace, one colon, whitespace: at most [`MAX_GAP`] bytes), the
+/// position of the value.
+fn value_start(w: &[u8], start: usize) -> Read<usize> {
+    let mut colon = false;
+    for (i, b) in w.iter().enumerate().skip(start) {
+        if i - start > MAX_GAP {
+            return Read::Done(None);
         }
-        let digits = bytes[i.min(bytes.len())..].iter().take(20).take_while(|b| b.is_ascii_digit()).count();
-        if digits > 0
-            && let Some(n) = std::str::from_utf8(&bytes[i..i + digits]).ok().and_then(|t| t.parse().ok())
-        {
-            last[key] = Some(n);
+        match b {
+            b':' if !colon => colon = true,
+            b if b.is_ascii_whitespace() => {}
+            _ => return Read::Done(colon.then_some(i)),
         }
     }
-    last
+    Read::More
+}
+
+/// The integer at `at`: at most 20 digits, not followed by a fraction or an exponent, at most
+/// [`MAX_TOKENS`].
+fn count(w: &[u8], at: usize) -> Read<u64> {
+    let digits = w[at..].iter().take(21).take_while(|b| b.is_ascii_digit()).count();
+    match w.get(at + digits) {
+        _ if digits > 20 => Read::Done(None),
+        None => Read::More,
+        Some(b'.' | b'e' | b'E') => Read::Done(None),
+        Some(_) if digits == 0 => Read::Done(None),
+        Some(_) => {
+            let n = std::str::from_utf8(&w[at..at + digits]).ok().and_then(|t| t.parse::<u64>().ok());
+            Read::Done(n.filter(|n| *n <= MAX_TOKENS))
+        }
+    }
+}
+
+/// The usage field whose `_tokens"` is at `end`: which of [`KEYS`], and its count.
+fn usage_at(w: &[u8], end: usize) -> Read<(usize, u64)> {
+    let Some(key) = KEYS.iter().position(|k| w[..end].ends_with(k)) else { return Read::Done(None) };
+    if !opens(w, end - KEYS[key].len()) {
+        return Read::Done(None);
+    }
+    match value_start(w, end + TOKENS_END.len()) {
+        Read::Done(Some(at)) => match count(w, at) {
+            Read::Done(n) => Read::Done(n.map(|n| (key, n))),
+            Read::More => Read::More,
+        },
+        Read::Done(None) => Read::Done(None),
+        Read::More => Read::More,
+    }
+}
+
+/// Whether the `"finish_reason"` at `at` is `"length"`.
+fn length_at(w: &[u8], at: usize) -> Read<bool> {
+    const LENGTH: &[u8] = b"\"length\"";
+    if !opens(w, at) {
+        return Read::Done(Some(false));
+    }
+    match value_start(w, at + 15) {
+        Read::Done(Some(v)) if w.len() - v < LENGTH.len() && LENGTH.starts_with(&w[v..]) => Read::More,
+        Read::Done(Some(v)) => Read::Done(Some(w[v..].starts_with(LENGTH))),
+        Read::Done(None) => Read::Done(Some(false)),
+        Read::More => Read::More,
+    }
 }
 
 /// What an answer said about itself, gathered frame by frame.
 #[derive(Debug, Default)]
 pub(crate) struct AnswerScan {
-    /// The last [`CARRY`] bytes read, then the frame being read: one buffer, kept.
-    window: Vec<u8>,
+    /// The last [`CARRY`] bytes fed (the buffer is kept: a frame's head is read behind them).
+    carry: Vec<u8>,
+    /// Bytes fed so far.
+    fed: u64,
+    /// Stream offsets from which usage and `finish_reason` fields are still to be read.
+    next_usage: u64,
+    next_finish: u64,
+    /// The last count read for each of [`KEYS`].
+    last: [Option<u64>; 6],
     /// `finish_reason` was `length` somewhere: the answer was cut by its token limit.
     pub truncated: bool,
-    /// The last `total_tokens` seen (the answer's real usage).
+    /// The last `total_tokens` read (the answer's real usage).
     pub total_tokens: Option<u64>,
-    /// The last `prompt_tokens` / `input_tokens` seen.
+    /// The last `prompt_tokens` read, else the last `input_tokens`.
     pub input_tokens: Option<u64>,
-    /// The last `completion_tokens` / `output_tokens` seen.
+    /// The last `completion_tokens` read, else the last `output_tokens`.
     pub output_tokens: Option<u64>,
-    /// The last `cached_tokens` seen (part of the input).
+    /// The last `cached_tokens` read (part of the input).
     pub cached_tokens: Option<u64>,
 }
 
 impl AnswerScan {
     /// Reads one frame.
     pub fn feed(&mut self, frame: &[u8]) {
-        let window = &mut self.window;
-        window.extend_from_slice(&frame[frame.len().saturating_sub(64 * 1024)..]);
-        if !self.truncated {
-            self.truncated = contains_length_finish(window);
+        // The carry with the frame's head behind it, for the fields that start near the
+        // frame's start; then the frame itself, for the rest.
+        let mut edge = std::mem::take(&mut self.carry);
+        let (carried, start) = (edge.len(), self.fed - edge.len() as u64);
+        // Room for the carry and a frame's head, once: the buffer never grows past it.
+        edge.reserve_exact(2 * CARRY - carried);
+        edge.extend_from_slice(&frame[..frame.len().min(CARRY)]);
+        self.read(&edge, start, 0, carried + LOOKBACK.min(frame.len()));
+        if frame.len() > LOOKBACK {
+            self.read(frame, self.fed, LOOKBACK, frame.len());
         }
-        let [total, prompt, input, completion, output, cached] = last_usage(window);
-        let take = |slot: &mut Option<u64>, found: Option<u64>| {
-            if found.is_some() {
-                *slot = found;
-            }
-        };
-        take(&mut self.total_tokens, total);
-        take(&mut self.input_tokens, prompt.or(input));
-        take(&mut self.output_tokens, completion.or(output));
-        take(&mut self.cached_tokens, cached);
-        let keep = window.len().saturating_sub(CARRY);
-        window.drain(..keep);
+        if frame.len() >= CARRY {
+            edge.clear();
+            edge.extend_from_slice(&frame[frame.len() - CARRY..]);
+        } else if edge.len() > CARRY {
+            edge.drain(..edge.len() - CARRY);
+        }
+        self.carry = edge;
+        self.fed += frame.len() as u64;
+        let [total, prompt, input, completion, output, cached] = self.last;
+        self.total_tokens = total;
+        self.input_tokens = prompt.or(input);
+        self.output_tokens = completion.or(output);
+        self.cached_tokens = cached;
     }
-}
 
-fn contains_length_finish(bytes: &[u8]) -> bool {
-    FINISH_REASON.find_iter(bytes).any(|at| {
-        let rest = &bytes[at + 15..];
-        let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace() || **b == b':').count()..];
-        rest.starts_with(b"\"length\"")
-    })
+    /// Reads the fields of `w` (whose first byte is stream offset `start`) found at positions
+    /// `from..to` and not read before. A field that runs past `w`'s end is left for the next
+    /// frame (nothing after it can be a field: it is all gap or digits).
+    fn read(&mut self, w: &[u8], start: u64, from: usize, to: usize) {
+        for at in TOKENS.find_iter(w).filter(|at| (from..to).contains(at)) {
+            let offset = start + at as u64;
+            if offset < self.next_usage {
+                continue;
+            }
+            if let Read::Done(found) = usage_at(w, at) {
+                if let Some((key, n)) = found {
+                    self.last[key] = Some(n);
+                }
+                self.next_usage = offset + 1;
+            }
+        }
+        for at in FINISH_REASON.find_iter(w).filter(|at| (from..to).contains(at)) {
+            let offset = start + at as u64;
+            if offset < self.next_finish {
+                continue;
+            }
+            if let Read::Done(length) = length_at(w, at) {
+                self.truncated |= length == Some(true);
+                self.next_finish = offset + 1;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -135,101 +237,113 @@ mod tests {
         assert_eq!(string_field(long.as_bytes(), "id"), None, "an absurd id is not remembered");
     }
 
-    /// The scan as first written, a search per key per frame: the single pass must agree.
-    fn reference(frames: &[Vec<u8>]) -> (bool, [Option<u64>; 4]) {
-        fn last_number(bytes: &[u8], key: &str) -> Option<u64> {
-            let pattern = format!("\"{key}\"");
-            let mut last = None;
-            for found in memchr::memmem::find_iter(bytes, pattern.as_bytes()) {
-                let mut i = found + pattern.len();
-                while bytes.get(i).is_some_and(|b| b.is_ascii_whitespace() || *b == b':') {
-                    i += 1;
-                }
-                let digits = bytes[i.min(bytes.len())..].iter().take(20).take_while(|b| b.is_ascii_digit()).count();
-                if digits > 0
-                    && let Some(n) = std::str::from_utf8(&bytes[i..i + digits]).ok().and_then(|t| t.parse().ok())
-                {
-                    last = Some(n);
-                }
-            }
-            last
-        }
-        let (mut carry, mut truncated, mut slots) = (Vec::new(), false, [None; 4]);
+    fn scanned(frames: &[&[u8]]) -> (bool, [Option<u64>; 4]) {
+        let mut scan = AnswerScan::default();
         for frame in frames {
-            let mut window = std::mem::take(&mut carry);
-            window.extend_from_slice(&frame[frame.len().saturating_sub(64 * 1024)..]);
-            truncated = truncated || contains_length_finish(&window);
-            let keys: [&[&str]; 4] = [
-                &["total_tokens"],
-                &["prompt_tokens", "input_tokens"],
-                &["completion_tokens", "output_tokens"],
-                &["cached_tokens"],
-            ];
-            for (slot, keys) in slots.iter_mut().zip(keys) {
-                if let Some(n) = keys.iter().find_map(|k| last_number(&window, k)) {
-                    *slot = Some(n);
-                }
-            }
-            let keep = window.len().saturating_sub(CARRY);
-            carry = window.split_off(keep);
+            scan.feed(frame);
+            assert!(scan.carry.len() <= CARRY && scan.carry.capacity() <= 2 * CARRY, "the carry stays small");
         }
-        (truncated, slots)
+        (scan.truncated, [scan.total_tokens, scan.input_tokens, scan.output_tokens, scan.cached_tokens])
     }
 
     fn piece() -> impl proptest::strategy::Strategy<Value = String> {
         use proptest::prelude::*;
         let key = prop::sample::select(vec![
-            "total",
-            "prompt",
-            "input",
-            "completion",
-            "output",
-            "cached",
-            "subtotal",
-            "reasoning",
-            "x\\\"total",
+            "\"total_tokens\"",
+            "\"prompt_tokens\"",
+            "\"input_tokens\"",
+            "\"completion_tokens\"",
+            "\"output_tokens\"",
+            "\"cached_tokens\"",
+            "\"subtotal_tokens\"",
+            "\"x\\\"total_tokens\"",
+            "\\\\\"total_tokens\"",
+            "_tokens\"",
+            "\"finish_reason\"",
         ]);
-        prop_oneof![
-            (key, prop::sample::select(vec!["", " ", ": ", " :\n"]), "[0-9]{0,22}")
-                .prop_map(|(k, sep, n)| format!("\"{k}_tokens\"{sep}:{n}")),
+        let gap = prop::sample::select(vec!["", " ", ":", ": ", " :\n", "::", "\t:\t"]);
+        let value = prop_oneof![
+            "[0-9]{1,4}",
+            "[0-9]{18,23}",
             prop::sample::select(vec![
-                "\"finish_reason\": \"length\"",
-                "\"finish_reason\":\"stop\"",
-                ",",
-                "{",
-                "}",
-                "_tokens\""
+                "1000000000",
+                "1000000001",
+                "12.9",
+                "1e6",
+                "-3",
+                "\"5\"",
+                "\"length\"",
+                "\"stop\"",
+                "null"
             ])
             .prop_map(str::to_owned),
-            "[ -~]{0,40}",
+        ];
+        prop_oneof![
+            4 => (key, gap, value).prop_map(|(k, g, v)| format!("{k}{g}{v}")),
+            1 => (0usize..100).prop_map(|n| format!("\"prompt_tokens\":{}7,", " ".repeat(n))),
+            1 => prop::sample::select(vec![",", "{", "}", "\\", "\"", "\n\n"]).prop_map(str::to_owned),
+            1 => "[ -~]{0,40}",
+            1 => (0usize..3_000).prop_map(|n| "x".repeat(n)),
         ]
     }
 
     proptest::proptest! {
-        /// Whatever the answer and however it is cut into frames, the single pass finds what a
-        /// search per key finds.
+        /// However an answer is cut into frames, what is read is what reading it whole reads.
         #[test]
-        fn one_pass_finds_what_a_search_per_key_finds(
+        fn frames_read_what_the_whole_answer_reads(
             pieces in proptest::collection::vec(piece(), 0..40),
-            cuts in proptest::collection::vec(0usize..2_000, 0..8),
+            cuts in proptest::collection::vec(0.0f64..1.0, 0..24),
         ) {
             let answer = pieces.concat().into_bytes();
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(answer.len())).collect();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| (c * answer.len() as f64) as usize).collect();
             cuts.sort_unstable();
             let mut frames = Vec::new();
             let mut at = 0;
             for cut in cuts.into_iter().chain([answer.len()]) {
-                frames.push(answer[at..cut].to_vec());
+                frames.push(&answer[at..cut]);
                 at = cut;
             }
-            let mut scan = AnswerScan::default();
-            for frame in &frames {
-                scan.feed(frame);
-            }
-            let got = (scan.truncated, [scan.total_tokens, scan.input_tokens, scan.output_tokens, scan.cached_tokens]);
-            proptest::prop_assert_eq!(got, reference(&frames));
-            proptest::prop_assert!(scan.window.len() <= CARRY);
+            proptest::prop_assert_eq!(scanned(&frames), scanned(&[&answer]));
         }
+    }
+
+    #[test]
+    fn what_is_not_a_token_count_is_not_read() {
+        let input = |answer: &str| scanned(&[answer.as_bytes()]).1[1];
+        assert_eq!(input(r#"{"prompt_tokens":1000000000,"x":1}"#), Some(MAX_TOKENS));
+        for not_usage in [
+            r#"{"prompt_tokens":123456789012345678901234}"#, // does not fit: not its first 20 digits
+            r#"{"prompt_tokens":18446744073709551615}"#,     // fits u64, absurd as usage
+            r#"{"prompt_tokens":1000000001}"#,
+            r#"{"prompt_tokens":12.9}"#,
+            r#"{"prompt_tokens":1e6}"#,
+            r#"{"prompt_tokens":-3}"#,
+            r#"{"prompt_tokens":"5"}"#,
+            r#"{"prompt_tokens" 5}"#,
+            r#"{"x\"prompt_tokens":77}"#, // a key that only ends so
+            r#"{"content":"say \"prompt_tokens\": 9 then"}"#,
+        ] {
+            assert_eq!(input(not_usage), None, "{not_usage}");
+        }
+        let gap = format!(r#"{{"prompt_tokens":{}1234}}"#, " ".repeat(300));
+        assert_eq!(input(&gap), None, "a gap longer than a field's longest readable form is not read");
+        let (escaped, _) = scanned(&[br#"{"content":"\"finish_reason\": \"length\""}"#]);
+        assert!(!escaped, "a finish reason quoted inside a string is not the answer's");
+    }
+
+    #[test]
+    fn usage_in_a_large_frame_is_read_wherever_it_is() {
+        // Usage before a large field (vLLM's `prompt_logprobs`), the whole in one frame.
+        let answer = format!(
+            r#"{{"x":"{}","usage":{{"prompt_tokens":111,"completion_tokens":222}},"prompt_logprobs":"{}"}}"#,
+            "a".repeat(5 << 20),
+            "b".repeat(300 << 10)
+        );
+        assert_eq!(scanned(&[answer.as_bytes()]).1, [None, Some(111), Some(222), None]);
+        // The last count read wins, across frames of any size.
+        let first = format!(r#"{{"prompt_tokens":1,"x":"{}","#, "a".repeat(5 << 20));
+        let second = format!(r#""usage":{{"prompt_tokens":999}},"y":"{}"}}"#, "b".repeat(200 << 10));
+        assert_eq!(scanned(&[first.as_bytes(), second.as_bytes()]).1[1], Some(999));
     }
 
     #[test]

@@ -539,6 +539,24 @@ async fn usage_is_counted_in_tokens_and_priced_from_plain_and_streamed_answers()
     assert_eq!(tokens_of(&ctx, "input"), None);
 }
 
+#[tokio::test]
+async fn an_absurd_usage_count_is_not_counted_nor_priced() {
+    let mut priced = openai("a");
+    priced.input_cost_per_million = 2.0;
+    // A count that does not fit (its first 20 digits would), one that fits but no answer has,
+    // and a fraction: none is usage. The output count is.
+    let absurd = r#"{"usage":{"prompt_tokens":123456789012345678901234,"total_tokens":18446744073709551615,"completion_tokens":5,"cached_tokens":12.9}}"#;
+    let ctx = context(vec![priced], &[("a", Script::Answer(200, absurd))], 1);
+    let (status, _, body) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, absurd), "the client still gets the answer as sent");
+    assert_eq!(
+        (tokens_of(&ctx, "input"), tokens_of(&ctx, "output"), tokens_of(&ctx, "cached")),
+        (None, Some(5.0), None)
+    );
+    let cost = metric(&ctx, "llmroute_cost_usd_total{deployment=\"ns/a\",model_group=\"m\"}").unwrap_or(0.0);
+    assert!(cost < 1e-9, "priced from a count no answer has: {cost}");
+}
+
 fn tokens_of(ctx: &Context<Fake>, kind: &str) -> Option<f64> {
     metric(ctx, &format!("llmroute_tokens_total{{deployment=\"ns/a\",kind=\"{kind}\",model_group=\"m\"}}"))
 }
