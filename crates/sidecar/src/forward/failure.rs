@@ -110,6 +110,7 @@ pub(crate) fn finish<U>(
             if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
                 r.headers_mut().insert(http::header::CONTENT_TYPE, ct.clone());
             }
+            super::mask::scrub_headers(r.headers_mut(), routes.credential(deployment));
             r
         }
         (ExhaustedReason::ContextWindow, _) => {

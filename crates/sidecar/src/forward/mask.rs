@@ -10,7 +10,8 @@ use memchr::memmem::Finder;
 
 use crate::body::Body;
 
-/// Replaces every header value that holds `secret`.
+/// Replaces every header value that holds `secret`, and removes every header whose name
+/// holds it (names are lower case: so is the secret looked for in them).
 pub(crate) fn scrub_headers(headers: &mut HeaderMap, secret: &str) {
     if secret.is_empty() {
         return;
@@ -20,6 +21,11 @@ pub(crate) fn scrub_headers(headers: &mut HeaderMap, secret: &str) {
         if finder.find(value.as_bytes()).is_some() {
             *value = HeaderValue::from_static("<redacted>");
         }
+    }
+    let lower = secret.to_ascii_lowercase();
+    let named: Vec<_> = headers.keys().filter(|name| name.as_str().contains(lower.as_str())).cloned().collect();
+    for name in named {
+        headers.remove(name);
     }
 }
 
@@ -152,8 +158,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-echo", HeaderValue::from_static("got sk-123"));
         h.insert("x-fine", HeaderValue::from_static("ok"));
+        h.insert("x-echo-sk-abc123", HeaderValue::from_static("1"));
+        h.insert("sk-abc123", HeaderValue::from_static("1"));
         scrub_headers(&mut h, "sk-123");
         assert_eq!((h["x-echo"].to_str().unwrap(), h["x-fine"].to_str().unwrap()), ("<redacted>", "ok"));
+        // A header named by the secret (a lower-case one can be a header name) is removed.
+        scrub_headers(&mut h, "sk-ABC123");
+        assert_eq!(h.len(), 2, "{h:?}");
     }
 
     proptest! {

@@ -271,14 +271,19 @@ fn commit<U>(ctx: &Context<U>, routes: &Arc<Routes>, request: &ClientRequest, c:
         status: parts.status.as_u16(),
     };
     let secret = routes.credential(pick.deployment);
-    let relay = mask::mask(Relay::new(first, rest, spec, guard, outcome).with_watch(Some(watch)).boxed(), secret);
-    mask::scrub_headers(&mut parts.headers, secret);
+    let relay = Relay::new(first, rest, spec, guard, outcome).with_watch(Some(watch)).boxed();
     let relay = if strip_usage { usage::strip(relay) } else { relay };
-    let body = if request.endpoint == Endpoint::Responses {
+    let relay = if request.endpoint == Endpoint::Responses {
         responses::rewrite(relay, deployment_id, request.stream)
     } else {
         relay
     };
+    // Masking comes last: what a rewrite removes (`,"usage":null` inside an echoed key) could
+    // otherwise join a credential's halves after they were looked at.
+    let body = mask::mask(relay, secret);
+    mask::scrub_headers(&mut parts.headers, secret);
+    // An upstream's own reason phrase is not passed on (it could hold anything).
+    parts.extensions.remove::<hyper::ext::ReasonPhrase>();
     for name in &HOP_BY_HOP {
         parts.headers.remove(name);
     }

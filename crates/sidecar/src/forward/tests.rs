@@ -37,6 +37,9 @@ enum Script {
     EchoKey,
     /// A 200 that echoes the key in a header and, split across two chunks, in its body.
     EchoKeyInSuccess,
+    /// A streamed 200 that echoes the key in its reason phrase, as a header's name, and in its
+    /// body split by a `,"usage":null` (which the usage strip removes).
+    EchoKeyEverywhere,
     /// A 400 whose error body is larger than what is kept.
     HugeError,
 }
@@ -98,6 +101,16 @@ impl Upstream for Fake {
                     vec![Ok(Bytes::from(format!("{{\"debug\": \"{left}"))), Ok(Bytes::from(format!("{right}\"}}")))];
                 let mut r = respond(200, stream_of(frames, false));
                 r.headers_mut().insert("x-echo", http::HeaderValue::from_str(&format!("key={key}")).unwrap());
+                Ok(r)
+            }
+            Script::EchoKeyEverywhere => {
+                let key = key.unwrap_or_default().trim_start_matches("Bearer ").to_owned();
+                let (left, right) = key.split_at(5);
+                let text = format!("data: {{\"k\":\"{left},\"usage\":null{right}\"}}\n\ndata: [DONE]\n\n");
+                let mut r = respond(200, stream_of(vec![Ok(Bytes::from(text))], false));
+                let phrase = hyper::ext::ReasonPhrase::try_from(format!("OK {key}").into_bytes()).unwrap();
+                r.extensions_mut().insert(phrase);
+                r.headers_mut().insert(http::HeaderName::from_bytes(key.as_bytes()).unwrap(), "1".parse().unwrap());
                 Ok(r)
             }
             Script::EchoKey => {
@@ -377,6 +390,29 @@ async fn a_success_echoing_the_key_in_headers_or_body_is_masked() {
     assert_eq!(headers["x-echo"], "<redacted>");
     assert!(!body.contains("sk-a-secret"), "{body}");
     assert_eq!(body, format!("{{\"debug\": \"{}\"}}", "*".repeat("sk-a-secret".len())));
+}
+
+#[tokio::test]
+async fn the_key_reaches_the_client_neither_in_the_reason_phrase_nor_a_header_name_nor_joined_by_a_rewrite() {
+    let ctx = context(vec![openai("a")], &[("a", Script::EchoKeyEverywhere)], 1);
+    let bytes = Bytes::from(serde_json::to_vec(&chat(true)).unwrap());
+    let request = parse(Endpoint::ChatCompletions, &HeaderMap::new(), ReadBody { bytes, reservation: None }).unwrap();
+    let response = forward(&ctx, ctx.routes.load().unwrap(), request, &HeaderMap::new()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.extensions().get::<hyper::ext::ReasonPhrase>().is_none(), "the upstream's reason phrase");
+    assert!(response.headers().keys().all(|name| !name.as_str().contains("sk-a-secret")), "{:?}", response.headers());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(!body.contains("sk-a-secret"), "{body}");
+    assert!(body.contains(&"*".repeat("sk-a-secret".len())), "masked once joined: {body}");
+}
+
+#[tokio::test]
+async fn a_passed_on_error_content_type_holding_the_key_is_scrubbed() {
+    let echo = Script::AnswerWith(400, "{}", "content-type", "application/json; key=sk-a-secret");
+    let ctx = context(vec![openai("a")], &[("a", echo)], 1);
+    let (status, headers, _) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
+    assert_eq!((status, headers["content-type"].to_str().unwrap()), (StatusCode::BAD_REQUEST, "<redacted>"));
 }
 
 #[tokio::test]

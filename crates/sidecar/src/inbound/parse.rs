@@ -51,7 +51,15 @@ pub(crate) struct Peek {
     stream: Option<Value>,
     user: Option<Value>,
     previous_response_id: Option<Value>,
-    stream_options: Option<serde::de::IgnoredAny>,
+    /// Present whatever its value (`null` included: the client chose, and a second key spliced
+    /// beside its own would leave the upstream to pick one).
+    #[serde(default, deserialize_with = "present")]
+    stream_options: Option<()>,
+}
+
+/// `Some` for a field that is there, whatever its value.
+fn present<'de, D: serde::Deserializer<'de>>(field: D) -> Result<Option<()>, D::Error> {
+    serde::de::IgnoredAny::deserialize(field).map(|_| Some(()))
 }
 
 const SESSION: HeaderName = HeaderName::from_static("x-llmroute-session-id");
@@ -267,6 +275,8 @@ mod tests {
             (renamed["model"].as_str(), renamed["stream_options"]["include_usage"].as_bool()),
             (Some("other"), Some(true))
         );
+        let null = parse_str(r#"{"model":"m","stream":true,"stream_options":null}"#, &[]).unwrap();
+        assert!(null.has_stream_options && !asks_usage(&null, true), "a null stream_options is the client's choice");
         let chose = parse_str(r#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#, &[]).unwrap();
         assert!(!asks_usage(&chose, true), "the client's own choice stands");
         assert!(!asks_usage(&parse_str(r#"{"model":"m"}"#, &[]).unwrap(), true), "not a stream");
