@@ -5,7 +5,7 @@ use http::{HeaderMap, HeaderName};
 use llmroute_router::{RequestKeys, unwrap_response_id};
 use llmroute_upstream::Endpoint;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::error::ApiError;
@@ -154,15 +154,17 @@ const ASK_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
 
 /// The body sent to one upstream: the model replaced, an llmroute previous_response_id
 /// replaced by the upstream's own id, and `stream_options.include_usage` added when
-/// `ask_usage`. When nothing changes, the client's bytes go as sent; when only usage is
-/// asked, the field is spliced in after the opening brace (the body is not re-encoded).
+/// `ask_usage`. When nothing changes, the client's bytes go as sent; otherwise every other
+/// member keeps its order and its value's bytes (a 30-digit seed stays 30 digits, `1e400`
+/// stays `1e400`: the body is not decoded into numbers and encoded again).
 pub(crate) fn upstream_body(request: &ClientRequest, upstream_model: &str, ask_usage: bool) -> Bytes {
     let rewrite = upstream_model != request.model || request.previous_upstream_id.is_some();
     if !rewrite && !ask_usage {
         return request.raw.clone();
     }
     if !rewrite {
-        // A parsed request body is a JSON object with at least `model`: `{` then a member.
+        // A parsed request body is a JSON object with at least `model`: `{` then a member; the
+        // option is spliced in after the brace, the client's bytes otherwise as sent.
         if let Some(open) = request.raw.iter().position(|b| *b == b'{') {
             let mut body = Vec::with_capacity(request.raw.len() + ASK_USAGE.len());
             body.extend_from_slice(&request.raw[..=open]);
@@ -171,15 +173,59 @@ pub(crate) fn upstream_body(request: &ClientRequest, upstream_model: &str, ask_u
             return Bytes::from(body);
         }
     }
-    let Ok(mut body) = serde_json::from_slice::<Map<String, Value>>(&request.raw) else { return request.raw.clone() };
-    body.insert("model".into(), Value::String(upstream_model.to_owned()));
-    if let Some(id) = &request.previous_upstream_id {
-        body.insert("previous_response_id".into(), Value::String(id.clone()));
+    let model = (upstream_model != request.model).then_some(upstream_model);
+    match rewritten(&request.raw, model, request.previous_upstream_id.as_deref(), ask_usage) {
+        Some(body) => Bytes::from(body),
+        None => request.raw.clone(),
     }
+}
+
+/// A JSON object's members in order, each value as its bytes.
+struct Members<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Members<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Members<'a>, M::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+/// `raw` with `model` and `previous_response_id` replaced (when given) and the usage option
+/// first; `None` when `raw` is not an object whose keys can be read.
+fn rewritten(raw: &[u8], model: Option<&str>, previous: Option<&str>, ask_usage: bool) -> Option<Vec<u8>> {
+    let Members(members) = serde_json::from_slice(raw).ok()?;
+    let mut out = Vec::with_capacity(raw.len() + ASK_USAGE.len() + model.map_or(0, str::len));
+    out.push(b'{');
     if ask_usage {
-        body.insert("stream_options".into(), serde_json::json!({"include_usage": true}));
+        out.extend_from_slice(&ASK_USAGE[..ASK_USAGE.len() - usize::from(members.is_empty())]);
     }
-    Bytes::from(serde_json::to_vec(&Value::Object(body)).unwrap_or_default())
+    for (i, (key, value)) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key).ok()?;
+        out.push(b':');
+        match (key.as_ref(), model, previous) {
+            ("model", Some(model), _) => serde_json::to_writer(&mut out, model).ok()?,
+            ("previous_response_id", _, Some(id)) => serde_json::to_writer(&mut out, id).ok()?,
+            _ => out.extend_from_slice(value.get().as_bytes()),
+        }
+    }
+    out.push(b'}');
+    Some(out)
 }
 
 #[cfg(test)]
@@ -283,6 +329,29 @@ mod tests {
         let body = ReadBody { bytes: Bytes::from_static(br#"{"model":"m","stream":true}"#), reservation: None };
         let embeddings = parse(Endpoint::Embeddings, &HeaderMap::new(), body).unwrap();
         assert!(!asks_usage(&embeddings, true));
+    }
+
+    #[test]
+    fn a_rewritten_body_keeps_every_other_member_as_sent() {
+        let id = llmroute_router::wrap_response_id("ns/d", "resp_up");
+        let body = format!(
+            r#"{{"seed":123456789012345678901234567890, "x":1e400,"model":"m","previous_response_id":"{id}","s":"\ud83d\ude00 \u00e9","t":"\ud800","stream":true}}"#
+        );
+        let r = parse_str(&body, &[]).unwrap();
+        let sent = upstream_body(&r, "real", true);
+        assert_eq!(
+            std::str::from_utf8(&sent).unwrap(),
+            r#"{"stream_options":{"include_usage":true},"seed":123456789012345678901234567890,"x":1e400,"model":"real","previous_response_id":"resp_up","s":"\ud83d\ude00 \u00e9","t":"\ud800","stream":true}"#
+        );
+        // Only the usage option: spliced, the rest as sent.
+        let plain = parse_str(r#"{"model":"m","stream":true,"n":1.50}"#, &[]).unwrap();
+        assert_eq!(
+            &upstream_body(&plain, "m", true)[..],
+            br#"{"stream_options":{"include_usage":true},"model":"m","stream":true,"n":1.50}"#
+        );
+        // A rewrite of an empty-membered object cannot happen (a body names its model), but
+        // the option alone is a whole object.
+        assert_eq!(rewritten(b"{}", Some("x"), None, true).unwrap(), br#"{"stream_options":{"include_usage":true}}"#);
     }
 
     #[test]
