@@ -122,7 +122,8 @@ impl Json {
         self.escaped = !self.escaped && b == b'\\';
         if let Some(capture) = &mut self.capture {
             if closing {
-                let id = std::str::from_utf8(capture).ok().filter(|_| !capture.contains(&b'\\'));
+                // An empty id is passed on as it is: wrapped, it would name no upstream id.
+                let id = std::str::from_utf8(capture).ok().filter(|id| !id.is_empty() && !capture.contains(&b'\\'));
                 match id {
                     Some(id) => out.extend_from_slice(wrap_response_id(deployment, id).as_bytes()),
                     None => out.extend_from_slice(capture),

@@ -126,3 +126,9 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+#[test]
+fn an_empty_id_is_passed_on_unwrapped() {
+    let text = br#"{"object":"response","id":""}"#;
+    assert_eq!(run(&mut IdRewriter::new("ns/d".into(), false), text, &[3]), text, "a wrapped empty id names nothing");
+}
