@@ -75,6 +75,14 @@ pub(crate) struct Relay {
     outcome: Option<Outcome>,
     done: bool,
     watch: Option<Watch>,
+    /// The last bytes relayed (at most 4): whether they end an SSE event, so that an error
+    /// event is never glued to a partial line.
+    tail: Vec<u8>,
+}
+
+/// Whether `tail` (the last bytes relayed) ends an SSE event: nothing relayed, or a blank line.
+pub(crate) fn ends_event(tail: &[u8]) -> bool {
+    tail.is_empty() || [&b"\n\n"[..], b"\r\r", b"\n\r\n"].iter().any(|end| tail.ends_with(end))
 }
 
 /// Settings of one relay.
@@ -100,6 +108,16 @@ impl Relay {
             outcome: Some(outcome),
             done: false,
             watch: None,
+            tail: Vec::new(),
+        }
+    }
+
+    /// Remembers the last bytes of what is relayed (streams only: where an error event goes).
+    fn relayed(&mut self, data: &[u8]) {
+        if self.stream && !data.is_empty() {
+            self.tail.extend_from_slice(&data[data.len().saturating_sub(4)..]);
+            let extra = self.tail.len().saturating_sub(4);
+            self.tail.drain(..extra);
         }
     }
 
@@ -155,7 +173,9 @@ impl Relay {
         self.end(code);
         if self.stream {
             let event = json!({"error": {"message": message, "type": kind, "param": null, "code": error_code}});
-            let frame = format!("event: error\ndata: {event}\n\n");
+            // After a partial line or event, a blank line first: the error is an event of its own.
+            let gap = if ends_event(&self.tail) { "" } else { "\n\n" };
+            let frame = format!("{gap}event: error\ndata: {event}\n\n");
             return Poll::Ready(Some(Ok(Frame::data(Bytes::from(frame)))));
         }
         Poll::Ready(Some(Err(error.unwrap_or_else(|| message.into()))))
@@ -193,6 +213,7 @@ impl HttpBody for Relay {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Some(first) = self.first.take() {
+            self.relayed(&first);
             self.end_if_complete();
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
@@ -201,8 +222,11 @@ impl HttpBody for Relay {
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(watch), Some(data)) = (self.watch.as_mut(), frame.data_ref()) {
-                    watch.scan.feed(data);
+                if let Some(data) = frame.data_ref() {
+                    if let Some(watch) = self.watch.as_mut() {
+                        watch.scan.feed(data);
+                    }
+                    self.relayed(data);
                 }
                 let next = Instant::now() + self.idle_timeout;
                 if let Some(timers) = self.timers.as_mut() {

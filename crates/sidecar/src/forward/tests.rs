@@ -294,6 +294,14 @@ async fn a_stream_that_stalls_gets_an_error_event_and_ends() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stream_cut_mid_line_gets_its_error_as_an_event_of_its_own() {
+    let ctx = context(vec![openai("a")], &[("a", Script::FirstChunkThenStall("data: {\"id\":\"c\",\"choi"))], 1);
+    let (_, _, body) = call(&ctx, Endpoint::ChatCompletions, chat(true)).await;
+    assert!(body.starts_with("data: {\"id\":\"c\",\"choi\n\nevent: error\ndata: {\"error\""), "{body}");
+    assert!(super::relay::ends_event(b"data: x\r\n\r\n") && !super::relay::ends_event(b"x\n"));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_plain_answer_that_stalls_midway_is_cut_not_hung() {
     let ctx = context(vec![openai("a")], &[("a", Script::FirstChunkThenStall("{\"partial\":"))], 1);
     let (status, _, body) = call(&ctx, Endpoint::ChatCompletions, chat(false)).await;
