@@ -162,7 +162,10 @@ async fn route<U: Upstream>(
         let limit = ctx.limits.attempt_timeout.map_or(remaining, |t| t.min(remaining));
         let target = routes.target(pick.deployment);
         let ask_usage = crate::inbound::asks_usage(&request, table.deployment(pick.deployment).stream_usage);
-        let body = upstream_body(&request, &pick.upstream_model, ask_usage);
+        let body = match upstream_body(&request, &pick.upstream_model, ask_usage) {
+            Ok(body) => body,
+            Err(error) => return failure::refused(ctx, &routes, &request, planner.attempts(), error),
+        };
         let mut upstream_request = match shape::request(target, request.endpoint, &pick.upstream_model, body, headers) {
             Ok(r) => r,
             Err(e) => {

@@ -63,7 +63,9 @@ fn is_usage_chunk(event: &[u8]) -> bool {
         return false;
     }
     let mut data = Vec::new();
-    for line in event.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)) {
+    // Lines end with `\r\n`, `\n` or `\r`: split at either byte (a `\r\n` leaves an empty
+    // line between, which is no data line).
+    for line in event.split(|b| *b == b'\n' || *b == b'\r') {
         if let Some(value) = line.strip_prefix(b"data:") {
             if !data.is_empty() {
                 data.push(b'\n');
@@ -83,7 +85,8 @@ fn null_value(b: &[u8], key_end: usize) -> Option<usize> {
     let colon = skip(key_end);
     (b.get(colon) == Some(&b':')).then_some(())?;
     let value = skip(colon + 1);
-    b[value.min(b.len())..].starts_with(b"null").then_some(value + 4)
+    let ends = b.get(value + 4).is_none_or(|c| c.is_ascii_whitespace() || matches!(c, b',' | b'}'));
+    (b[value.min(b.len())..].starts_with(b"null") && ends).then_some(value + 4)
 }
 
 /// Appends `event` without the `"usage": null` fields the option added (with the comma before
@@ -200,6 +203,10 @@ mod tests {
                 assert_eq!(run(&[&asked[..at], &asked[at..]]), plain, "{eol:?} split at {at}");
             }
         }
+        // A usage event of several lines, CR-ended: found all the same.
+        let cr = "event: chunk\rdata: {\"choices\":[],\rdata: \"usage\":{\"n\":1}}\r\rdata: [DONE]\r\r";
+        assert_eq!(run(&[cr]), "data: [DONE]\r\r");
+        assert_eq!(run(&["data: {\"a\":1,\"usage\":nullx}\n\n"]), "data: {\"a\":1,\"usage\":nullx}\n\n", "not a null");
         // Not the usage chunk: a nested usage, a usage beside choices, a non-JSON body.
         for kept in [
             "data: {\"choices\":[],\"meta\":{\"usage\":{\"n\":1}}}\n\n",

@@ -156,11 +156,13 @@ const ASK_USAGE: &[u8] = br#""stream_options":{"include_usage":true},"#;
 /// replaced by the upstream's own id, and `stream_options.include_usage` added when
 /// `ask_usage`. When nothing changes, the client's bytes go as sent; otherwise every other
 /// member keeps its order and its value's bytes (a 30-digit seed stays 30 digits, `1e400`
-/// stays `1e400`: the body is not decoded into numbers and encoded again).
-pub(crate) fn upstream_body(request: &ClientRequest, upstream_model: &str, ask_usage: bool) -> Bytes {
+/// stays `1e400`: the body is not decoded into numbers and encoded again). A body that must be
+/// rewritten and cannot be (text that is not UTF-8, which JSON requires) is refused: sent as
+/// it is, it would name the public model or an llmroute id to the upstream.
+pub(crate) fn upstream_body(request: &ClientRequest, upstream_model: &str, ask_usage: bool) -> Result<Bytes, ApiError> {
     let rewrite = upstream_model != request.model || request.previous_upstream_id.is_some();
     if !rewrite && !ask_usage {
-        return request.raw.clone();
+        return Ok(request.raw.clone());
     }
     if !rewrite {
         // A parsed request body is a JSON object with at least `model`: `{` then a member; the
@@ -170,61 +172,80 @@ pub(crate) fn upstream_body(request: &ClientRequest, upstream_model: &str, ask_u
             body.extend_from_slice(&request.raw[..=open]);
             body.extend_from_slice(ASK_USAGE);
             body.extend_from_slice(&request.raw[open + 1..]);
-            return Bytes::from(body);
+            return Ok(Bytes::from(body));
         }
     }
     let model = (upstream_model != request.model).then_some(upstream_model);
-    match rewritten(&request.raw, model, request.previous_upstream_id.as_deref(), ask_usage) {
-        Some(body) => Bytes::from(body),
-        None => request.raw.clone(),
+    let replace = Replace { model, previous: request.previous_upstream_id.as_deref(), ask_usage };
+    rewritten(&request.raw, &replace).map(Bytes::from).ok_or_else(|| {
+        ApiError::InvalidJson("the request body is not UTF-8 JSON, so it cannot be rewritten for the upstream".into())
+    })
+}
+
+/// What a rewrite replaces and adds.
+struct Replace<'a> {
+    model: Option<&'a str>,
+    previous: Option<&'a str>,
+    ask_usage: bool,
+}
+
+/// Writes a JSON object's members into `out` as they are read, each value as its bytes but
+/// for the replaced ones: no member list is built, whatever the body holds.
+struct Rewrite<'r, 'a> {
+    out: &'r mut Vec<u8>,
+    replace: &'r Replace<'a>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Rewrite<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
     }
 }
 
-/// A JSON object's members in order, each value as its bytes.
-struct Members<'a>(Vec<(std::borrow::Cow<'a, str>, &'a serde_json::value::RawValue)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
-            type Value = Members<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
+impl<'de> serde::de::Visitor<'de> for Rewrite<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        use serde::de::Error as _;
+        let Rewrite { out, replace } = self;
+        out.push(b'{');
+        let mut first = true;
+        if replace.ask_usage {
+            out.extend_from_slice(&ASK_USAGE[..ASK_USAGE.len() - 1]);
+            first = false;
+        }
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let value: &'de serde_json::value::RawValue = map.next_value()?;
+            if !first {
+                out.push(b',');
             }
-            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Members<'a>, M::Error> {
-                let mut members = Vec::new();
-                while let Some(member) = map.next_entry()? {
-                    members.push(member);
+            first = false;
+            serde_json::to_writer(&mut *out, &key).map_err(M::Error::custom)?;
+            out.push(b':');
+            match (key.as_ref(), replace.model, replace.previous) {
+                ("model", Some(model), _) => serde_json::to_writer(&mut *out, model).map_err(M::Error::custom)?,
+                ("previous_response_id", _, Some(id)) => {
+                    serde_json::to_writer(&mut *out, id).map_err(M::Error::custom)?
                 }
-                Ok(Members(members))
+                _ => out.extend_from_slice(value.get().as_bytes()),
             }
         }
-        d.deserialize_map(Visit(std::marker::PhantomData))
+        out.push(b'}');
+        Ok(())
     }
 }
 
-/// `raw` with `model` and `previous_response_id` replaced (when given) and the usage option
-/// first; `None` when `raw` is not an object whose keys can be read.
-fn rewritten(raw: &[u8], model: Option<&str>, previous: Option<&str>, ask_usage: bool) -> Option<Vec<u8>> {
-    let Members(members) = serde_json::from_slice(raw).ok()?;
-    let mut out = Vec::with_capacity(raw.len() + ASK_USAGE.len() + model.map_or(0, str::len));
-    out.push(b'{');
-    if ask_usage {
-        out.extend_from_slice(&ASK_USAGE[..ASK_USAGE.len() - usize::from(members.is_empty())]);
-    }
-    for (i, (key, value)) in members.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        serde_json::to_writer(&mut out, key).ok()?;
-        out.push(b':');
-        match (key.as_ref(), model, previous) {
-            ("model", Some(model), _) => serde_json::to_writer(&mut out, model).ok()?,
-            ("previous_response_id", _, Some(id)) => serde_json::to_writer(&mut out, id).ok()?,
-            _ => out.extend_from_slice(value.get().as_bytes()),
-        }
-    }
-    out.push(b'}');
+/// `raw` rewritten as `replace` says; `None` when `raw` is not an object whose members can be
+/// read (its text not UTF-8).
+fn rewritten(raw: &[u8], replace: &Replace<'_>) -> Option<Vec<u8>> {
+    use serde::de::DeserializeSeed as _;
+    let mut out = Vec::with_capacity(raw.len() + ASK_USAGE.len() + replace.model.map_or(0, str::len));
+    let mut reader = serde_json::Deserializer::from_slice(raw);
+    Rewrite { out: &mut out, replace }.deserialize(&mut reader).ok()?;
+    reader.end().ok()?;
     Some(out)
 }
 
@@ -261,7 +282,7 @@ mod tests {
                 proptest::prop_assert!(!r.model.is_empty());
                 proptest::prop_assert!(r.keys.min_quality_tier <= 5);
                 // A rewrite for another model stays valid JSON holding that model.
-                let rewritten: Value = serde_json::from_slice(&upstream_body(&r, "other", false)).unwrap();
+                let rewritten: Value = serde_json::from_slice(&upstream_body(&r, "other", false).unwrap()).unwrap();
                 proptest::prop_assert_eq!(&rewritten["model"], "other");
             }
             let _ = peek(&body);
@@ -303,8 +324,8 @@ mod tests {
     fn an_unchanged_model_forwards_the_bytes_as_sent() {
         let body = r#"{"model":"m",  "messages":[{"role":"user","content":"hi"}], "extra": {"kept": true}}"#;
         let r = parse_str(body, &[]).unwrap();
-        assert_eq!(upstream_body(&r, "m", false), body.as_bytes());
-        let rewritten: Value = serde_json::from_slice(&upstream_body(&r, "other", false)).unwrap();
+        assert_eq!(upstream_body(&r, "m", false).unwrap(), body.as_bytes());
+        let rewritten: Value = serde_json::from_slice(&upstream_body(&r, "other", false).unwrap()).unwrap();
         assert_eq!(rewritten["model"], "other");
         assert_eq!(rewritten["extra"]["kept"], true);
     }
@@ -313,10 +334,10 @@ mod tests {
     fn usage_is_asked_only_for_streams_whose_client_did_not_choose() {
         let stream = parse_str(r#" {"model":"m","stream":true,"messages":[]}"#, &[]).unwrap();
         assert!(asks_usage(&stream, true) && !asks_usage(&stream, false), "a deployment can opt out");
-        let spliced: Value = serde_json::from_slice(&upstream_body(&stream, "m", true)).unwrap();
+        let spliced: Value = serde_json::from_slice(&upstream_body(&stream, "m", true).unwrap()).unwrap();
         assert_eq!(spliced["stream_options"], serde_json::json!({"include_usage": true}));
         assert_eq!(spliced["messages"], serde_json::json!([]));
-        let renamed: Value = serde_json::from_slice(&upstream_body(&stream, "other", true)).unwrap();
+        let renamed: Value = serde_json::from_slice(&upstream_body(&stream, "other", true).unwrap()).unwrap();
         assert_eq!(
             (renamed["model"].as_str(), renamed["stream_options"]["include_usage"].as_bool()),
             (Some("other"), Some(true))
@@ -338,7 +359,7 @@ mod tests {
             r#"{{"seed":123456789012345678901234567890, "x":1e400,"model":"m","previous_response_id":"{id}","s":"\ud83d\ude00 \u00e9","t":"\ud800","stream":true}}"#
         );
         let r = parse_str(&body, &[]).unwrap();
-        let sent = upstream_body(&r, "real", true);
+        let sent = upstream_body(&r, "real", true).unwrap();
         assert_eq!(
             std::str::from_utf8(&sent).unwrap(),
             r#"{"stream_options":{"include_usage":true},"seed":123456789012345678901234567890,"x":1e400,"model":"real","previous_response_id":"resp_up","s":"\ud83d\ude00 \u00e9","t":"\ud800","stream":true}"#
@@ -346,12 +367,25 @@ mod tests {
         // Only the usage option: spliced, the rest as sent.
         let plain = parse_str(r#"{"model":"m","stream":true,"n":1.50}"#, &[]).unwrap();
         assert_eq!(
-            &upstream_body(&plain, "m", true)[..],
+            &upstream_body(&plain, "m", true).unwrap()[..],
             br#"{"stream_options":{"include_usage":true},"model":"m","stream":true,"n":1.50}"#
         );
         // A rewrite of an empty-membered object cannot happen (a body names its model), but
         // the option alone is a whole object.
-        assert_eq!(rewritten(b"{}", Some("x"), None, true).unwrap(), br#"{"stream_options":{"include_usage":true}}"#);
+        let replace = Replace { model: Some("x"), previous: None, ask_usage: true };
+        assert_eq!(rewritten(b"{}", &replace).unwrap(), br#"{"stream_options":{"include_usage":true}}"#);
+        // Text that is not UTF-8 (JSON requires it) cannot be rewritten: refused, not sent as is.
+        let latin1 = parse(
+            Endpoint::ChatCompletions,
+            &HeaderMap::new(),
+            ReadBody {
+                bytes: Bytes::from_static(b"{\"model\":\"m\",\"messages\":[{\"content\":\"caf\xe9\"}]}"),
+                reservation: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(upstream_body(&latin1, "real", false).unwrap_err().code(), "invalid_json");
+        assert!(upstream_body(&latin1, "m", false).is_ok(), "unchanged, it goes as sent");
     }
 
     #[test]
@@ -359,7 +393,7 @@ mod tests {
         let id = llmroute_router::wrap_response_id("ns/d", "resp_up");
         let r = parse_str(&format!(r#"{{"model":"m","previous_response_id":"{id}","input":"hi"}}"#), &[]).unwrap();
         assert_eq!(r.keys.previous_deployment.as_deref(), Some("ns/d"));
-        let body: Value = serde_json::from_slice(&upstream_body(&r, "real-model", false)).unwrap();
+        let body: Value = serde_json::from_slice(&upstream_body(&r, "real-model", false).unwrap()).unwrap();
         assert_eq!(body["model"], "real-model");
         assert_eq!(body["previous_response_id"], "resp_up");
         assert_eq!(body["input"], "hi");
