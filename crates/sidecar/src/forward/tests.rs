@@ -38,7 +38,7 @@ enum Script {
     /// A 200 that echoes the key in a header and, split across two chunks, in its body.
     EchoKeyInSuccess,
     /// A streamed 200 that echoes the key in its reason phrase, as a header's name, and in its
-    /// body split by a `,"usage":null` (which the usage strip removes).
+    /// body split by a `"usage":null,` (which the usage strip removes).
     EchoKeyEverywhere,
     /// A 400 whose error body is larger than what is kept.
     HugeError,
@@ -106,7 +106,7 @@ impl Upstream for Fake {
             Script::EchoKeyEverywhere => {
                 let key = key.unwrap_or_default().trim_start_matches("Bearer ").to_owned();
                 let (left, right) = key.split_at(5);
-                let text = format!("data: {{\"k\":\"{left},\"usage\":null{right}\"}}\n\ndata: [DONE]\n\n");
+                let text = format!("data: {{\"k\":\"{left}\"usage\":null,{right}\"}}\n\ndata: [DONE]\n\n");
                 let mut r = respond(200, stream_of(vec![Ok(Bytes::from(text))], false));
                 let phrase = hyper::ext::ReasonPhrase::try_from(format!("OK {key}").into_bytes()).unwrap();
                 r.extensions_mut().insert(phrase);
