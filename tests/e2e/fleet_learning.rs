@@ -259,6 +259,12 @@ async fn every_metric_the_dashboard_queries_exists() {
     }
     let stream = json!({"model": "smart", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     post_json(&format!("{}/v1/chat/completions", sidecar.api), &stream, &[]).await.unwrap();
+    // A failover for certain: the adaptive pick may not have tried `poor` above (it failed
+    // this test once so); with both failing their next request, the next first attempt fails
+    // whichever it picks.
+    setup.fakes.behaviour("x", json!({"fail_next": 1})).await;
+    setup.fakes.behaviour("y", json!({"fail_next": 1})).await;
+    chat(&sidecar, "smart", "one more").await;
     let dashboard: Value =
         serde_json::from_str(&std::fs::read_to_string("../deploy/grafana/llmroute-dashboard.json").unwrap()).unwrap();
     let mut wanted: Vec<String> = dashboard["panels"]
