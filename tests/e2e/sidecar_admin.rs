@@ -1,5 +1,9 @@
 //! Admin endpoints: health, readiness, Prometheus metrics (checked by a parser), debug snapshot.
 
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
 use llmroute_e2e::{Env, Options, md};
 use llmroute_testkit::http_client::get;
 use serde_json::json;
@@ -207,6 +211,49 @@ async fn debug_route_explains_every_exclusion_the_affinity_and_the_pick_without_
     // The route that served, on every answer.
     let r = env.chat("s", &[]).await;
     assert_eq!(r.header("x-llmroute-route"), "s");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_is_counted_logged_and_its_attempt_cancelled() {
+    let env = Env::start(Options {
+        instances: &["a"],
+        manifests: md("a", "m", "a", ""),
+        flags: &["--access-log"],
+        ..Default::default()
+    })
+    .await;
+    env.behaviour("a", json!({"mode": "hang"})).await;
+    // The client gives up after 300 ms and closes its connection; the upstream never answers.
+    let body = Bytes::from(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string());
+    let url = format!("{}/v1/chat/completions", env.api);
+    let headers = [("content-type", "application/json"), ("x-request-id", "left-1")];
+    let left =
+        llmroute_testkit::http_client::send(Method::POST, &url, &headers, body, Duration::from_millis(300)).await;
+    assert!(left.is_err(), "no answer came");
+    let counted = llmroute_testkit::process::eventually(Duration::from_secs(5), || async {
+        env.metric("llmroute_requests_total{code=\"499\",deployment=\"llm/a\",model_group=\"m\"}").await == Some(1.0)
+    })
+    .await;
+    assert!(counted, "{}", env.metrics().await);
+    assert_eq!(
+        env.metric("llmroute_upstream_attempts_total{deployment=\"llm/a\",outcome=\"cancelled\"}").await,
+        Some(1.0)
+    );
+    let line = || {
+        env.sidecar
+            .stdout()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+            .find(|l| l["request_id"] == "left-1")
+    };
+    let logged = llmroute_testkit::process::eventually(Duration::from_secs(3), || async { line().is_some() }).await;
+    assert!(logged, "{}", env.sidecar.stdout());
+    let line = line().expect("the request's access-log line");
+    assert_eq!(
+        (line["status"].as_str(), line["deployment"].as_str(), line["attempts"].as_u64()),
+        (Some("499"), Some("llm/a"), Some(1))
+    );
+    assert!(line["duration_ms"].as_f64().unwrap() >= 250.0, "{line}");
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! an upstream answers 2xx with its first body bytes, commit: its head and body stream to the
 //! client as they come, and nothing is retried after that.
 
+mod abandoned;
 mod attempt;
 mod failure;
 mod headers;
@@ -20,6 +21,7 @@ use http_body_util::BodyExt;
 use llmroute_router::{AttemptKind, Class, Pick, Planner};
 use llmroute_upstream::{Endpoint, shape};
 
+use self::abandoned::{Abandoned, Progress};
 use self::attempt::{Answer, Failure};
 use self::failure::LastFailure;
 use self::headers::llmroute_headers;
@@ -61,7 +63,8 @@ pub(crate) struct Logged {
 
 /// Routes one parsed request to completion. With tracing, its server span (ended when its
 /// answer ends); with `--access-log`, a line for it once its answer has ended (an answer
-/// that is relayed, when the relay ends).
+/// that is relayed, when the relay ends). A request its client leaves before the answer is
+/// counted as 499 when its future is dropped ([`abandoned`]).
 pub(crate) async fn forward<U: Upstream>(
     ctx: &Context<U>,
     routes: Arc<Routes>,
@@ -69,7 +72,10 @@ pub(crate) async fn forward<U: Upstream>(
     headers: &HeaderMap,
 ) -> Response<Body> {
     if ctx.access.is_none() && ctx.tracing.is_none() {
-        return route(ctx, routes, request, headers, None, &mut None).await;
+        let mut abandoned = Abandoned::new(ctx, routes.clone(), None);
+        let response = route(ctx, routes, request, headers, None, &mut None, &mut abandoned.progress).await;
+        abandoned.answered();
+        return response;
     }
     let mut span = ctx.tracing.as_ref().map(|t| t.request(headers, request.endpoint.operation(), &request.model));
     let logged = ctx.access.as_ref().map(|_| Logged {
@@ -82,7 +88,9 @@ pub(crate) async fn forward<U: Upstream>(
         operation: request.endpoint.operation(),
         model: request.model.clone(),
     });
-    let response = route(ctx, routes, request, headers, logged.clone(), &mut span).await;
+    let mut abandoned = Abandoned::new(ctx, routes.clone(), logged.as_ref());
+    let response = route(ctx, routes, request, headers, logged.clone(), &mut span, &mut abandoned.progress).await;
+    abandoned.answered();
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
     // Not relayed: the request ends with this answer.
     if let Some(mut span) = span.take().filter(crate::trace::RequestSpan::recording) {
@@ -121,6 +129,7 @@ async fn route<U: Upstream>(
     headers: &HeaderMap,
     logged: Option<Logged>,
     span: &mut Option<crate::trace::RequestSpan>,
+    progress: &mut Progress,
 ) -> Response<Body> {
     let table = &routes.table;
     let Some(mut planner) = Planner::new(table, &request.model, request.keys.clone()) else {
@@ -128,6 +137,7 @@ async fn route<U: Upstream>(
         ctx.metrics.requests.with_label_values(&["", "", "404"]).inc();
         return ApiError::ModelNotFound { model: request.model.clone(), team: ctx.team.clone() }.response();
     };
+    progress.route = Some(planner.primary_route());
     if let Some(bytes) = planner.prefix_bytes() {
         planner.set_prefix(crate::inbound::prefix::key(request.endpoint, &request.raw, bytes));
     }
@@ -190,7 +200,10 @@ async fn route<U: Upstream>(
         });
         let guard = InFlight::start(routes.clone(), pick.deployment, request.keys.prompt_tokens, attempt_ms);
         let started = Instant::now();
-        match attempt::exchange(ctx.upstream.send(target, upstream_request), started, limit).await {
+        progress.attempt(pick.route, pick.deployment);
+        let exchanged = attempt::exchange(ctx.upstream.send(target, upstream_request), started, limit).await;
+        progress.attempting = false;
+        match exchanged {
             Ok(answer) => {
                 let handles = routes.deployment_metrics(&ctx.metrics, pick.deployment, now_ms());
                 handles.latency.observe(answer.latency.as_secs_f64());

@@ -282,6 +282,26 @@ async fn headers_then_silence_is_a_504_within_the_deadline() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_client_that_leaves_before_the_answer_is_counted_as_499_with_its_attempt_cancelled() {
+    let ctx = context(vec![openai("a")], &[("a", Script::NoAnswer)], 1);
+    // The client goes away while the attempt waits: hyper drops the request's future.
+    let left = tokio::time::timeout(Duration::from_secs(1), call(&ctx, Endpoint::ChatCompletions, chat(false))).await;
+    assert!(left.is_err(), "the upstream never answers");
+    assert_eq!(metric(&ctx, "llmroute_requests_total{code=\"499\",deployment=\"ns/a\",model_group=\"m\"}"), Some(1.0));
+    assert_eq!(metric(&ctx, "llmroute_upstream_attempts_total{deployment=\"ns/a\",outcome=\"cancelled\"}"), Some(1.0));
+    assert_eq!(ctx.routes.load().unwrap().state.get(0).in_flight(), 0, "its in-flight slot is given back");
+    // A request that got its answer is counted once, by its answer only.
+    let ctx = context(vec![openai("a")], &[], 1);
+    assert_eq!(call(&ctx, Endpoint::ChatCompletions, chat(false)).await.0, StatusCode::OK);
+    let failed = context(vec![openai("a")], &[("a", Script::Answer(500, "{}"))], 1);
+    assert_eq!(call(&failed, Endpoint::ChatCompletions, chat(false)).await.0, StatusCode::INTERNAL_SERVER_ERROR);
+    for ctx in [&ctx, &failed] {
+        let text = ctx.metrics.render(None, 0);
+        assert!(!text.contains("code=\"499\"") && !text.contains("cancelled"), "{text}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_stream_that_stalls_gets_an_error_event_and_ends() {
     let ctx = context(vec![openai("a")], &[("a", Script::FirstChunkThenStall("data: {\"x\":1}\n\n"))], 1);
     let (status, _, body) = call(&ctx, Endpoint::ChatCompletions, chat(true)).await;

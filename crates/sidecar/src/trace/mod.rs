@@ -308,8 +308,8 @@ fn finish_request(span: &RequestSpan, r: &Recording, extra: &[(&str, Value<'_>)]
     finish(&span.queue, span.ids, span.remote_parent, span.tracestate.as_ref(), &ended);
 }
 
-/// A client request's span. Dropped without [`RequestSpan::end`] (a request abandoned), it
-/// is exported as it stands.
+/// A client request's span. Dropped without [`RequestSpan::end`] (its client left before the
+/// answer), it ends as 499, as `llmroute_requests_total` counts that request.
 #[derive(Debug)]
 pub(crate) struct RequestSpan {
     ids: Ids,
@@ -397,7 +397,9 @@ impl RequestSpan {
 impl Drop for RequestSpan {
     fn drop(&mut self) {
         if let Some(r) = self.recording.take() {
-            finish_request(self, &r, &[], None);
+            // Dropped before its answer: the client left (499, as the request is counted).
+            let status = ("http.response.status_code", Value::Int(499));
+            finish_request(self, &r, &[status, ("error.type", Value::Str("499"))], Some("499"));
         }
     }
 }
@@ -672,5 +674,15 @@ mod tests {
                 })
             )
         );
+        // The request's span ends as its request is counted: 499, the client left.
+        let request = &spans[1];
+        let attribute = |key: &str| {
+            request.attributes.iter().find(|a| a.key == key).and_then(|a| a.value.clone()).and_then(|v| v.value)
+        };
+        use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+        assert_eq!(attribute("http.response.status_code"), Some(Any::IntValue(499)));
+        assert_eq!(attribute("error.type"), Some(Any::StringValue("499".into())));
+        let status = request.status.as_ref().expect("an error status");
+        assert_eq!((status.code, status.message.as_str()), (2, "499"));
     }
 }
