@@ -290,6 +290,20 @@ async fn a_client_that_leaves_before_the_answer_is_counted_as_499_with_its_attem
     assert_eq!(metric(&ctx, "llmroute_requests_total{code=\"499\",deployment=\"ns/a\",model_group=\"m\"}"), Some(1.0));
     assert_eq!(metric(&ctx, "llmroute_upstream_attempts_total{deployment=\"ns/a\",outcome=\"cancelled\"}"), Some(1.0));
     assert_eq!(ctx.routes.load().unwrap().state.get(0).in_flight(), 0, "its in-flight slot is given back");
+    // Left during a failover: counted against the deployment it was waiting on, once.
+    let second = v1::Deployment { order: 2, ..openai("b") };
+    let ctx = context(vec![openai("a"), second], &[("a", Script::Answer(500, "{}")), ("b", Script::NoAnswer)], 2);
+    let left = tokio::time::timeout(Duration::from_secs(1), call(&ctx, Endpoint::ChatCompletions, chat(false))).await;
+    assert!(left.is_err());
+    assert_eq!(ctx.upstream.calls.lock().unwrap().len(), 2, "failed over once");
+    let text = ctx.metrics.render(None, 0);
+    assert!(text.contains("llmroute_requests_total{code=\"499\",deployment=\"ns/b\",model_group=\"m\"} 1"), "{text}");
+    assert_eq!(text.matches("llmroute_requests_total{").count(), 1, "counted once: {text}");
+    assert!(text.contains("llmroute_upstream_attempts_total{deployment=\"ns/b\",outcome=\"cancelled\"} 1"), "{text}");
+    assert!(
+        text.contains("llmroute_upstream_attempts_total{deployment=\"ns/a\",outcome=\"error_status\"} 1"),
+        "{text}"
+    );
     // A request that got its answer is counted once, by its answer only.
     let ctx = context(vec![openai("a")], &[], 1);
     assert_eq!(call(&ctx, Endpoint::ChatCompletions, chat(false)).await.0, StatusCode::OK);
