@@ -275,3 +275,53 @@ async fn a_slow_collector_gets_several_exports_at_once_and_loses_nothing() {
     assert!((2..=4).contains(&most), "{most} export calls open at once (at most 4)");
     assert!(env.metrics().await.contains("llmroute_trace_spans_dropped_total 0\n"));
 }
+
+/// One HTTP/2 frame.
+fn h2_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = u32::try_from(payload.len()).unwrap().to_be_bytes()[1..].to_vec();
+    frame.extend_from_slice(&[kind, 0, 0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+// Multi-threaded: the collector's tasks run while the test waits on the sidecar's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_echoing_the_token_in_a_goaway_never_gets_it_logged_even_at_debug() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const TOKEN: &str = "s3cret-collector-token";
+    // A collector that answers every connection with SETTINGS, then a GOAWAY whose debug data
+    // echoes the token it was sent.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut buf)).await;
+                let mut goaway = vec![0, 0, 0, 0, 0, 0, 0, 11]; // last stream 0, ENHANCE_YOUR_CALM
+                goaway.extend_from_slice(format!("echo: Bearer {TOKEN}").as_bytes());
+                let mut answer = h2_frame(4, &[]);
+                answer.extend(h2_frame(7, &goaway));
+                let _ = socket.write_all(&answer).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = ["--team", "t", "--manifests", &dir.path().to_string_lossy()]
+        .into_iter()
+        .chain(["--otlp-endpoint", &format!("http://{addr}")])
+        .map(str::to_owned)
+        .collect();
+    let header = format!("authorization=Bearer {TOKEN}");
+    let env = [("LLMROUTE_LOG", "debug"), ("OTEL_EXPORTER_OTLP_HEADERS", header.as_str())];
+    let (sidecar, api, _) = llmroute_testkit::process::start_sidecar_with_env(&args, &env);
+    let url = format!("http://{api}/v1/chat/completions");
+    let reply = llmroute_testkit::http_client::post_json(&url, &json!({"model": "m", "messages": []}), &[]).await;
+    assert_eq!(reply.unwrap().status, 404, "routed (and traced) though nothing serves it");
+    let failing = sidecar.wait_log_line("trace export to the collector is failing", Duration::from_secs(10));
+    let logs = sidecar.logs();
+    assert!(failing.is_some(), "{logs}");
+    assert!(logs.contains(" DEBUG "), "debug lines are on: {logs}");
+    assert!(!logs.contains(TOKEN), "{logs}");
+}

@@ -19,6 +19,7 @@ mod fleet;
 mod forward;
 mod health;
 mod inbound;
+pub mod logging;
 mod metrics;
 mod operator;
 mod outbound;

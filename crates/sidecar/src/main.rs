@@ -9,7 +9,9 @@ use llmroute_sidecar::{app, flags::Flags};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LLMROUTE_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(llmroute_sidecar::logging::filter(
+            std::env::var_os("LLMROUTE_LOG").and_then(|v| v.into_string().ok()).as_deref(),
+        ))
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();

@@ -31,9 +31,14 @@ pub fn log_field(line: &str, key: &str) -> Option<String> {
 /// Starts `llmroute-sidecar` with `args` on ephemeral ports; returns it with its API and admin
 /// addresses as it announced them.
 pub fn start_sidecar(args: &[String]) -> (Proc, SocketAddr, SocketAddr) {
+    start_sidecar_with_env(args, &[])
+}
+
+/// [`start_sidecar`] with environment variables set (over `LLMROUTE_LOG=info`).
+pub fn start_sidecar_with_env(args: &[String], env: &[(&str, &str)]) -> (Proc, SocketAddr, SocketAddr) {
     let mut all = args.to_vec();
     all.extend(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"].map(String::from));
-    let sidecar = Proc::spawn(&bin("llmroute-sidecar"), &all);
+    let sidecar = Proc::spawn_with_env(&bin("llmroute-sidecar"), &all, env);
     let line = sidecar.wait_log_line("llmroute-sidecar serving", Duration::from_secs(10));
     let line = line.unwrap_or_else(|| panic!("sidecar did not start:\n{}", sidecar.logs()));
     let addr = |key| log_field(&line, key).and_then(|v| v.parse().ok()).expect("announced address");
@@ -52,6 +57,11 @@ pub struct Proc {
 impl Proc {
     /// Starts `bin` with `args`.
     pub fn spawn(bin: &Path, args: &[String]) -> Self {
+        Self::spawn_with_env(bin, args, &[])
+    }
+
+    /// Starts `bin` with `args` and environment variables `env` (over `LLMROUTE_LOG=info`).
+    pub fn spawn_with_env(bin: &Path, args: &[String], env: &[(&str, &str)]) -> Self {
         let name = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let log =
             std::env::temp_dir().join(format!("llmroute-{name}-{}-{}.log", std::process::id(), free_addr().port()));
@@ -61,6 +71,7 @@ impl Proc {
         let child = Command::new(bin)
             .args(args)
             .env("LLMROUTE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(stdout)
             .stderr(file)
             .spawn()
