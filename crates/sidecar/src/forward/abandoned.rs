@@ -75,19 +75,7 @@ impl<U> Drop for Abandoned<'_, U> {
             metrics.attempts.with_label_values(&[deployment, "cancelled"]).inc();
         }
         if let (Some(access), Some(logged)) = (&self.ctx.access, self.logged) {
-            access.log(&crate::access::Entry {
-                start_unix_ms: logged.start_unix_ms,
-                request_id: &logged.request_id,
-                method: "POST",
-                operation: logged.operation,
-                model: &logged.model,
-                model_group: group,
-                deployment,
-                attempts: self.progress.attempts,
-                status: CLIENT_LEFT,
-                duration_ms: logged.started.elapsed().as_secs_f64() * 1000.0,
-                ..Default::default()
-            });
+            access.log(&logged.entry(group, deployment, self.progress.attempts, CLIENT_LEFT));
         }
     }
 }

@@ -123,20 +123,11 @@ pub(crate) fn answered<U>(
         }
         if let Some((log, logged)) = &access {
             log.log(&crate::access::Entry {
-                start_unix_ms: logged.start_unix_ms,
-                request_id: &logged.request_id,
-                method: "POST",
-                operation: logged.operation,
-                model: &logged.model,
-                model_group: &group,
-                deployment: &deployment.id,
-                attempts,
-                status: code,
-                duration_ms: logged.started.elapsed().as_secs_f64() * 1000.0,
                 ttft_ms: ttft.map(|t| t.as_secs_f64() * 1000.0),
                 input_tokens: scan.input_tokens,
                 output_tokens: scan.output_tokens,
                 cached_tokens: scan.cached_tokens,
+                ..logged.entry(&group, &deployment.id, attempts, code)
             });
         }
         let labels = |kind: &'static str| [group.as_str(), deployment.id.as_str(), kind];

@@ -61,6 +61,32 @@ pub(crate) struct Logged {
     pub model: String,
 }
 
+impl Logged {
+    /// The access-log line of this request, ended now with `status` after `attempts` picks,
+    /// served (or last tried) by `deployment` of `model_group`.
+    pub fn entry<'a>(
+        &'a self,
+        model_group: &'a str,
+        deployment: &'a str,
+        attempts: usize,
+        status: &'a str,
+    ) -> crate::access::Entry<'a> {
+        crate::access::Entry {
+            start_unix_ms: self.start_unix_ms,
+            request_id: &self.request_id,
+            method: "POST",
+            operation: self.operation,
+            model: &self.model,
+            model_group,
+            deployment,
+            attempts,
+            status,
+            duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            ..Default::default()
+        }
+    }
+}
+
 /// Routes one parsed request to completion. With tracing, its server span (ended when its
 /// answer ends); with `--access-log`, a line for it once its answer has ended (an answer
 /// that is relayed, when the relay ends). A request its client leaves before the answer is
@@ -105,19 +131,8 @@ pub(crate) async fn forward<U: Upstream>(
     if let (Some(access), Some(logged)) = (&ctx.access, &logged)
         && response.extensions().get::<Relayed>().is_none()
     {
-        access.log(&crate::access::Entry {
-            start_unix_ms: logged.start_unix_ms,
-            request_id: &logged.request_id,
-            method: "POST",
-            operation: logged.operation,
-            model: &logged.model,
-            model_group: header("x-llmroute-model-group"),
-            deployment: "",
-            attempts: header("x-llmroute-attempts").parse().unwrap_or(0),
-            status: response.status().as_str(),
-            duration_ms: logged.started.elapsed().as_secs_f64() * 1000.0,
-            ..Default::default()
-        });
+        let attempts = header("x-llmroute-attempts").parse().unwrap_or(0);
+        access.log(&logged.entry(header("x-llmroute-model-group"), "", attempts, response.status().as_str()));
     }
     response
 }
