@@ -5,6 +5,7 @@
 //! Naming one (`debug,h2=debug`) turns its lines back on.
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 /// The libraries held at `info` under a bare `debug` or `trace` (a target directive covers
 /// every target it prefixes: `hyper` also holds `hyper_rustls`, `tower` also `tower_http`).
@@ -14,7 +15,9 @@ const TRANSPORT: [&str; 6] = ["h2", "hyper", "hyper_util", "tonic", "tower", "ru
 pub fn filter(spec: Option<&str>) -> EnvFilter {
     let spec = spec.filter(|s| !s.trim().is_empty() && EnvFilter::try_new(s).is_ok()).unwrap_or("info");
     let directives: Vec<&str> = spec.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
-    let verbose = directives.iter().any(|d| d.eq_ignore_ascii_case("debug") || d.eq_ignore_ascii_case("trace"));
+    // A bare level (`debug`, `TRACE`, `4`, `5`: tracing reads numbers as levels) of debug or more.
+    let verbose =
+        directives.iter().filter_map(|d| d.parse::<LevelFilter>().ok()).any(|level| level >= LevelFilter::DEBUG);
     let mut full = spec.to_owned();
     if verbose {
         for name in TRANSPORT.iter().filter(|name| !directives.iter().any(|d| names(d, name))) {
@@ -79,8 +82,13 @@ mod tests {
         for shown in ["h2-info", "own-debug", "own-info"] {
             assert!(debug.contains(shown), "{shown}: {debug}");
         }
-        let trace = logged(Some("trace"));
-        assert!(!trace.contains("h2-debug") && trace.contains("own-debug"), "{trace}");
+        for spec in ["trace", "TRACE", "DeBuG", "4", "5", "warn,5"] {
+            let out = logged(Some(spec));
+            assert!(
+                !out.contains("h2-debug") && !out.contains("tonic-debug") && out.contains("own-debug"),
+                "{spec}: {out}"
+            );
+        }
         // Named, a library logs at the level asked.
         let named = logged(Some("debug,h2=debug"));
         assert!(named.contains("h2-debug") && !named.contains("tonic-debug"), "{named}");
