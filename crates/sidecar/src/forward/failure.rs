@@ -3,7 +3,7 @@
 //! status with every attempt named.
 
 use http::{Response, StatusCode};
-use llmroute_router::{Attempt, Exhausted, ExhaustedReason};
+use llmroute_router::{Attempt, Exhausted, ExhaustedReason, RouteIdx};
 use serde_json::json;
 
 use super::attempt::Failure;
@@ -17,6 +17,8 @@ use crate::routes::Routes;
 pub(crate) struct LastFailure {
     pub failure: Failure,
     pub deployment: u32,
+    /// The route it was picked from.
+    pub route: RouteIdx,
 }
 
 fn attempts_json(attempts: &[Attempt]) -> serde_json::Value {
@@ -30,41 +32,50 @@ fn attempts_text(attempts: &[Attempt]) -> String {
     attempts.iter().map(|a| format!("{} ({})", a.deployment_id, a.outcome)).collect::<Vec<_>>().join(", ")
 }
 
-/// 504: the deadline passed before an upstream answered.
+/// 504: the deadline passed before an upstream answered (the last pick was from `route`).
 pub(crate) fn deadline_exceeded<U>(
     ctx: &Context<U>,
     routes: &Routes,
     request: &ClientRequest,
     attempts: &[Attempt],
+    route: RouteIdx,
 ) -> Response<Body> {
     let message =
         format!("The request deadline passed before an upstream answered. Attempts: {}", attempts_text(attempts));
     let mut r = ApiError::DeadlineExceeded { message, attempts: attempts_json(attempts) }.response();
-    finish_headers(ctx, routes, request, &mut r, attempts);
+    finish_headers(ctx, routes, request, &mut r, attempts, Some(route));
     r
 }
 
-/// An error of the request itself found while routing (no upstream was called for it).
+/// An error of the request itself found while routing (no upstream was called for it), for
+/// a pick from `route`.
 pub(crate) fn refused<U>(
     ctx: &Context<U>,
     routes: &Routes,
     request: &ClientRequest,
     attempts: &[Attempt],
     error: ApiError,
+    route: RouteIdx,
 ) -> Response<Body> {
     let mut r = error.response();
-    finish_headers(ctx, routes, request, &mut r, attempts);
+    finish_headers(ctx, routes, request, &mut r, attempts, Some(route));
     r
 }
 
+/// The `x-llmroute-*` headers of a failure (`x-llmroute-route`: `route`, the last pick's,
+/// else the one the name resolves to), and its count in `llmroute_requests_total`.
 fn finish_headers<U>(
     ctx: &Context<U>,
     routes: &Routes,
     request: &ClientRequest,
     r: &mut Response<Body>,
     attempts: &[Attempt],
+    route: Option<RouteIdx>,
 ) {
     let table = &routes.table;
+    if let Some(route) = route.or_else(|| table.resolve(&request.model).map(|r| r.route)) {
+        super::headers::route_header(r.headers_mut(), routes, route);
+    }
     let last = attempts.last();
     // The group that served last, else the one the name resolves to (never the raw name).
     let resolved = || table.resolve(&request.model).map(|r| table.route(r.route).public_name.as_str());
@@ -86,6 +97,7 @@ pub(crate) fn finish<U>(
 ) -> Response<Body> {
     let attempts = &exhausted.attempts;
     let model = request.model.clone();
+    let route = last.as_ref().map(|l| l.route);
     let mut response = match (exhausted.reason, last) {
         (
             ExhaustedReason::ClientError | ExhaustedReason::ContextWindow,
@@ -102,7 +114,7 @@ pub(crate) fn finish<U>(
         }
         (
             ExhaustedReason::ClientError | ExhaustedReason::ContextWindow,
-            Some(LastFailure { failure: Failure::Status { status, headers, body, .. }, deployment }),
+            Some(LastFailure { failure: Failure::Status { status, headers, body, .. }, deployment, .. }),
         ) => {
             // The upstream's own answer about the request itself: pass it on, key scrubbed.
             let mut r = Response::new(full(super::mask::mask_bytes(body, routes.credential(deployment))));
@@ -143,6 +155,6 @@ pub(crate) fn finish<U>(
             r
         }
     };
-    finish_headers(ctx, routes, request, &mut response, attempts);
+    finish_headers(ctx, routes, request, &mut response, attempts, route);
     response
 }

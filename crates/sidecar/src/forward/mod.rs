@@ -182,20 +182,20 @@ async fn route<U: Upstream>(
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return failure::deadline_exceeded(ctx, &routes, &request, planner.attempts());
+            return failure::deadline_exceeded(ctx, &routes, &request, planner.attempts(), pick.route);
         }
         let limit = ctx.limits.attempt_timeout.map_or(remaining, |t| t.min(remaining));
         let target = routes.target(pick.deployment);
         let ask_usage = crate::inbound::asks_usage(&request, table.deployment(pick.deployment).stream_usage);
         let body = match upstream_body(&request, &pick.upstream_model, ask_usage) {
             Ok(body) => body,
-            Err(error) => return failure::refused(ctx, &routes, &request, planner.attempts(), error),
+            Err(error) => return failure::refused(ctx, &routes, &request, planner.attempts(), error, pick.route),
         };
         let mut upstream_request = match shape::request(target, request.endpoint, &pick.upstream_model, body, headers) {
             Ok(r) => r,
             Err(e) => {
                 let error = ApiError::InvalidModelName(e.0);
-                return failure::refused(ctx, &routes, &request, planner.attempts(), error);
+                return failure::refused(ctx, &routes, &request, planner.attempts(), error, pick.route);
             }
         };
         let attempt_span = span.as_ref().map(|s| {
@@ -267,9 +267,9 @@ async fn route<U: Upstream>(
                     planner.cool_down(&pick, pause, &routes.state, now);
                 }
                 let timed_out = matches!(failure, Failure::Timeout);
-                last = Some(LastFailure { failure, deployment: pick.deployment });
+                last = Some(LastFailure { failure, deployment: pick.deployment, route: pick.route });
                 if timed_out && Instant::now() >= deadline {
-                    return failure::deadline_exceeded(ctx, &routes, &request, planner.attempts());
+                    return failure::deadline_exceeded(ctx, &routes, &request, planner.attempts(), pick.route);
                 }
             }
         }

@@ -270,6 +270,35 @@ async fn malformed_or_empty_success_answers_are_upstream_failures() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn every_failure_answer_names_the_route_it_took() {
+    let az = |id| deployment(id, v1::Provider::Azure, 0);
+    // Failed upstreams (502-class), a passed-on 400, a deadline, a refused body (an Azure name
+    // that would walk a path), and a name served by the wildcard route.
+    let cases: [(Context<Fake>, Value, StatusCode, &str); 5] = [
+        (
+            context(vec![openai("a")], &[("a", Script::Answer(500, "{}"))], 1),
+            chat(false),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "m",
+        ),
+        (context(vec![openai("a")], &[("a", Script::EchoKey)], 1), chat(false), StatusCode::BAD_REQUEST, "m"),
+        (context(vec![openai("a")], &[("a", Script::NoAnswer)], 1), chat(false), StatusCode::GATEWAY_TIMEOUT, "m"),
+        (context(vec![az("a")], &[], 1), json!({"model": "az/../x", "messages": []}), StatusCode::BAD_REQUEST, "az/*"),
+        (
+            context(vec![openai("a")], &[("a", Script::Answer(503, "{}"))], 1),
+            json!({"model": "az/x", "messages": []}),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "az/*",
+        ),
+    ];
+    for (ctx, body, status, route) in cases {
+        let (got, headers, text) = call(&ctx, Endpoint::ChatCompletions, body).await;
+        assert_eq!(got, status, "{text}");
+        assert_eq!(headers.get("x-llmroute-route").map(|v| v.to_str().unwrap()), Some(route), "{text}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn headers_then_silence_is_a_504_within_the_deadline() {
     let ctx = context(vec![openai("a")], &[("a", Script::HeadThenStall)], 1);
     let started = tokio::time::Instant::now();
@@ -355,10 +384,11 @@ async fn an_echoed_credential_never_reaches_the_client() {
 async fn a_prompt_no_window_takes_is_400_context_length_exceeded_without_a_call() {
     let ctx = context(vec![deployment("a", v1::Provider::Openai, 10)], &[], 3);
     let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(400)}]});
-    let (status, _, body) = call(&ctx, Endpoint::ChatCompletions, big).await;
+    let (status, headers, body) = call(&ctx, Endpoint::ChatCompletions, big).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], "context_length_exceeded");
     assert!(ctx.upstream.calls.lock().unwrap().is_empty());
+    assert_eq!(headers["x-llmroute-route"], "m", "no attempt: the route the name resolves to");
 }
 
 #[tokio::test]
