@@ -87,6 +87,15 @@ impl Logged {
     }
 }
 
+/// The client's `x-request-id` (any bytes, read as UTF-8 with what is not replaced), else a
+/// new one: absent, empty or blank is none.
+fn request_id(headers: &HeaderMap) -> String {
+    match headers.get("x-request-id").map(|v| String::from_utf8_lossy(v.as_bytes())) {
+        Some(id) if !id.trim().is_empty() => id.into_owned(),
+        _ => format!("{:016x}", rand::random::<u64>()),
+    }
+}
+
 /// Routes one parsed request to completion. With tracing, its server span (ended when its
 /// answer ends); with `--access-log`, a line for it once its answer has ended (an answer
 /// that is relayed, when the relay ends). A request its client leaves before the answer is
@@ -107,10 +116,7 @@ pub(crate) async fn forward<U: Upstream>(
     let logged = ctx.access.as_ref().map(|_| Logged {
         start_unix_ms: now_ms(),
         started: Instant::now(),
-        request_id: headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map_or_else(|| format!("{:016x}", rand::random::<u64>()), str::to_owned),
+        request_id: request_id(headers),
         operation: request.endpoint.operation(),
         model: request.model.clone(),
     });

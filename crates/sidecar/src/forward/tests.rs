@@ -692,3 +692,21 @@ async fn only_deployments_this_sidecar_uses_get_per_deployment_series() {
     assert_eq!(text.lines().filter(|l| l.starts_with("llmroute_upstream_latency_seconds_count{")).count(), 1);
     assert!(text.contains("llmroute_requests_total{"));
 }
+
+#[test]
+fn the_request_id_is_the_clients_whatever_its_bytes_else_a_new_one() {
+    let with = |bytes: &[u8]| {
+        let mut map = HeaderMap::new();
+        map.insert("x-request-id", http::HeaderValue::from_bytes(bytes).unwrap());
+        request_id(&map)
+    };
+    assert_eq!(with(b"req-1"), "req-1");
+    assert_eq!(with("été-1".as_bytes()), "été-1", "UTF-8 kept, not replaced by a new id");
+    assert_eq!(with(b"a\xffb"), "a\u{fffd}b");
+    for blank in [&b""[..], b"   "] {
+        let id = with(blank);
+        assert_eq!(id.len(), 16, "a new id: {id:?}");
+        assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+    assert_eq!(request_id(&HeaderMap::new()).len(), 16);
+}

@@ -67,21 +67,26 @@ const USER: HeaderName = HeaderName::from_static("x-llmroute-user");
 const MIN_TIER: HeaderName = HeaderName::from_static("x-llmroute-min-quality-tier");
 
 /// The routing keys the `x-llmroute-*` request headers carry: session, user, minimum quality
-/// tier (a malformed tier is an error).
+/// tier (a malformed tier is an error, whatever its bytes).
 pub(crate) fn header_keys(headers: &HeaderMap) -> Result<RequestKeys, ApiError> {
-    let header = |name: &HeaderName| {
-        headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned).filter(|v| !v.is_empty())
-    };
-    let min_quality_tier = match header(&MIN_TIER) {
+    let raw = |name: &HeaderName| headers.get(name).map(http::HeaderValue::as_bytes).filter(|v| !v.is_empty());
+    let min_quality_tier = match raw(&MIN_TIER) {
         None => 0,
-        Some(v) => v
-            .trim()
-            .parse::<u32>()
+        Some(v) => std::str::from_utf8(v)
             .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
             .filter(|t| (1..=5).contains(t))
             .ok_or(ApiError::InvalidHeader("x-llmroute-min-quality-tier must be an integer from 1 to 5."))?,
     };
-    Ok(RequestKeys { session: header(&SESSION), user: header(&USER), min_quality_tier, ..RequestKeys::default() })
+    let key = |name: &HeaderName| raw(name).map(opaque_key);
+    Ok(RequestKeys { session: key(&SESSION), user: key(&USER), min_quality_tier, ..RequestKeys::default() })
+}
+
+/// An affinity key from a header's bytes, none lost: UTF-8 as it is, other bytes each as the
+/// character of the same number (a header value is bytes; visible ASCII reads the same
+/// either way).
+fn opaque_key(bytes: &[u8]) -> String {
+    std::str::from_utf8(bytes).map_or_else(|_| bytes.iter().copied().map(char::from).collect(), str::to_owned)
 }
 
 /// Reads the routing fields; everything else is skipped without being built.
@@ -318,6 +323,25 @@ mod tests {
         }
         let e = parse_str(r#"{"model":"m"}"#, &[("x-llmroute-min-quality-tier", "9")]).unwrap_err();
         assert_eq!(e.code(), "invalid_header");
+    }
+
+    #[test]
+    fn routing_headers_of_any_bytes_are_read_not_dropped() {
+        let with = |name: &'static str, bytes: &[u8]| {
+            let mut map = HeaderMap::new();
+            map.insert(name, http::HeaderValue::from_bytes(bytes).unwrap());
+            header_keys(&map)
+        };
+        // A tier that is not visible ASCII is still a malformed tier: 400, not ignored.
+        for bytes in [&b"\xff"[..], b"\xe9", "3\u{e9}".as_bytes()] {
+            assert_eq!(with("x-llmroute-min-quality-tier", bytes).unwrap_err().code(), "invalid_header", "{bytes:?}");
+        }
+        // Session and user keys keep every byte: UTF-8 as written, other bytes one to one.
+        assert_eq!(with("x-llmroute-session-id", "été".as_bytes()).unwrap().session.as_deref(), Some("été"));
+        let a = with("x-llmroute-user", b"\xff\xfe").unwrap().user.unwrap();
+        let b = with("x-llmroute-user", b"\xfe\xff").unwrap().user.unwrap();
+        assert_ne!(a, b, "distinct bytes, distinct keys");
+        assert_eq!(with("x-llmroute-session-id", b"s-1").unwrap().session.as_deref(), Some("s-1"));
     }
 
     #[test]
