@@ -257,6 +257,69 @@ async fn a_client_that_leaves_before_the_answer_is_counted_logged_and_its_attemp
 }
 
 #[tokio::test]
+async fn requests_refused_before_routing_are_counted_and_logged() {
+    let env = Env::start(Options {
+        instances: &["a"],
+        manifests: md("a", "m", "a", ""),
+        flags: &["--access-log", "--max-body-bytes", "1000"],
+        ..Default::default()
+    })
+    .await;
+    let send =
+        |method: Method, path: &str, id: &'static str, body: String, extra: Option<(&'static str, &'static str)>| {
+            let url = format!("{}{path}", env.api);
+            async move {
+                let mut headers = vec![("content-type", "application/json"), ("x-request-id", id)];
+                headers.extend(extra);
+                let body = Bytes::from(body);
+                llmroute_testkit::http_client::send(method, &url, &headers, body, Duration::from_secs(10))
+                    .await
+                    .unwrap()
+                    .status
+            }
+        };
+    let chat = "/v1/chat/completions";
+    let valid = json!({"model": "m", "messages": []}).to_string();
+    let cases = [
+        (send(Method::POST, chat, "bad-json", "{".into(), None).await, 400, "bad-json", "chat"),
+        (send(Method::POST, "/v1/nope", "bad-url", valid.clone(), None).await, 404, "bad-url", ""),
+        (send(Method::GET, chat, "bad-method", String::new(), None).await, 405, "bad-method", "chat"),
+        (send(Method::POST, chat, "too-large", "x".repeat(2000), None).await, 413, "too-large", "chat"),
+        (
+            send(Method::POST, chat, "bad-tier", valid, Some(("x-llmroute-min-quality-tier", "9"))).await,
+            400,
+            "bad-tier",
+            "chat",
+        ),
+    ];
+    for (status, expected, id, _) in &cases {
+        assert_eq!(status, expected, "{id}");
+    }
+    for (code, n) in [("400", 2.0), ("404", 1.0), ("405", 1.0), ("413", 1.0)] {
+        let series = format!("llmroute_requests_total{{code=\"{code}\",deployment=\"\",model_group=\"\"}}");
+        assert_eq!(env.metric(&series).await, Some(n), "{series}: {}", env.metrics().await);
+    }
+    let lines = || {
+        env.sidecar
+            .stdout()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+            .collect::<Vec<_>>()
+    };
+    let logged =
+        llmroute_testkit::process::eventually(Duration::from_secs(3), || async { lines().len() >= cases.len() }).await;
+    assert!(logged, "{}", env.sidecar.stdout());
+    let lines = lines();
+    for (_, status, id, operation) in cases {
+        let line = lines.iter().find(|l| l["request_id"] == id).unwrap_or_else(|| panic!("{id}: {lines:?}"));
+        assert_eq!(line["status"], status.to_string(), "{id}");
+        assert_eq!(line["operation"], operation, "{id}");
+        assert_eq!((line["model_group"].as_str(), line["deployment"].as_str()), (Some(""), Some("")), "{id}");
+    }
+    assert_eq!(lines.len(), cases.len(), "one line per request: {lines:?}");
+}
+
+#[tokio::test]
 async fn the_access_log_is_one_json_line_per_request_without_credentials_or_prompts() {
     let keyed = md("b", "m", "b", "  order: 2").replace(
         "  upstream: {baseUrl: 'http://{b}/v1'}",

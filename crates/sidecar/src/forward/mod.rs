@@ -11,6 +11,7 @@ mod mask;
 mod relay;
 mod responses;
 mod transform;
+mod unrouted;
 mod usage;
 
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use self::failure::LastFailure;
 use self::headers::llmroute_headers;
 use self::learn::adaptive_turn;
 use self::relay::{Outcome, Relay, RelaySpec};
+pub(crate) use self::unrouted::{Arrival, unrouted};
 use crate::body::Body;
 use crate::clock::now_ms;
 use crate::context::Context;

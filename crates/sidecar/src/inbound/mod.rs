@@ -24,6 +24,7 @@ pub(crate) use serve::{Peer, serve};
 
 use crate::body::Body;
 use crate::context::Context;
+use crate::forward::{Arrival, unrouted};
 use crate::outbound::Upstream;
 
 /// Largest feedback body, bytes (an id and a score).
@@ -64,24 +65,30 @@ pub(crate) async fn handle<U: Upstream>(ctx: Arc<Context<U>>, request: Request<I
         ctx.metrics.feedback.with_label_values(&[result]).inc();
         return answer;
     }
+    // Refused before routing: counted and logged all the same.
+    let arrival = Arrival::now(&ctx);
     let Some(endpoint) = Endpoint::of_path(path) else {
         // The path is echoed back in the message: cap it so a hostile URL stays small.
         let shown: String = path.chars().take(256).collect();
-        return ApiError::UnknownUrl { method: method.to_string(), path: shown }.response();
+        let error = ApiError::UnknownUrl { method: method.to_string(), path: shown };
+        return unrouted(&ctx, request.headers(), "", arrival, error.response());
     };
+    let operation = endpoint.operation();
     if method != Method::POST {
-        return ApiError::MethodNotAllowed(path.to_owned()).response();
+        let error = ApiError::MethodNotAllowed(path.to_owned());
+        return unrouted(&ctx, request.headers(), operation, arrival, error.response());
     }
     let (parts, body) = request.into_parts();
     let limits = &ctx.limits;
+    let refused = |error: ApiError| unrouted(&ctx, &parts.headers, operation, arrival, error.response());
     let body = match body::read(body, limits.max_body_bytes, limits.body_read_timeout, &ctx.body_memory).await {
         Ok(body) => body,
-        Err(e) => return e.response(),
+        Err(e) => return refused(e),
     };
     // The routes are taken after the body is read: a request routes on the newest view.
-    let Some(routes) = ctx.routes.load() else { return ApiError::NoSnapshot.response() };
+    let Some(routes) = ctx.routes.load() else { return refused(ApiError::NoSnapshot) };
     match parse(endpoint, &parts.headers, body) {
         Ok(parsed) => crate::forward::forward(&ctx, routes, parsed, &parts.headers).await,
-        Err(e) => e.response(),
+        Err(e) => refused(e),
     }
 }
