@@ -257,6 +257,32 @@ async fn a_client_that_leaves_before_the_answer_is_counted_logged_and_its_attemp
 }
 
 #[tokio::test]
+async fn the_admin_port_has_a_thread_of_its_own_and_a_flood_of_it_leaves_requests_served() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::start(Options { instances: &["a"], manifests: md("a", "m", "a", ""), ..Default::default() }).await;
+    let task = std::fs::read_dir(format!("/proc/{}/task", env.sidecar.pid())).unwrap();
+    let names: Vec<String> = task
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect();
+    assert!(names.iter().any(|n| n == "llmroute-admin"), "{names:?}");
+    // Clients that pipeline renders of /metrics and never read their answers.
+    let admin = env.admin.trim_start_matches("http://").to_owned();
+    let mut flood = Vec::new();
+    for _ in 0..10 {
+        let mut stream = tokio::net::TcpStream::connect(&admin).await.unwrap();
+        stream.write_all("GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n".repeat(100).as_bytes()).await.unwrap();
+        flood.push(stream);
+    }
+    // Requests are still served, and so is the admin port.
+    for _ in 0..10 {
+        assert_eq!(env.chat("m", &[]).await.status, 200);
+    }
+    assert_eq!(get(&format!("{}/healthz", env.admin)).await.unwrap().status, 200);
+    drop(flood);
+}
+
+#[tokio::test]
 async fn requests_refused_before_routing_are_counted_and_logged() {
     let env = Env::start(Options {
         instances: &["a"],

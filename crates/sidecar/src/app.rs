@@ -141,7 +141,9 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let drain = Duration::from_millis(flags.drain_timeout_ms);
     let admin_ctx = ctx.clone();
     let admin_handler = move |req| crate::admin::handle(admin_ctx.clone(), req);
-    tokio::spawn(crate::inbound::serve(admin, header_timeout, admin_handler, std::future::pending(), drain));
+    serve_admin(admin, move |admin| {
+        crate::inbound::serve(admin, header_timeout, admin_handler, std::future::pending(), drain)
+    })?;
     let stop = async {
         shutdown_signal().await;
         tracing::info!(drain_ms = flags.drain_timeout_ms, "shutting down: draining open requests");
@@ -154,6 +156,31 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
         let _ = tokio::task::spawn_blocking(move || tracer.flush(Duration::from_secs(2))).await;
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves the admin port on a thread and runtime of its own (as Linkerd's proxy does): a
+/// client flooding `/metrics` or `/debug/*` (each answer is rendered on the CPU) then competes
+/// with requests as one thread among others, instead of queueing its work ahead of every
+/// request on the request thread.
+fn serve_admin<F, Fut>(listener: TcpListener, serve: F) -> anyhow::Result<()>
+where
+    F: FnOnce(TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let listener = listener.into_std().context("moving the admin listener to its thread")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("the admin runtime")?;
+    std::thread::Builder::new()
+        .name("llmroute-admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => serve(listener).await,
+                    Err(e) => tracing::error!(error = %e, "the admin port could not be served"),
+                }
+            });
+        })
+        .context("starting the admin thread")?;
     Ok(())
 }
 
