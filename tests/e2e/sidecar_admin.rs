@@ -280,6 +280,22 @@ async fn the_admin_port_has_a_thread_of_its_own_and_a_flood_of_it_leaves_request
     }
     assert_eq!(get(&format!("{}/healthz", env.admin)).await.unwrap().status, 200);
     drop(flood);
+    // Idle connections past the admin port's cap (256 open) are closed at once: they cannot
+    // take the file descriptors requests need.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(&admin).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let closed = idle.iter().filter(|s| matches!(s.try_read(&mut [0u8; 16]), Ok(0))).count();
+    assert!((44..=60).contains(&closed), "{closed} of 300 closed");
+    assert_eq!(env.chat("m", &[]).await.status, 200);
+    drop(idle);
+    let back = llmroute_testkit::process::eventually(Duration::from_secs(5), || async {
+        get(&format!("{}/healthz", env.admin)).await.is_ok_and(|r| r.status == 200)
+    })
+    .await;
+    assert!(back, "the admin port serves again once they are gone");
 }
 
 #[tokio::test]
@@ -343,6 +359,8 @@ async fn requests_refused_before_routing_are_counted_and_logged() {
         assert_eq!((line["model_group"].as_str(), line["deployment"].as_str()), (Some(""), Some("")), "{id}");
     }
     assert_eq!(lines.len(), cases.len(), "one line per request: {lines:?}");
+    let method = |id: &str| lines.iter().find(|l| l["request_id"] == id).unwrap()["method"].clone();
+    assert_eq!((method("bad-method"), method("bad-json")), (json!("GET"), json!("POST")), "the method sent");
 }
 
 #[tokio::test]

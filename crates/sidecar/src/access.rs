@@ -50,7 +50,7 @@ impl Entry<'_> {
         let v: Value = json!({
             "start_time_unix_ms": self.start_unix_ms,
             "request_id": clean(self.request_id),
-            "method": self.method,
+            "method": clean(self.method),
             "operation": self.operation,
             "model": clean(self.model),
             "model_group": self.model_group,

@@ -142,7 +142,14 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let admin_ctx = ctx.clone();
     let admin_handler = move |req| crate::admin::handle(admin_ctx.clone(), req);
     serve_admin(admin, move |admin| {
-        crate::inbound::serve(admin, header_timeout, admin_handler, std::future::pending(), drain)
+        crate::inbound::serve(
+            admin,
+            header_timeout,
+            admin_handler,
+            std::future::pending(),
+            drain,
+            ADMIN_MAX_CONNECTIONS,
+        )
     })?;
     let stop = async {
         shutdown_signal().await;
@@ -150,7 +157,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     };
     let tracer = ctx.tracing.clone();
     let api_handler = move |req| crate::inbound::handle(ctx.clone(), req);
-    crate::inbound::serve(api, header_timeout, api_handler, stop, drain).await;
+    crate::inbound::serve(api, header_timeout, api_handler, stop, drain, usize::MAX).await;
     if let Some(tracer) = tracer {
         // The last requests' spans: sent, or counted as dropped, within 2 s.
         let _ = tokio::task::spawn_blocking(move || tracer.flush(Duration::from_secs(2))).await;
@@ -158,6 +165,10 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Admin connections open at once, at most: probes, a scraper and a person need a few; a flood
+/// of idle ones must not take the file descriptors requests need.
+const ADMIN_MAX_CONNECTIONS: usize = 256;
 
 /// Serves the admin port on a thread and runtime of its own (as Linkerd's proxy does): a
 /// client flooding `/metrics` or `/debug/*` (each answer is rendered on the CPU) then competes

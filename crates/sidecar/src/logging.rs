@@ -11,15 +11,21 @@ use tracing_subscriber::filter::LevelFilter;
 /// every target it prefixes: `hyper` also holds `hyper_rustls`, `tower` also `tower_http`).
 const TRANSPORT: [&str; 6] = ["h2", "hyper", "hyper_util", "tonic", "tower", "rustls"];
 
-/// The filter for `spec` (the value of `LLMROUTE_LOG`); `info` when it is absent or invalid.
+/// The filter for `spec` (the value of `LLMROUTE_LOG`): its directives trimmed (` debug `, a
+/// trailing comma or newline mean what they say); `info` when it is absent, empty or invalid;
+/// starting from `info` when it sets no level of its own (a filter naming only some targets
+/// never silences the sidecar's warnings and errors).
 pub fn filter(spec: Option<&str>) -> EnvFilter {
-    let spec = spec.filter(|s| !s.trim().is_empty() && EnvFilter::try_new(s).is_ok()).unwrap_or("info");
-    let directives: Vec<&str> = spec.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
-    // A bare level (`debug`, `TRACE`, `4`, `5`: tracing reads numbers as levels) of debug or more.
-    let verbose =
-        directives.iter().filter_map(|d| d.parse::<LevelFilter>().ok()).any(|level| level >= LevelFilter::DEBUG);
-    let mut full = spec.to_owned();
-    if verbose {
+    let given: Vec<&str> = spec.unwrap_or_default().split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    let valid = !given.is_empty() && given.iter().all(|d| EnvFilter::try_new(d).is_ok());
+    let mut directives = if valid { given } else { vec!["info"] };
+    // Bare levels (`debug`, `TRACE`, `4`, `5`: tracing reads numbers as levels).
+    let levels: Vec<LevelFilter> = directives.iter().filter_map(|d| d.parse().ok()).collect();
+    if levels.is_empty() {
+        directives.insert(0, "info");
+    }
+    let mut full = directives.join(",");
+    if levels.iter().any(|level| *level >= LevelFilter::DEBUG) {
         for name in TRANSPORT.iter().filter(|name| !directives.iter().any(|d| names(d, name))) {
             full.push_str(&format!(",{name}=info"));
         }
@@ -27,10 +33,10 @@ pub fn filter(spec: Option<&str>) -> EnvFilter {
     EnvFilter::try_new(&full).unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// Whether directive `d` is about target `name` (the crate or one of its modules).
+/// Whether directive `d` names the crate `name` itself. A module of it (`h2::frame=debug`)
+/// does not: the crate's other modules stay held.
 fn names(d: &str, name: &str) -> bool {
-    let target = d.split(['=', '[']).next().unwrap_or_default();
-    target == name || target.strip_prefix(name).is_some_and(|rest| rest.starts_with("::"))
+    d.split(['=', '[']).next().unwrap_or_default() == name
 }
 
 #[cfg(test)]
@@ -94,17 +100,29 @@ mod tests {
         assert!(named.contains("h2-debug") && !named.contains("tonic-debug"), "{named}");
         let module = logged(Some("info,tonic::transport=debug"));
         assert!(module.contains("tonic-debug") && !module.contains("own-debug"), "{module}");
+        // Naming one module of a crate leaves the crate's other modules held.
+        let other = logged(Some("debug,h2::proto=debug"));
+        assert!(!other.contains("h2-debug") && other.contains("own-debug"), "{other}");
+        // Spacing, trailing commas and newlines do not change what a filter means.
+        for spec in [" debug ", " 5 ", "\tdebug\n", "debug ,", "debug,,"] {
+            let out = logged(Some(spec));
+            assert!(out.contains("own-debug") && !out.contains("h2-debug"), "{spec:?}: {out}");
+        }
     }
 
     #[test]
-    fn quieter_or_targeted_filters_are_left_as_written() {
+    fn quieter_targeted_and_malformed_filters_never_silence_the_sidecar() {
         // `warn` does not become `info` for the libraries.
         let warn = logged(Some("warn"));
         assert!(warn.is_empty(), "{warn}");
+        // A filter that sets no level starts from info: nothing it does not name goes silent.
         let own = logged(Some("llmroute_sidecar=debug"));
-        assert!(own.contains("own-debug") && !own.contains("h2"), "{own}");
-        // Absent or invalid: info.
-        for spec in [None, Some("not a [valid filter"), Some("")] {
+        assert!(own.contains("own-debug") && own.contains("h2-info") && !own.contains("h2-debug"), "{own}");
+        for spec in ["debug;h2=off", "[]=debug"] {
+            assert!(logged(Some(spec)).contains("own-info"), "{spec}");
+        }
+        // Absent, empty or invalid: info.
+        for spec in [None, Some("not a [valid filter"), Some(""), Some(" , ")] {
             let out = logged(spec);
             assert!(
                 out.contains("own-info") && out.contains("h2-info") && !out.contains("own-debug"),

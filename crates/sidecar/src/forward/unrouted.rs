@@ -28,6 +28,7 @@ impl Arrival {
 /// Counts and logs `response`, the answer to a request refused before routing, and returns it.
 pub(crate) fn unrouted<U>(
     ctx: &Context<U>,
+    method: &http::Method,
     headers: &HeaderMap,
     operation: &'static str,
     arrival: Option<Arrival>,
@@ -43,7 +44,7 @@ pub(crate) fn unrouted<U>(
             operation,
             model: String::new(),
         };
-        access.log(&logged.entry("", "", 0, code.as_str()));
+        access.log(&crate::access::Entry { method: method.as_str(), ..logged.entry("", "", 0, code.as_str()) });
     }
     response
 }

@@ -71,16 +71,16 @@ pub(crate) async fn handle<U: Upstream>(ctx: Arc<Context<U>>, request: Request<I
         // The path is echoed back in the message: cap it so a hostile URL stays small.
         let shown: String = path.chars().take(256).collect();
         let error = ApiError::UnknownUrl { method: method.to_string(), path: shown };
-        return unrouted(&ctx, request.headers(), "", arrival, error.response());
+        return unrouted(&ctx, method, request.headers(), "", arrival, error.response());
     };
     let operation = endpoint.operation();
     if method != Method::POST {
         let error = ApiError::MethodNotAllowed(path.to_owned());
-        return unrouted(&ctx, request.headers(), operation, arrival, error.response());
+        return unrouted(&ctx, method, request.headers(), operation, arrival, error.response());
     }
     let (parts, body) = request.into_parts();
     let limits = &ctx.limits;
-    let refused = |error: ApiError| unrouted(&ctx, &parts.headers, operation, arrival, error.response());
+    let refused = |error: ApiError| unrouted(&ctx, &parts.method, &parts.headers, operation, arrival, error.response());
     let body = match body::read(body, limits.max_body_bytes, limits.body_read_timeout, &ctx.body_memory).await {
         Ok(body) => body,
         Err(e) => return refused(e),

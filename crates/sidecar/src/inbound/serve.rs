@@ -1,8 +1,9 @@
 //! The accept loop shared by the API and admin servers: TCP_NODELAY, header read timeout, one
-//! task per connection, graceful drain on stop.
+//! task per connection, an optional cap on open connections, graceful drain on stop.
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -16,15 +17,21 @@ use crate::body::Body;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Peer(pub std::net::SocketAddr);
 
+/// How often, at most, a failing accept is a warning (each is at debug): a process out of
+/// file descriptors fails every accept.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Serves `handler` on `listener` until `stop` resolves, then stops accepting and lets the
 /// open connections finish their requests for up to `drain` before returning. One task per
-/// connection.
+/// connection; past `max_connections` open at once, a new connection is closed at once (a
+/// port others may flood must not take every file descriptor of the process).
 pub(crate) async fn serve<F, Fut, S>(
     listener: TcpListener,
     header_read_timeout: Duration,
     handler: F,
     stop: S,
     drain: Duration,
+    max_connections: usize,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
@@ -32,6 +39,8 @@ pub(crate) async fn serve<F, Fut, S>(
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut stop = std::pin::pin!(stop);
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections.min(tokio::sync::Semaphore::MAX_PERMITS)));
+    let mut warned: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -40,10 +49,19 @@ pub(crate) async fn serve<F, Fut, S>(
         let (stream, peer) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                if warned.is_none_or(|at| at.elapsed() >= ACCEPT_WARN_EVERY) {
+                    tracing::warn!(error = %e, "accept failed");
+                    warned = Some(Instant::now());
+                } else {
+                    tracing::debug!(error = %e, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
+        };
+        let Ok(slot) = open.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, max_connections, "connection closed: too many open");
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
@@ -59,6 +77,7 @@ pub(crate) async fn serve<F, Fut, S>(
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
