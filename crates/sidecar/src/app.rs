@@ -140,16 +140,10 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let header_timeout = Duration::from_millis(flags.header_read_timeout_ms);
     let drain = Duration::from_millis(flags.drain_timeout_ms);
     let admin_ctx = ctx.clone();
+    let admin_max = admin_max_connections();
     let admin_handler = move |req| crate::admin::handle(admin_ctx.clone(), req);
     serve_admin(admin, move |admin| {
-        crate::inbound::serve(
-            admin,
-            header_timeout,
-            admin_handler,
-            std::future::pending(),
-            drain,
-            ADMIN_MAX_CONNECTIONS,
-        )
+        crate::inbound::serve(admin, header_timeout, admin_handler, std::future::pending(), drain, admin_max)
     })?;
     let stop = async {
         shutdown_signal().await;
@@ -166,9 +160,20 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Admin connections open at once, at most: probes, a scraper and a person need a few; a flood
-/// of idle ones must not take the file descriptors requests need.
-const ADMIN_MAX_CONNECTIONS: usize = 256;
+/// Admin connections open at once, at most: a quarter of the process's file descriptors, and
+/// never fewer than 256. Probes, a scraper and a person need a few; a flood of idle ones must
+/// not take the descriptors requests need, nor, where descriptors are plenty (a container's
+/// usual 1,048,576), shut out the kubelet's probes with a few hundred idle connections.
+fn admin_max_connections() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    open_files_limit(&limits).map_or(256, |n| (n / 4).max(256))
+}
+
+/// The soft `Max open files` of a `/proc/PID/limits` text.
+fn open_files_limit(limits: &str) -> Option<usize> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+}
 
 /// Serves the admin port on a thread and runtime of its own (as Linkerd's proxy does): a
 /// client flooding `/metrics` or `/debug/*` (each answer is rendered on the CPU) then competes
@@ -227,4 +232,21 @@ async fn shutdown_signal() {
         }
     }
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_files_limit;
+
+    #[test]
+    fn the_soft_open_files_limit_is_read_from_proc_limits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             127                  127                  processes \n\
+                      Max open files            1024                 1048576              files     \n";
+        assert_eq!(open_files_limit(limits), Some(1024));
+        assert_eq!(open_files_limit("Max open files            unlimited            unlimited   files"), None);
+        assert_eq!(open_files_limit(""), None);
+        let own = std::fs::read_to_string("/proc/self/limits").unwrap();
+        assert!(open_files_limit(&own).is_some_and(|n| n > 0), "{own}");
+    }
 }
