@@ -380,6 +380,12 @@ async fn requests_refused_before_routing_are_counted_and_logged() {
         assert_eq!((line["model_group"].as_str(), line["deployment"].as_str()), (Some(""), Some("")), "{id}");
     }
     assert_eq!(lines.len(), cases.len(), "one line per request: {lines:?}");
+    // A method of any length is echoed cut short.
+    let long = Method::from_bytes(&[b'M'; 5000]).unwrap();
+    let url = format!("{}/nope", env.api);
+    let r = llmroute_testkit::http_client::send(long, &url, &[], Bytes::new(), Duration::from_secs(10)).await.unwrap();
+    assert_eq!(r.status, 404);
+    assert!(r.body.len() < 1000, "{}", r.body.len());
     let method = |id: &str| lines.iter().find(|l| l["request_id"] == id).unwrap()["method"].clone();
     assert_eq!((method("bad-method"), method("bad-json")), (json!("GET"), json!("POST")), "the method sent");
 }

@@ -13,6 +13,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 use crate::context::{Context, RequestLimits};
 use crate::flags::Flags;
+use crate::inbound::ConnectionLimits;
 use crate::metrics::Metrics;
 use crate::routes::RoutesHandle;
 use crate::standalone::Standalone;
@@ -143,7 +144,8 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     let admin_max = admin_max_connections();
     let admin_handler = move |req| crate::admin::handle(admin_ctx.clone(), req);
     serve_admin(admin, move |admin| {
-        crate::inbound::serve(admin, header_timeout, admin_handler, std::future::pending(), drain, admin_max)
+        let limits = ConnectionLimits { max_open: admin_max, max_lifetime: Some(ADMIN_CONNECTION_LIFETIME) };
+        crate::inbound::serve(admin, header_timeout, admin_handler, std::future::pending(), drain, limits)
     })?;
     let stop = async {
         shutdown_signal().await;
@@ -151,7 +153,7 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     };
     let tracer = ctx.tracing.clone();
     let api_handler = move |req| crate::inbound::handle(ctx.clone(), req);
-    crate::inbound::serve(api, header_timeout, api_handler, stop, drain, usize::MAX).await;
+    crate::inbound::serve(api, header_timeout, api_handler, stop, drain, ConnectionLimits::NONE).await;
     if let Some(tracer) = tracer {
         // The last requests' spans: sent, or counted as dropped, within 2 s.
         let _ = tokio::task::spawn_blocking(move || tracer.flush(Duration::from_secs(2))).await;
@@ -159,6 +161,10 @@ pub async fn run(flags: Flags) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// An admin connection is closed after this long: a probe or a scrape takes milliseconds, and
+/// a client that pipelines requests and never reads cannot hold a slot for good.
+const ADMIN_CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
 /// Admin connections open at once, at most: a quarter of the process's file descriptors, and
 /// never fewer than 256. Probes, a scraper and a person need a few; a flood of idle ones must

@@ -6,15 +6,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use llmroute_sidecar::{app, flags::Flags};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(llmroute_sidecar::logging::filter(
-            std::env::var_os("LLMROUTE_LOG").and_then(|v| v.into_string().ok()).as_deref(),
-        ))
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let spec = std::env::var_os("LLMROUTE_LOG").and_then(|v| v.into_string().ok());
+    let stderr =
+        tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
+    tracing_subscriber::registry().with(stderr.with_filter(llmroute_sidecar::logging::filter(spec.as_deref()))).init();
     let flags = Flags::parse();
     let runtime = match flags.worker_threads {
         1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),

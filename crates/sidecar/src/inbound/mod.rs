@@ -20,7 +20,7 @@ pub(crate) use error::ApiError;
 #[cfg(test)]
 pub(crate) use parse::ReadBody;
 pub(crate) use parse::{ClientRequest, asks_usage, header_keys, parse, peek, upstream_body};
-pub(crate) use serve::{Peer, serve};
+pub(crate) use serve::{ConnectionLimits, Peer, serve};
 
 use crate::body::Body;
 use crate::context::Context;
@@ -70,7 +70,7 @@ pub(crate) async fn handle<U: Upstream>(ctx: Arc<Context<U>>, request: Request<I
     let Some(endpoint) = Endpoint::of_path(path) else {
         // The path is echoed back in the message: cap it so a hostile URL stays small.
         let shown: String = path.chars().take(256).collect();
-        let error = ApiError::UnknownUrl { method: method.to_string(), path: shown };
+        let error = ApiError::UnknownUrl { method: method.as_str().chars().take(32).collect(), path: shown };
         return unrouted(&ctx, method, request.headers(), "", arrival, error.response());
     };
     let operation = endpoint.operation();
