@@ -35,7 +35,13 @@ pub fn filter<S: Subscriber + for<'a> LookupSpan<'a>>(spec: Option<&str>) -> imp
     for name in TRANSPORT {
         hold = hold.with_target(name, LevelFilter::INFO);
     }
-    for target in directives.iter().filter_map(|d| d.split(['=', '[']).next()).map(str::trim) {
+    // A directive lifts only to log more than `info` (`h2=warn` or `h2[x]=off` needs no lift,
+    // and must not give another directive, `h=trace`, the crate's debug lines).
+    let lifting = directives.iter().filter(|d| {
+        let level = if d.contains('=') { d.rsplit('=').next().and_then(|l| l.trim().parse().ok()) } else { None };
+        level.is_none_or(|level: LevelFilter| level > LevelFilter::INFO)
+    });
+    for target in lifting.filter_map(|d| d.split(['=', '[']).next()).map(str::trim) {
         if TRANSPORT
             .iter()
             .any(|name| target == *name || target.strip_prefix(name).is_some_and(|m| m.starts_with("::")))
@@ -124,6 +130,9 @@ mod tests {
             "[{peer}]=trace",
             "debug,[{peer=Client}]=debug",
             "debug,[poll]=trace",
+            "h=trace,h2[nonexistent]=off",
+            "h=trace,h2=warn",
+            "t=trace,tonic[{x}]=info",
         ] {
             let out = logged(Some(spec));
             for hidden in ["h2-debug", "h2-span-debug", "tonic-debug", "hyper-util-debug"] {
