@@ -8,6 +8,20 @@ use llmroute_e2e::{Env, Options, md};
 use llmroute_testkit::http_client::get;
 use serde_json::json;
 
+/// The sidecar's access log, each line parsed as JSON, once it holds at least `n` lines.
+async fn access_log(env: &Env, n: usize) -> Vec<serde_json::Value> {
+    let lines = || {
+        env.sidecar
+            .stdout()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
+            .collect::<Vec<_>>()
+    };
+    let logged = llmroute_testkit::process::eventually(Duration::from_secs(3), || async { lines().len() >= n }).await;
+    assert!(logged, "{n} lines: {}", env.sidecar.stdout());
+    lines()
+}
+
 #[tokio::test]
 async fn health_readiness_and_debug_snapshot() {
     let health = "  healthCheck: {mode: models, intervalSeconds: 1}";
@@ -239,16 +253,8 @@ async fn a_client_that_leaves_before_the_answer_is_counted_logged_and_its_attemp
         env.metric("llmroute_upstream_attempts_total{deployment=\"llm/a\",outcome=\"cancelled\"}").await,
         Some(1.0)
     );
-    let line = || {
-        env.sidecar
-            .stdout()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
-            .find(|l| l["request_id"] == "left-1")
-    };
-    let logged = llmroute_testkit::process::eventually(Duration::from_secs(3), || async { line().is_some() }).await;
-    assert!(logged, "{}", env.sidecar.stdout());
-    let line = line().expect("the request's access-log line");
+    let lines = access_log(&env, 1).await;
+    let line = lines.iter().find(|l| l["request_id"] == "left-1").expect("the request's access-log line");
     assert_eq!(
         (line["status"].as_str(), line["deployment"].as_str(), line["attempts"].as_u64()),
         (Some("499"), Some("llm/a"), Some(1))
@@ -362,17 +368,7 @@ async fn requests_refused_before_routing_are_counted_and_logged() {
         let series = format!("llmroute_requests_total{{code=\"{code}\",deployment=\"\",model_group=\"\"}}");
         assert_eq!(env.metric(&series).await, Some(n), "{series}: {}", env.metrics().await);
     }
-    let lines = || {
-        env.sidecar
-            .stdout()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
-            .collect::<Vec<_>>()
-    };
-    let logged =
-        llmroute_testkit::process::eventually(Duration::from_secs(3), || async { lines().len() >= cases.len() }).await;
-    assert!(logged, "{}", env.sidecar.stdout());
-    let lines = lines();
+    let lines = access_log(&env, cases.len()).await;
     for (_, status, id, operation) in cases {
         let line = lines.iter().find(|l| l["request_id"] == id).unwrap_or_else(|| panic!("{id}: {lines:?}"));
         assert_eq!(line["status"], status.to_string(), "{id}");
@@ -412,17 +408,7 @@ async fn the_access_log_is_one_json_line_per_request_without_credentials_or_prom
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(env.chat("nope", &[]).await.status, 404);
-    let lines = || {
-        env.sidecar
-            .stdout()
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON line"))
-            .collect::<Vec<_>>()
-    };
-    let logged =
-        llmroute_testkit::process::eventually(std::time::Duration::from_secs(3), || async { lines().len() >= 2 }).await;
-    assert!(logged, "{}", env.sidecar.stdout());
-    let lines = lines();
+    let lines = access_log(&env, 2).await;
     let served = lines.iter().find(|l| l["request_id"] == "req-1").expect("the request's line");
     assert_eq!(served["status"], "200");
     assert_eq!(served["deployment"], "llm/b");
